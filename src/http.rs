@@ -1,0 +1,280 @@
+//! The HTTP edge: routes, CORS, body limits, time-outs, the per-request span, and the one place errors become
+//! status codes ([`ApiError`]).
+//!
+//! Why one error enum here: every failure a client can cause must be a clear 4xx with a JSON
+//! OperationOutcome and no internals, and that policy is easiest to keep when a single `IntoResponse` decides
+//! it. Nothing below this module knows about status codes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use time::{Date, OffsetDateTime};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use tracing::{Instrument, Span, field, info, info_span, warn};
+
+use crate::knowledge::Knowledge;
+use crate::record::DataKind;
+use crate::service::{HookError, find_service, handle_hook, prefetch_key};
+use crate::wire::{self, Discovery, PREFETCH, ServiceDescription};
+
+/// Default request body limit: large enough for a prefetch of several thousand resources.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// A request that has not been answered in this time gets 408 (slow clients; nothing here waits on I/O).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub knowledge: Arc<Knowledge>,
+    /// The date the rules take as today; `None` means the real date. Fixed in tests and for reviewers.
+    pub today: Option<Date>,
+    pub body_limit: usize,
+}
+
+impl AppState {
+    pub fn new(knowledge: Knowledge) -> AppState {
+        AppState {
+            knowledge: Arc::new(knowledge),
+            today: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    fn today(&self) -> Date {
+        self.today
+            .unwrap_or_else(|| OffsetDateTime::now_utc().date())
+    }
+}
+
+/// Every error a client can see.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no CDS service has the id in this URL; see GET /cds-services")]
+    UnknownService,
+    #[error("no such endpoint; see GET /cds-services")]
+    NoRoute,
+    #[error("this endpoint does not accept that method")]
+    MethodNotAllowed,
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("data needed for the assessment is unavailable")]
+    PreconditionFailed(Vec<DataKind>),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownService | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+        }
+    }
+
+    /// The status and the OperationOutcome body.
+    pub fn to_parts(&self) -> (StatusCode, serde_json::Value) {
+        let (code, messages) = match self {
+            ApiError::BadRequest(_) => ("invalid", vec![self.to_string()]),
+            ApiError::UnknownService | ApiError::NoRoute => ("not-found", vec![self.to_string()]),
+            ApiError::MethodNotAllowed => ("not-supported", vec![self.to_string()]),
+            ApiError::PayloadTooLarge(_) => ("too-costly", vec![self.to_string()]),
+            ApiError::PreconditionFailed(kinds) => (
+                "incomplete",
+                kinds.iter().map(|k| missing_message(*k)).collect(),
+            ),
+        };
+        (self.status(), wire::operation_outcome(code, &messages))
+    }
+}
+
+fn missing_message(kind: DataKind) -> String {
+    let key = prefetch_key(kind);
+    let query = PREFETCH
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or("", |(_, q)| *q);
+    format!(
+        "{} data is unavailable: send it as prefetch `{key}` ({query}), or a null value if the patient has none",
+        kind.resource_type()
+    )
+}
+
+impl From<HookError> for ApiError {
+    fn from(e: HookError) -> Self {
+        match e {
+            HookError::BadRequest(e) => ApiError::BadRequest(e.0),
+            HookError::UnknownService => ApiError::UnknownService,
+            e @ HookError::WrongHook { .. } => ApiError::BadRequest(e.to_string()),
+            HookError::MissingData(kinds) => ApiError::PreconditionFailed(kinds),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.to_parts();
+        if status.is_client_error() {
+            Span::current().record("error", field::display(&self));
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| match rejection {
+        BytesRejection::FailedToBufferBody(_)
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            ApiError::PayloadTooLarge(limit)
+        }
+        _ => ApiError::BadRequest("the request body could not be read".to_string()),
+    })
+}
+
+async fn discovery(State(state): State<AppState>) -> Json<Discovery> {
+    let services = state
+        .knowledge
+        .services
+        .iter()
+        .map(|s| ServiceDescription {
+            hook: s.hook.clone(),
+            title: s.title.clone(),
+            description: s.description.clone(),
+            id: s.id.clone(),
+            prefetch: PREFETCH.into_iter().collect(),
+            usage_requirements: s.usage_requirements.clone(),
+        })
+        .collect();
+    Json(Discovery { services })
+}
+
+async fn hook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    Span::current().record("service", field::display(&id));
+    if find_service(&state.knowledge, &id).is_none() {
+        return Err(ApiError::UnknownService);
+    }
+    let body = body_bytes(body, state.body_limit)?;
+    let (response, summary) = handle_hook(&state.knowledge, &id, &body, state.today())?;
+    let span = Span::current();
+    span.record("hook_instance", field::display(&summary.hook_instance));
+    span.record("orders", summary.dry_needling_orders);
+    span.record("cards", summary.cards);
+    if summary.skipped_entries > 0 {
+        warn!(
+            skipped = summary.skipped_entries,
+            "unreadable record entries were skipped"
+        );
+    }
+    Ok(Json(response).into_response())
+}
+
+async fn feedback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    Span::current().record("service", field::display(&id));
+    if find_service(&state.knowledge, &id).is_none() {
+        return Err(ApiError::UnknownService);
+    }
+    let body = body_bytes(body, state.body_limit)?;
+    let entries = wire::parse_feedback(&body).map_err(|e| ApiError::BadRequest(e.0))?;
+    for entry in entries {
+        info!(
+            card = %entry.card,
+            outcome = %entry.outcome,
+            accepted_suggestions = ?entry.accepted_suggestions,
+            override_reason = entry.override_reason.as_deref().unwrap_or(""),
+            outcome_timestamp = %entry.outcome_timestamp,
+            "feedback"
+        );
+    }
+    Ok(StatusCode::OK)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// One span per request, with what may be logged: method, path (service ids only), hookInstance, status,
+/// latency. Never bodies, headers or tokens.
+async fn trace(request: Request, next: Next) -> Response {
+    let span = info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        service = field::Empty,
+        hook_instance = field::Empty,
+        orders = field::Empty,
+        cards = field::Empty,
+        status = field::Empty,
+        latency_us = field::Empty,
+        error = field::Empty,
+    );
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    span.record("latency_us", started.elapsed().as_micros() as u64);
+    span.in_scope(|| info!("request done"));
+    response
+}
+
+/// CORS for browser clients such as the CDS Hooks sandbox: any origin (services are public and use bearer
+/// tokens, not cookies), the `Authorization` header, and Chromium's private-network preflight.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .allow_private_network(true)
+        .max_age(Duration::from_secs(24 * 60 * 60))
+}
+
+/// Builds the application: the same router serves production, tests (`oneshot`) and the CLI.
+pub fn app(state: AppState) -> Router {
+    let limit = state.body_limit;
+    Router::new()
+        .route("/cds-services", get(discovery))
+        .route("/cds-services/{id}", post(hook))
+        .route("/cds-services/{id}/feedback", post(feedback))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(cors())
+        .layer(middleware::from_fn(trace))
+        .layer(middleware::map_response(timeout_body))
+}
+
+/// The time-out layer answers with an empty body; give it the same JSON shape as every other error.
+async fn timeout_body(response: Response) -> Response {
+    if response.status() != StatusCode::REQUEST_TIMEOUT {
+        return response;
+    }
+    let body = wire::operation_outcome("timeout", &["the request took too long".to_string()]);
+    (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response()
+}

@@ -1,0 +1,783 @@
+//! The guidance content: card texts, suggested resources, service descriptions and value sets, loaded from
+//! `cards/` and checked once at start.
+//!
+//! Why content is data: clinicians review and change wording and code lists far more often than logic, and a
+//! reviewer should not need to read Rust. The directory is embedded in the binary (so the service runs with no
+//! files around it) and can be replaced at start by a directory named in configuration. Everything a rule can
+//! ask for is checked here, so a bad file stops the start with a message naming the file, never a request.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use include_dir::{Dir, include_dir};
+use serde::Deserialize;
+
+use crate::record::Coding;
+
+static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/cards");
+
+/// A start-up failure in the content, with the file it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("cannot read {file}: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+}
+
+fn invalid(file: &str, message: impl Into<String>) -> KnowledgeError {
+    KnowledgeError::Invalid {
+        file: file.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Every card a rule can produce. Each has `cards/cards/<id>.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CardId {
+    AgainstChronicLowBackPain,
+    AgainstOsteoarthritis,
+    AgainstPatellofemoralPain,
+    AgainstHeadache,
+    AgainstChronicPain,
+    NeckPainPreferManualTherapy,
+    MyofascialCareMissing,
+    MyofascialMayConsider,
+    NotFirstLineCareMissing,
+    NotFirstLineCareDocumented,
+}
+
+impl CardId {
+    pub const ALL: [CardId; 10] = [
+        CardId::AgainstChronicLowBackPain,
+        CardId::AgainstOsteoarthritis,
+        CardId::AgainstPatellofemoralPain,
+        CardId::AgainstHeadache,
+        CardId::AgainstChronicPain,
+        CardId::NeckPainPreferManualTherapy,
+        CardId::MyofascialCareMissing,
+        CardId::MyofascialMayConsider,
+        CardId::NotFirstLineCareMissing,
+        CardId::NotFirstLineCareDocumented,
+    ];
+
+    pub fn file_stem(self) -> &'static str {
+        match self {
+            CardId::AgainstChronicLowBackPain => "against-chronic-low-back-pain",
+            CardId::AgainstOsteoarthritis => "against-osteoarthritis",
+            CardId::AgainstPatellofemoralPain => "against-patellofemoral-pain",
+            CardId::AgainstHeadache => "against-headache",
+            CardId::AgainstChronicPain => "against-chronic-pain",
+            CardId::NeckPainPreferManualTherapy => "neck-pain-prefer-manual-therapy",
+            CardId::MyofascialCareMissing => "myofascial-care-missing",
+            CardId::MyofascialMayConsider => "myofascial-may-consider",
+            CardId::NotFirstLineCareMissing => "not-first-line-care-missing",
+            CardId::NotFirstLineCareDocumented => "not-first-line-care-documented",
+        }
+    }
+}
+
+/// The value sets the rules use. Each is a `set` name in `cards/valuesets/codes.csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueSet {
+    DryNeedlingOrder,
+    NotDryNeedlingOrder,
+    LowBackPain,
+    NotBackPain,
+    LumbarDegenerative,
+    NeckPain,
+    Myofascial,
+    Myalgia,
+    ChronicPain,
+    Osteoarthritis,
+    PatellofemoralPain,
+    Headache,
+    Analgesic,
+    NotAnAnalgesicTrial,
+    HeatTherapy,
+    SelfCare,
+}
+
+impl ValueSet {
+    const ALL: [ValueSet; 16] = [
+        ValueSet::DryNeedlingOrder,
+        ValueSet::NotDryNeedlingOrder,
+        ValueSet::LowBackPain,
+        ValueSet::NotBackPain,
+        ValueSet::LumbarDegenerative,
+        ValueSet::NeckPain,
+        ValueSet::Myofascial,
+        ValueSet::Myalgia,
+        ValueSet::ChronicPain,
+        ValueSet::Osteoarthritis,
+        ValueSet::PatellofemoralPain,
+        ValueSet::Headache,
+        ValueSet::Analgesic,
+        ValueSet::NotAnAnalgesicTrial,
+        ValueSet::HeatTherapy,
+        ValueSet::SelfCare,
+    ];
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
+    /// The CSV set names that make up this value set.
+    fn csv_sets(self) -> &'static [&'static str] {
+        match self {
+            ValueSet::DryNeedlingOrder => &["order.dry_needling"],
+            ValueSet::NotDryNeedlingOrder => &["order.related_not_dry_needling"],
+            ValueSet::LowBackPain => &["cond.low_back_pain"],
+            ValueSet::NotBackPain => &["cond.not_back_pain"],
+            ValueSet::LumbarDegenerative => &["cond.lumbar_degenerative"],
+            ValueSet::NeckPain => &["cond.neck_pain"],
+            ValueSet::Myofascial => &["cond.myofascial_trigger_point"],
+            ValueSet::Myalgia => &["cond.myalgia_broad_optional"],
+            ValueSet::ChronicPain => &["cond.chronic_pain_general"],
+            ValueSet::Osteoarthritis => &["exclude.osteoarthritis"],
+            ValueSet::PatellofemoralPain => &["exclude.patellofemoral_pain"],
+            ValueSet::Headache => &["exclude.headache"],
+            ValueSet::Analgesic => &[
+                "med.acetaminophen.ingredient",
+                "med.nsaid.ingredient",
+                "med.nsaid.precise_ingredient_or_alt",
+                "med.common_products",
+                "med.topical_nsaid",
+                "med.atc",
+            ],
+            ValueSet::NotAnAnalgesicTrial => &["med.do_not_count_as_analgesic_trial"],
+            ValueSet::HeatTherapy => &["proc.heat_therapy"],
+            ValueSet::SelfCare => &["proc.self_care_education_activity"],
+        }
+    }
+}
+
+/// Code systems under their canonical URL; EHRs also send the HL7 OIDs.
+fn canonical_system(system: &str) -> &str {
+    match system {
+        "urn:oid:2.16.840.1.113883.6.96" => "http://snomed.info/sct",
+        "urn:oid:2.16.840.1.113883.6.90" => "http://hl7.org/fhir/sid/icd-10-cm",
+        "urn:oid:2.16.840.1.113883.6.12" => "http://www.ama-assn.org/go/cpt",
+        "urn:oid:2.16.840.1.113883.6.88" => "http://www.nlm.nih.gov/research/umls/rxnorm",
+        other => other,
+    }
+}
+
+/// ICD-10-CM codes arrive with and without the dot, in either case.
+fn canonical_code<'a>(system: &str, code: &'a str) -> std::borrow::Cow<'a, str> {
+    if system == "http://hl7.org/fhir/sid/icd-10-cm" {
+        std::borrow::Cow::Owned(code.trim().replace('.', "").to_ascii_uppercase())
+    } else {
+        std::borrow::Cow::Borrowed(code.trim())
+    }
+}
+
+/// Text fallbacks for data without recognised codes (`cards/valuesets/keywords.toml`). A keyword matches at
+/// the start of a word, so `needl` matches "needling" and `heat` does not match "wheat".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keywords {
+    pub dry_needling_order: Vec<String>,
+    pub low_back: Vec<String>,
+    pub neck: Vec<String>,
+    pub myofascial: Vec<String>,
+    pub osteoarthritis: Vec<String>,
+    pub patellofemoral: Vec<String>,
+    pub headache: Vec<String>,
+    pub chronic: Vec<String>,
+    pub analgesic: Vec<String>,
+    pub not_an_analgesic_trial: Vec<String>,
+    pub heat_therapy: Vec<String>,
+    pub self_care: Vec<String>,
+}
+
+/// True when `keyword` occurs in `text` (both lower-case) at the start of a word.
+pub fn has_keyword(text: &str, keywords: &[String]) -> bool {
+    keywords.iter().any(|keyword| {
+        text.match_indices(keyword.as_str()).any(|(at, _)| {
+            text[..at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !c.is_alphanumeric())
+        })
+    })
+}
+
+/// Value sets plus text fallbacks.
+#[derive(Debug, Clone)]
+pub struct Terminology {
+    /// system → code → bit set of [`ValueSet`]s.
+    codes: HashMap<String, HashMap<String, u32>>,
+    /// system → code → display, for codes whose display says "chronic".
+    chronic: HashMap<String, HashMap<String, String>>,
+    pub keywords: Keywords,
+}
+
+impl Terminology {
+    fn lookup(&self, coding: &Coding) -> u32 {
+        let system = canonical_system(&coding.system);
+        let code = canonical_code(system, &coding.code);
+        self.codes
+            .get(system)
+            .and_then(|codes| codes.get(code.as_ref()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// True when the coding belongs to the value set.
+    pub fn contains(&self, set: ValueSet, coding: &Coding) -> bool {
+        self.lookup(coding) & set.bit() != 0
+    }
+
+    /// True when the coding is known to any of the project's value sets.
+    pub fn is_known(&self, coding: &Coding) -> bool {
+        self.lookup(coding) != 0
+    }
+
+    /// True when a value-set code's own display says the condition is chronic (e.g. 278860009).
+    pub fn says_chronic(&self, coding: &Coding) -> bool {
+        let system = canonical_system(&coding.system);
+        let code = canonical_code(system, &coding.code);
+        self.chronic
+            .get(system)
+            .is_some_and(|codes| codes.contains_key(code.as_ref()))
+    }
+
+    fn load(csv_text: &str, keywords_text: &str) -> Result<Terminology, KnowledgeError> {
+        const CSV: &str = "valuesets/codes.csv";
+        let mut codes: HashMap<String, HashMap<String, u32>> = HashMap::new();
+        let mut chronic: HashMap<String, HashMap<String, String>> = HashMap::new();
+        let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+        let headers = reader
+            .headers()
+            .map_err(|e| invalid(CSV, e.to_string()))?
+            .clone();
+        let column = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| invalid(CSV, format!("no `{name}` column")))
+        };
+        let (set_col, system_col, code_col, display_col, source_col) = (
+            column("set")?,
+            column("system")?,
+            column("code")?,
+            column("display")?,
+            column("source")?,
+        );
+        let mut seen = vec![0usize; ValueSet::ALL.len()];
+        for (line, record) in reader.records().enumerate() {
+            let record = record.map_err(|e| invalid(CSV, e.to_string()))?;
+            let field = |i: usize| record.get(i).unwrap_or("").trim();
+            let (set, system, code) = (field(set_col), field(system_col), field(code_col));
+            if system.is_empty() || code.is_empty() || field(source_col).is_empty() {
+                return Err(invalid(
+                    CSV,
+                    format!("row {}: system, code and source are required", line + 2),
+                ));
+            }
+            let system = canonical_system(system).to_string();
+            let code = canonical_code(&system, code).into_owned();
+            let mut bits = 0;
+            for (i, value_set) in ValueSet::ALL.iter().enumerate() {
+                if value_set.csv_sets().contains(&set) {
+                    bits |= value_set.bit();
+                    seen[i] += 1;
+                }
+            }
+            if field(display_col).to_lowercase().contains("chronic") && set.starts_with("cond.") {
+                chronic
+                    .entry(system.clone())
+                    .or_default()
+                    .insert(code.clone(), field(display_col).into());
+            }
+            *codes.entry(system).or_default().entry(code).or_default() |= bits;
+        }
+        if let Some(i) = seen.iter().position(|n| *n == 0) {
+            return Err(invalid(
+                CSV,
+                format!("value set {:?} has no codes", ValueSet::ALL[i]),
+            ));
+        }
+        const KEYWORDS: &str = "valuesets/keywords.toml";
+        let mut keywords: Keywords =
+            toml::from_str(keywords_text).map_err(|e| invalid(KEYWORDS, e.to_string()))?;
+        for list in keywords_mut(&mut keywords) {
+            for keyword in list.iter_mut() {
+                *keyword = keyword.trim().to_lowercase();
+                if keyword.is_empty() {
+                    return Err(invalid(KEYWORDS, "empty keyword"));
+                }
+            }
+        }
+        Ok(Terminology {
+            codes,
+            chronic,
+            keywords,
+        })
+    }
+}
+
+fn keywords_mut(k: &mut Keywords) -> [&mut Vec<String>; 12] {
+    [
+        &mut k.dry_needling_order,
+        &mut k.low_back,
+        &mut k.neck,
+        &mut k.myofascial,
+        &mut k.osteoarthritis,
+        &mut k.patellofemoral,
+        &mut k.headache,
+        &mut k.chronic,
+        &mut k.analgesic,
+        &mut k.not_an_analgesic_trial,
+        &mut k.heat_therapy,
+        &mut k.self_care,
+    ]
+}
+
+/// `{{name}}` placeholders in card text.
+#[derive(Debug, Clone)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    Var(String),
+}
+
+impl Template {
+    fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            parts.push(Part::Text(rest[..start].to_string()));
+            let after = &rest[start + 2..];
+            let end = after.find("}}").ok_or("unclosed `{{`")?;
+            let name = after[..end].trim();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                return Err(format!("bad placeholder `{{{{{name}}}}}`"));
+            }
+            parts.push(Part::Var(name.to_string()));
+            rest = &after[end + 2..];
+        }
+        parts.push(Part::Text(rest.to_string()));
+        Ok(Template { parts })
+    }
+
+    fn vars(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(name) => Some(name.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Fills the placeholders; names were checked at load, so `value` is asked only for known names.
+    pub fn render(&self, value: impl Fn(&str) -> String) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Var(name) => out.push_str(&value(name)),
+            }
+        }
+        out
+    }
+}
+
+/// Placeholders a card's summary may use, and the longest value each can take (see `render`).
+pub const SUMMARY_VARS: &[(&str, usize)] = &[("indication", 60)];
+/// Placeholders a card's detail may use.
+pub const DETAIL_VARS: &[&str] = &[
+    "indication",
+    "conditions",
+    "care_found",
+    "care_missing",
+    "first_line",
+    "notes",
+];
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Indicator {
+    Info,
+    Warning,
+    Critical,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardFile {
+    indicator: Indicator,
+    summary: String,
+    detail: String,
+    #[serde(default)]
+    suggestions: Vec<SuggestionTemplate>,
+}
+
+/// One suggestion of a card: remove the order, create resources from `cards/resources/`, or both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuggestionTemplate {
+    pub label: String,
+    #[serde(default)]
+    pub recommended: bool,
+    #[serde(default)]
+    pub remove_order: bool,
+    #[serde(default)]
+    pub create: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CardTemplate {
+    pub indicator: Indicator,
+    pub summary: Template,
+    pub detail: Template,
+    pub suggestions: Vec<SuggestionTemplate>,
+}
+
+/// A FHIR Coding in content files.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodingText {
+    pub system: String,
+    pub code: String,
+    pub display: String,
+}
+
+/// One CDS service as discovery describes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceText {
+    pub id: String,
+    pub hook: String,
+    pub title: String,
+    pub description: String,
+    pub usage_requirements: String,
+}
+
+/// The shared texts and labels used to build details.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phrases {
+    pub analgesic: String,
+    pub heat_therapy: String,
+    pub self_care: String,
+    pub heat_not_required: String,
+    pub first_line: String,
+    pub first_line_low_back: String,
+    pub nothing_found: String,
+    pub nothing_missing: String,
+    pub no_conditions: String,
+    pub history_unavailable: String,
+    pub conditions_unavailable: String,
+    pub skipped_entries: String,
+    pub onset_unknown: String,
+    pub reason_unresolved: String,
+    pub unknown_indication: String,
+    pub remove_action: String,
+    pub create_action: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    source_label: String,
+    source_topic: CodingText,
+    override_reasons: Vec<CodingText>,
+    services: Vec<ServiceText>,
+    phrases: Phrases,
+}
+
+/// All guidance content, validated.
+#[derive(Debug, Clone)]
+pub struct Knowledge {
+    pub terminology: Terminology,
+    pub cards: BTreeMap<CardId, CardTemplate>,
+    /// ServiceRequest templates by file stem (`cards/resources/<stem>.json`).
+    pub resources: BTreeMap<String, serde_json::Value>,
+    pub source_label: String,
+    pub source_topic: CodingText,
+    pub override_reasons: Vec<CodingText>,
+    pub services: Vec<ServiceText>,
+    pub phrases: Phrases,
+}
+
+/// Where the content comes from.
+#[derive(Debug, Clone)]
+pub enum ContentSource {
+    Embedded,
+    Directory(PathBuf),
+}
+
+impl Knowledge {
+    /// Loads the content compiled into the binary.
+    pub fn embedded() -> Result<Knowledge, KnowledgeError> {
+        Knowledge::load(&ContentSource::Embedded)
+    }
+
+    pub fn load(source: &ContentSource) -> Result<Knowledge, KnowledgeError> {
+        let files = match source {
+            ContentSource::Embedded => embedded_files(),
+            ContentSource::Directory(dir) => directory_files(dir)?,
+        };
+        let file = |name: &str| {
+            files
+                .get(name)
+                .map(String::as_str)
+                .ok_or_else(|| invalid(name, "file is missing"))
+        };
+        let terminology = Terminology::load(
+            file("valuesets/codes.csv")?,
+            file("valuesets/keywords.toml")?,
+        )?;
+
+        let service: ServiceFile = toml::from_str(file("service.toml")?)
+            .map_err(|e| invalid("service.toml", e.to_string()))?;
+        check_services(&service)?;
+
+        let mut resources = BTreeMap::new();
+        for (name, text) in files.iter().filter(|(n, _)| n.starts_with("resources/")) {
+            let Some(stem) = name
+                .strip_prefix("resources/")
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            resources.insert(stem.to_string(), check_service_request(name, text)?);
+        }
+
+        let mut cards = BTreeMap::new();
+        for id in CardId::ALL {
+            let name = format!("cards/{}.toml", id.file_stem());
+            let card = parse_card(&name, file(&name)?, &resources)?;
+            cards.insert(id, card);
+        }
+        let known: Vec<String> = CardId::ALL
+            .iter()
+            .map(|id| format!("cards/{}.toml", id.file_stem()))
+            .collect();
+        if let Some(extra) = files
+            .keys()
+            .find(|n| n.starts_with("cards/") && !known.contains(n))
+        {
+            return Err(invalid(
+                extra,
+                "no rule produces this card; remove it or add the rule",
+            ));
+        }
+
+        Ok(Knowledge {
+            terminology,
+            cards,
+            resources,
+            source_label: service.source_label,
+            source_topic: service.source_topic,
+            override_reasons: service.override_reasons,
+            services: service.services,
+            phrases: service.phrases,
+        })
+    }
+
+    pub fn card(&self, id: CardId) -> &CardTemplate {
+        // Every CardId was checked to have a template in `load`.
+        &self.cards[&id]
+    }
+}
+
+fn embedded_files() -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    fn walk(dir: &Dir<'static>, files: &mut BTreeMap<String, String>) {
+        for file in dir.files() {
+            if let (Some(path), Some(text)) = (file.path().to_str(), file.contents_utf8()) {
+                files.insert(path.replace('\\', "/"), text.to_string());
+            }
+        }
+        for sub in dir.dirs() {
+            walk(sub, files);
+        }
+    }
+    walk(&EMBEDDED, &mut files);
+    files
+}
+
+fn directory_files(root: &Path) -> Result<BTreeMap<String, String>, KnowledgeError> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let io = |source| KnowledgeError::Io {
+            file: dir.display().to_string(),
+            source,
+        };
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            let wanted = [".toml", ".json", ".csv"]
+                .iter()
+                .any(|ext| relative.ends_with(ext));
+            if !wanted {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|source| KnowledgeError::Io {
+                file: path.display().to_string(),
+                source,
+            })?;
+            files.insert(relative, text);
+        }
+    }
+    Ok(files)
+}
+
+fn check_services(service: &ServiceFile) -> Result<(), KnowledgeError> {
+    const FILE: &str = "service.toml";
+    for hook in ["order-select", "order-sign"] {
+        if service.services.iter().filter(|s| s.hook == hook).count() != 1 {
+            return Err(invalid(
+                FILE,
+                format!("exactly one service must handle `{hook}`"),
+            ));
+        }
+    }
+    if let Some(s) = service
+        .services
+        .iter()
+        .find(|s| !matches!(s.hook.as_str(), "order-select" | "order-sign"))
+    {
+        return Err(invalid(
+            FILE,
+            format!("service `{}`: unsupported hook `{}`", s.id, s.hook),
+        ));
+    }
+    for s in &service.services {
+        let id_ok = !s.id.is_empty()
+            && s.id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !id_ok || s.id == "feedback" {
+            return Err(invalid(
+                FILE,
+                format!("service id `{}` is not a URL-safe name", s.id),
+            ));
+        }
+        if s.title.trim().is_empty() || s.description.trim().is_empty() {
+            return Err(invalid(
+                FILE,
+                format!("service `{}` needs a title and a description", s.id),
+            ));
+        }
+    }
+    if service.services[0].id == service.services[1].id {
+        return Err(invalid(FILE, "service ids must differ"));
+    }
+    if service.override_reasons.is_empty() {
+        return Err(invalid(FILE, "at least one override reason is needed"));
+    }
+    Ok(())
+}
+
+/// A suggested resource must be a ServiceRequest that fhir-sdk's R4 model accepts once the service has
+/// filled in the subject, as it does when rendering.
+fn check_service_request(name: &str, text: &str) -> Result<serde_json::Value, KnowledgeError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| invalid(name, e.to_string()))?;
+    if value.get("resourceType").and_then(|v| v.as_str()) != Some("ServiceRequest") {
+        return Err(invalid(name, "must be a ServiceRequest"));
+    }
+    let mut filled = value.clone();
+    filled["subject"] = serde_json::json!({"reference": "Patient/example"});
+    serde_json::from_value::<fhir_sdk::r4b::resources::ServiceRequest>(filled)
+        .map_err(|e| invalid(name, format!("not a valid R4 ServiceRequest: {e}")))?;
+    Ok(value)
+}
+
+fn parse_card(
+    name: &str,
+    text: &str,
+    resources: &BTreeMap<String, serde_json::Value>,
+) -> Result<CardTemplate, KnowledgeError> {
+    let file: CardFile = toml::from_str(text).map_err(|e| invalid(name, e.to_string()))?;
+    let summary =
+        Template::parse(&file.summary).map_err(|e| invalid(name, format!("summary: {e}")))?;
+    let detail =
+        Template::parse(&file.detail).map_err(|e| invalid(name, format!("detail: {e}")))?;
+    for var in summary.vars() {
+        if !SUMMARY_VARS.iter().any(|(v, _)| *v == var) {
+            return Err(invalid(name, format!("summary cannot use `{{{{{var}}}}}`")));
+        }
+    }
+    let longest = summary.render(|var| {
+        let max = SUMMARY_VARS
+            .iter()
+            .find(|(v, _)| *v == var)
+            .map_or(0, |(_, n)| *n);
+        "x".repeat(max)
+    });
+    if longest.chars().count() >= 140 {
+        return Err(invalid(
+            name,
+            "summary can reach 140 characters; the spec requires fewer",
+        ));
+    }
+    if let Some(var) = detail.vars().find(|v| !DETAIL_VARS.contains(v)) {
+        return Err(invalid(name, format!("detail cannot use `{{{{{var}}}}}`")));
+    }
+    for s in &file.suggestions {
+        if s.label.trim().is_empty() || (!s.remove_order && s.create.is_empty()) {
+            return Err(invalid(name, "a suggestion needs a label and an action"));
+        }
+        if let Some(missing) = s.create.iter().find(|r| !resources.contains_key(*r)) {
+            return Err(invalid(
+                name,
+                format!("suggestion creates unknown resource `{missing}`"),
+            ));
+        }
+    }
+    Ok(CardTemplate {
+        indicator: file.indicator,
+        summary,
+        detail,
+        suggestions: file.suggestions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_content_loads() {
+        let knowledge = Knowledge::embedded().expect("the embedded cards/ must be valid");
+        assert_eq!(knowledge.cards.len(), CardId::ALL.len());
+    }
+
+    #[test]
+    fn keywords_match_at_word_starts() {
+        let words = vec!["heat".to_string(), "needl".to_string()];
+        assert!(has_keyword("moist heat pack", &words));
+        assert!(has_keyword("dry needling", &words));
+        assert!(has_keyword("(heat) therapy", &words));
+        assert!(!has_keyword("wheat allergy", &words));
+        assert!(!has_keyword("", &words));
+    }
+
+    #[test]
+    fn templates_reject_bad_placeholders() {
+        assert!(Template::parse("a {{indication}} b").is_ok());
+        assert!(Template::parse("a {{indication b").is_err());
+        assert!(Template::parse("a {{Bad-Name}}").is_err());
+        let t = Template::parse("x {{ a }} y {{b}}").unwrap();
+        assert_eq!(t.render(|v| v.to_uppercase()), "x A y B");
+    }
+}

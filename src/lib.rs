@@ -1,0 +1,29 @@
+//! A CDS Hooks 2.0 service that answers dry-needling orders (`order-select`, `order-sign`) with
+//! guideline-based cards.
+//!
+//! Data flows one way, and each module owns one step:
+//!
+//! | step | module | knows |
+//! |---|---|---|
+//! | routing, CORS, limits, error → status | [`http`] | HTTP |
+//! | request, discovery, card and feedback JSON | [`wire`] | CDS Hooks shapes |
+//! | FHIR JSON (R4, STU3, DSTU2) → record | [`fhir`] | FHIR shapes |
+//! | the patient record | [`record`] | plain types |
+//! | the guideline | [`assess`] | pure functions, no I/O, cannot fail |
+//! | assessment → card | [`render`] | templates |
+//! | content in `cards/` | [`knowledge`] | files, validation |
+//! | one hook call end to end | [`service`] | the order of steps |
+//!
+//! `main.rs` is only the command line, configuration, telemetry and serving. See `ARCHITECTURE.md`.
+
+pub mod assess;
+pub mod fhir;
+pub mod http;
+pub mod knowledge;
+pub mod record;
+pub mod render;
+pub mod service;
+pub mod wire;
+
+pub use http::{AppState, app};
+pub use knowledge::{ContentSource, Knowledge};

@@ -1,0 +1,193 @@
+//! The `dry-needling-cds` command: serve the CDS service, or evaluate one hook request from a file.
+//!
+//! Only start-up concerns live here (arguments, configuration, telemetry, signals); everything else is in the
+//! library so tests drive exactly what production runs.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dry_needling_cds::http::{ApiError, DEFAULT_BODY_LIMIT};
+use dry_needling_cds::{AppState, ContentSource, Knowledge, app};
+use time::Date;
+
+#[derive(Parser)]
+#[command(version, about = "CDS Hooks service for dry-needling orders")]
+struct Cli {
+    /// Directory of guidance content to use instead of the embedded `cards/`.
+    #[arg(long, global = true, env = "DRY_NEEDLING_CDS_CARDS")]
+    cards: Option<PathBuf>,
+    /// Assess as if today were this date (YYYY-MM-DD); for reviewers and reproducible runs.
+    #[arg(long, global = true, env = "DRY_NEEDLING_CDS_AS_OF", value_parser = parse_date)]
+    as_of: Option<Date>,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the CDS Hooks endpoints (the default command).
+    Serve,
+    /// Print the response the service would give to a hook request (a file, or `-` for stdin).
+    Evaluate {
+        file: PathBuf,
+        /// Service id to call; by default the one that handles the request's `hook`.
+        #[arg(long)]
+        service: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        global = true,
+        env = "DRY_NEEDLING_CDS_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, global = true, env = "DRY_NEEDLING_CDS_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "DRY_NEEDLING_CDS_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_date(s: &str) -> Result<Date, String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(s, &format).map_err(|e| format!("expected YYYY-MM-DD: {e}"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let source = match &cli.cards {
+        Some(dir) => ContentSource::Directory(dir.clone()),
+        None => ContentSource::Embedded,
+    };
+    let knowledge =
+        Knowledge::load(&source).context("the guidance content in cards/ is invalid")?;
+    match cli.command {
+        Some(Command::Evaluate { file, service }) => evaluate(knowledge, &file, service, cli.as_of),
+        Some(Command::Serve) | None => serve(knowledge, cli.serve, cli.as_of),
+    }
+}
+
+fn init_telemetry(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fhir_sdk=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(knowledge: Knowledge, args: ServeArgs, as_of: Option<Date>) -> anyhow::Result<()> {
+    init_telemetry(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let state = AppState {
+            today: as_of,
+            body_limit: args.body_limit,
+            ..AppState::new(knowledge)
+        };
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        tracing::info!(%address, "serving CDS Hooks discovery at http://{address}/cds-services");
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn evaluate(
+    knowledge: Knowledge,
+    file: &PathBuf,
+    service: Option<String>,
+    as_of: Option<Date>,
+) -> anyhow::Result<()> {
+    let mut body = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut body)?;
+    } else {
+        body = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    let service = match service {
+        Some(id) => id,
+        None => {
+            let hook = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("hook").and_then(|h| h.as_str()).map(str::to_string))
+                .unwrap_or_default();
+            knowledge
+                .services
+                .iter()
+                .find(|s| s.hook == hook)
+                .map(|s| s.id.clone())
+                .unwrap_or(hook)
+        }
+    };
+    let today = as_of.unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
+    let (status, body) =
+        match dry_needling_cds::service::handle_hook(&knowledge, &service, &body, today) {
+            Ok((response, _)) => (200, serde_json::to_value(response)?),
+            Err(e) => {
+                let (status, body) = ApiError::from(e).to_parts();
+                (status.as_u16(), body)
+            }
+        };
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    if status != 200 {
+        eprintln!("HTTP status would be {status}");
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,460 @@
+//! The CDS Hooks 2.0 JSON shapes: the hook request (read leniently), discovery, cards, feedback, and the
+//! FHIR OperationOutcome used for error bodies.
+//!
+//! Why lenient and hand-checked: real clients send 1.x fields, `extension`s, `fhirServer: ""`, Bundles without
+//! `type` and missing `selections` (../shared/sandbox/NOTES.md). Each top-level field is taken as raw JSON and
+//! checked on its own, so unknown fields are ignored, a wrong shape gets a message naming the field, and no
+//! message ever quotes a value (values may be patient data). Prefetch and draft orders stay raw here; they are
+//! read entry by entry in [`crate::fhir`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+/// A request the service cannot read; the message names the field, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+fn error(message: impl Into<String>) -> RequestError {
+    RequestError(message.into())
+}
+
+/// Describes a JSON error without quoting the input.
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof => {
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        }
+        Category::Data | Category::Io => "the body does not have the expected shape".to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRequest<'a> {
+    #[serde(borrow)]
+    hook: Option<&'a RawValue>,
+    #[serde(borrow)]
+    hook_instance: Option<&'a RawValue>,
+    #[serde(borrow)]
+    fhir_server: Option<&'a RawValue>,
+    #[serde(borrow)]
+    fhir_authorization: Option<&'a RawValue>,
+    #[serde(borrow)]
+    context: Option<&'a RawValue>,
+    #[serde(borrow)]
+    prefetch: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawContext<'a> {
+    #[serde(borrow)]
+    patient_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    user_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    encounter_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    selections: Option<&'a RawValue>,
+    #[serde(borrow)]
+    draft_orders: Option<&'a RawValue>,
+}
+
+/// `fhirAuthorization` (snake_case fields, unlike the rest of the request).
+#[derive(Clone, Deserialize)]
+pub struct FhirAuthorization {
+    pub access_token: String,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+}
+
+impl std::fmt::Debug for FhirAuthorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token must never reach a log.
+        f.debug_struct("FhirAuthorization")
+            .field("access_token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hook call, checked for shape. Borrows the request body.
+#[derive(Debug)]
+pub struct HookRequest<'a> {
+    pub hook: String,
+    pub hook_instance: String,
+    /// `None` when absent or `""` (the sandbox sends that).
+    pub fhir_server: Option<String>,
+    pub fhir_authorization: Option<FhirAuthorization>,
+    pub context: HookContext<'a>,
+    /// `None` when the client sent no `prefetch` at all.
+    pub prefetch: Option<Vec<(String, &'a RawValue)>>,
+}
+
+#[derive(Debug, Default)]
+pub struct HookContext<'a> {
+    pub patient_id: Option<String>,
+    pub user_id: Option<String>,
+    pub encounter_id: Option<String>,
+    /// `None` when absent (order-sign, or the sandbox's tab re-click).
+    pub selections: Option<Vec<String>>,
+    /// The raw `draftOrders` Bundle; read entry by entry later.
+    pub draft_orders: Option<&'a RawValue>,
+}
+
+fn optional_string(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, RequestError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str::<String>(raw.get())
+            .map(Some)
+            .map_err(|_| error(format!("`{name}` must be a string"))),
+    }
+}
+
+fn required_string(raw: Option<&RawValue>, name: &str) -> Result<String, RequestError> {
+    match optional_string(raw, name)? {
+        Some(value) if !value.trim().is_empty() => Ok(value),
+        _ => Err(error(format!("`{name}` is required"))),
+    }
+}
+
+/// Reads a hook request body.
+pub fn parse_hook_request(body: &[u8]) -> Result<HookRequest<'_>, RequestError> {
+    let text = std::str::from_utf8(body).map_err(|_| error("the body is not UTF-8 text"))?;
+    let raw: RawRequest = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => error("the body must be a JSON object"),
+        _ => error(describe_json_error(&e)),
+    })?;
+    let hook = required_string(raw.hook, "hook")?;
+    let hook_instance = required_string(raw.hook_instance, "hookInstance")?;
+    let fhir_server =
+        optional_string(raw.fhir_server, "fhirServer")?.filter(|s| !s.trim().is_empty());
+    let fhir_authorization = match raw.fhir_authorization {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_str::<FhirAuthorization>(raw.get()).map_err(|_| {
+                error("`fhirAuthorization` must be an object with an `access_token` string")
+            })?,
+        ),
+    };
+    let context_raw = raw.context.ok_or_else(|| error("`context` is required"))?;
+    let ctx: RawContext = serde_json::from_str(context_raw.get())
+        .map_err(|_| error("`context` must be an object"))?;
+    let selections = match ctx.selections {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_str::<Vec<String>>(raw.get())
+                .map_err(|_| error("`context.selections` must be an array of strings"))?,
+        ),
+    };
+    let context = HookContext {
+        patient_id: optional_string(ctx.patient_id, "context.patientId")?,
+        user_id: optional_string(ctx.user_id, "context.userId")?,
+        encounter_id: optional_string(ctx.encounter_id, "context.encounterId")?,
+        selections,
+        draft_orders: ctx.draft_orders.filter(|raw| raw.get() != "null"),
+    };
+    let prefetch = match raw.prefetch {
+        None => None,
+        Some(raw) => {
+            let map: Vec<(String, &RawValue)> =
+                serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(raw.get())
+                    .map_err(|_| error("`prefetch` must be an object"))?
+                    .into_iter()
+                    .collect();
+            Some(map)
+        }
+    };
+    Ok(HookRequest {
+        hook,
+        hook_instance,
+        fhir_server,
+        fhir_authorization,
+        context,
+        prefetch,
+    })
+}
+
+/// `{"cards": [...]}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CardsResponse {
+    pub cards: Vec<Card>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Card {
+    pub uuid: String,
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub indicator: &'static str,
+    pub source: Source,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<Suggestion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection_behavior: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub override_reasons: Vec<WireCoding>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    pub label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<WireCoding>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WireCoding {
+    pub system: String,
+    pub code: String,
+    pub display: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Suggestion {
+    pub label: String,
+    pub uuid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_recommended: Option<bool>,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Action {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+}
+
+/// One entry of the discovery document.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDescription {
+    pub hook: String,
+    pub title: String,
+    pub description: String,
+    pub id: String,
+    pub prefetch: std::collections::BTreeMap<&'static str, &'static str>,
+    pub usage_requirements: String,
+}
+
+/// `{"services": [...]}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Discovery {
+    pub services: Vec<ServiceDescription>,
+}
+
+/// The prefetch templates every service declares, keyed as the record gathering expects. Only
+/// `{{context.patientId}}` is used, which every order hook provides.
+pub const PREFETCH: [(&str, &str); 4] = [
+    ("conditions", "Condition?patient={{context.patientId}}"),
+    (
+        "medicationStatements",
+        "MedicationStatement?patient={{context.patientId}}",
+    ),
+    (
+        "medicationRequests",
+        "MedicationRequest?patient={{context.patientId}}",
+    ),
+    ("procedures", "Procedure?patient={{context.patientId}}"),
+];
+
+/// What one feedback entry said, for the log (no patient data: ids and codes only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    pub card: String,
+    pub outcome: String,
+    pub accepted_suggestions: Vec<String>,
+    pub override_reason: Option<String>,
+    pub outcome_timestamp: String,
+}
+
+/// Checks a feedback body against CDS Hooks 2.0: `{"feedback": [{card, outcome, acceptedSuggestions,
+/// overrideReason, outcomeTimestamp}]}`.
+pub fn parse_feedback(body: &[u8]) -> Result<Vec<Feedback>, RequestError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| error(describe_json_error(&e)))?;
+    let entries = value
+        .get("feedback")
+        .and_then(Value::as_array)
+        .ok_or_else(|| error("the body must be an object with a `feedback` array"))?;
+    if entries.is_empty() {
+        return Err(error("`feedback` must not be empty"));
+    }
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| parse_feedback_entry(i, entry))
+        .collect()
+}
+
+fn parse_feedback_entry(i: usize, entry: &Value) -> Result<Feedback, RequestError> {
+    let at = |field: &str| format!("`feedback[{i}].{field}`");
+    if !entry.is_object() {
+        return Err(error(format!("`feedback[{i}]` must be an object")));
+    }
+    let card = entry
+        .get("card")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| error(format!("{} is required (the card's uuid)", at("card"))))?;
+    let outcome = entry
+        .get("outcome")
+        .and_then(Value::as_str)
+        .filter(|s| matches!(*s, "accepted" | "overridden"))
+        .ok_or_else(|| {
+            error(format!(
+                "{} must be `accepted` or `overridden`",
+                at("outcome")
+            ))
+        })?;
+    let accepted_suggestions = match entry.get("acceptedSuggestions") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                error(format!(
+                    "each of {} needs an `id` string",
+                    at("acceptedSuggestions")
+                ))
+            })?,
+        Some(_) => {
+            return Err(error(format!(
+                "{} must be an array",
+                at("acceptedSuggestions")
+            )));
+        }
+    };
+    if outcome == "accepted" && accepted_suggestions.is_empty() {
+        return Err(error(format!(
+            "{} is required when the outcome is `accepted`",
+            at("acceptedSuggestions")
+        )));
+    }
+    let override_reason = match entry.get("overrideReason") {
+        None => None,
+        Some(reason @ Value::Object(_)) => {
+            if reason.get("userComment").is_some_and(|c| !c.is_string()) {
+                return Err(error(format!(
+                    "{} must be a string",
+                    at("overrideReason.userComment")
+                )));
+            }
+            match reason.get("reason") {
+                None => None,
+                Some(coding) => Some(
+                    coding
+                        .get("code")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            error(format!(
+                                "{} must be a Coding with a `code`",
+                                at("overrideReason.reason")
+                            ))
+                        })?,
+                ),
+            }
+        }
+        Some(_) => return Err(error(format!("{} must be an object", at("overrideReason")))),
+    };
+    let outcome_timestamp = entry
+        .get("outcomeTimestamp")
+        .and_then(Value::as_str)
+        .filter(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
+        })
+        .ok_or_else(|| {
+            error(format!(
+                "{} is required, as an ISO 8601 instant with a time zone",
+                at("outcomeTimestamp")
+            ))
+        })?;
+    Ok(Feedback {
+        card: card.to_string(),
+        outcome: outcome.to_string(),
+        accepted_suggestions,
+        override_reason,
+        outcome_timestamp: outcome_timestamp.to_string(),
+    })
+}
+
+/// A FHIR OperationOutcome with one issue per message: the body of every error.
+pub fn operation_outcome(code: &str, messages: &[String]) -> Value {
+    let issues: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"severity": "error", "code": code, "diagnostics": m}))
+        .collect();
+    json!({"resourceType": "OperationOutcome", "issue": issues})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_request() {
+        let body =
+            br#"{"hook":"order-select","hookInstance":"x","fhirServer":"","extension":{"a":1},
+            "unknown":[1,2],"context":{"patientId":"p","draftOrders":null}}"#;
+        let r = parse_hook_request(body).unwrap();
+        assert_eq!(r.fhir_server, None);
+        assert!(r.context.draft_orders.is_none());
+        assert!(r.context.selections.is_none());
+        assert!(r.prefetch.is_none());
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_not_the_value() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"{", "not valid JSON"),
+            (b"[1]", "JSON object"),
+            (
+                br#"{"hookInstance":"x","context":{}}"#,
+                "`hook` is required",
+            ),
+            (
+                br#"{"hook":"order-select","context":{}}"#,
+                "`hookInstance` is required",
+            ),
+            (
+                br#"{"hook":"order-select","hookInstance":"x"}"#,
+                "`context` is required",
+            ),
+            (
+                br#"{"hook":"order-select","hookInstance":"x","context":{"patientId":12345}}"#,
+                "context.patientId",
+            ),
+            (
+                br#"{"hook":"order-select","hookInstance":"x","context":{},"prefetch":[]}"#,
+                "`prefetch`",
+            ),
+        ];
+        for (body, expected) in cases {
+            let message = parse_hook_request(body).unwrap_err().0;
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("12345"), "{message}");
+        }
+    }
+}
