@@ -1,0 +1,68 @@
+//! Shared helpers: the real router with a fixed "today", and one-call request helpers.
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use dry_needling_cds::{app, AppState, Knowledge};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// The date the fixtures are written against.
+pub const TODAY: time::Date = time::macros::date!(2026 - 11 - 23);
+pub const SELECT: &str = "/cds-services/dry-needling-order-select";
+pub const SIGN: &str = "/cds-services/dry-needling-order-sign";
+
+pub fn state() -> AppState {
+    let mut state = AppState::new(Knowledge::embedded().expect("embedded content"));
+    state.today = Some(TODAY);
+    state
+}
+
+pub fn fixture(path: &str) -> Vec<u8> {
+    let full = format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes)
+            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, String::from_utf8_lossy(&self.bytes)))
+    }
+}
+
+pub async fn send_with(state: AppState, request: Request<Body>) -> Reply {
+    let response = app(state).oneshot(request).await.expect("the router never fails");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+    Reply { status, headers, bytes }
+}
+
+pub async fn send(request: Request<Body>) -> Reply {
+    send_with(state(), request).await
+}
+
+pub async fn post(uri: &str, body: impl Into<Body>) -> Reply {
+    let request = Request::post(uri).header("content-type", "application/json").body(body.into()).unwrap();
+    send(request).await
+}
+
+pub async fn get(uri: &str) -> Reply {
+    send(Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+/// The service id for a request's hook.
+pub fn path_for(body: &[u8]) -> &'static str {
+    let value: Value = serde_json::from_slice(body).expect("fixture is JSON");
+    match value["hook"].as_str() {
+        Some("order-sign") => SIGN,
+        _ => SELECT,
+    }
+}
