@@ -1,0 +1,256 @@
+//! The HTTP edge through the real router: discovery, every class of bad input, CORS, feedback, snapshots,
+//! and one test over a real socket.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::Request;
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn discovery_lists_one_service_per_hook_with_prefetch() {
+    let reply = get("/cds-services").await;
+    assert_eq!(reply.status, 200);
+    let json = reply.json();
+    let services = json["services"].as_array().unwrap();
+    let hooks: Vec<&str> = services.iter().map(|s| s["hook"].as_str().unwrap()).collect();
+    assert_eq!(hooks, ["order-select", "order-sign"]);
+    assert_ne!(services[0]["id"], services[1]["id"]);
+    for s in services {
+        for field in ["title", "description", "usageRequirements", "id"] {
+            assert!(s[field].as_str().is_some_and(|v| !v.is_empty()), "{field}");
+        }
+        let prefetch = s["prefetch"].as_object().unwrap();
+        let queries: Vec<&str> = prefetch.values().map(|v| v.as_str().unwrap()).collect();
+        for resource in ["Condition?", "MedicationStatement?", "MedicationRequest?", "Procedure?"] {
+            assert!(queries.iter().any(|q| q.starts_with(resource)), "{resource}");
+        }
+        // Only tokens the spec allows.
+        for q in queries {
+            assert!(q.ends_with("patient={{context.patientId}}"), "{q}");
+        }
+    }
+    insta::assert_json_snapshot!("discovery", json);
+}
+
+fn issue_text(reply: &Reply) -> String {
+    let json = reply.json();
+    assert_eq!(json["resourceType"], "OperationOutcome");
+    json["issue"][0]["diagnostics"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_with_an_operation_outcome() {
+    let good = String::from_utf8(fixture("rules/neck-pain.json")).unwrap();
+    let wrong_hook = good.replace("\"order-select\"", "\"order-sign\"");
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (SELECT, b"{not json".to_vec(), 400, "not valid JSON"),
+        (SELECT, b"".to_vec(), 400, "not valid JSON"),
+        (SELECT, vec![0xff, 0xfe], 400, "UTF-8"),
+        (SELECT, b"[]".to_vec(), 400, "JSON object"),
+        (SELECT, b"\"text\"".to_vec(), 400, "JSON object"),
+        (SELECT, br#"{"hookInstance":"x","context":{}}"#.to_vec(), 400, "`hook`"),
+        (SELECT, br#"{"hook":"order-select","context":{}}"#.to_vec(), 400, "`hookInstance`"),
+        (SELECT, br#"{"hook":"order-select","hookInstance":"x"}"#.to_vec(), 400, "`context`"),
+        (SELECT, br#"{"hook":"order-select","hookInstance":"x","context":"p"}"#.to_vec(), 400, "`context`"),
+        (SELECT, br#"{"hook":7,"hookInstance":"x","context":{}}"#.to_vec(), 400, "`hook`"),
+        (SELECT, br#"{"hook":"order-select","hookInstance":"x","context":{"selections":"a"}}"#.to_vec(), 400, "selections"),
+        (SELECT, br#"{"hook":"order-select","hookInstance":"x","context":{},"prefetch":5}"#.to_vec(), 400, "prefetch"),
+        (SELECT, br#"{"hook":"order-select","hookInstance":"x","context":{},"fhirAuthorization":"t"}"#.to_vec(), 400, "fhirAuthorization"),
+        (SELECT, wrong_hook.into_bytes(), 400, "handles `order-select`"),
+        ("/cds-services/no-such-service", good.clone().into_bytes(), 404, "no CDS service"),
+        ("/cds-services/no-such-service/feedback", br#"{"feedback":[]}"#.to_vec(), 404, "no CDS service"),
+        ("/elsewhere", good.into_bytes(), 404, "no such endpoint"),
+    ];
+    for (uri, body, status, message) in cases {
+        let reply = post(uri, body.clone()).await;
+        assert_eq!(reply.status, status, "{uri} {}", String::from_utf8_lossy(&body));
+        let text = issue_text(&reply);
+        assert!(text.contains(message), "{uri}: {text}");
+        assert!(!text.to_lowercase().contains("panic") && !text.contains("src/"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn error_messages_never_echo_patient_data() {
+    let body = br#"{"hook":"order-select","hookInstance":"x","context":{"patientId":{"name":"Jane Doe 1970-01-01"}}}"#;
+    let reply = post(SELECT, body.to_vec()).await;
+    assert_eq!(reply.status, 400);
+    assert!(!String::from_utf8_lossy(&reply.bytes).contains("Jane"));
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_with_json() {
+    for (method, uri) in [("GET", SELECT), ("DELETE", SELECT), ("POST", "/cds-services"), ("PUT", "/cds-services/dry-needling-order-sign/feedback")] {
+        let reply = send(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(reply.status, 405, "{method} {uri}");
+        assert!(issue_text(&reply).contains("method"));
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let mut state = state();
+    state.body_limit = 1024;
+    let body = vec![b' '; 4096];
+    let request = Request::post(SELECT).header("content-type", "application/json").body(Body::from(body)).unwrap();
+    let reply = send_with(state.clone(), request).await;
+    assert_eq!(reply.status, 413);
+    assert!(issue_text(&reply).contains("1024"));
+    // Also when the client declares the length up front.
+    let request = Request::post(SELECT).header("content-length", "999999").body(Body::from(vec![b' '; 999_999])).unwrap();
+    assert_eq!(send_with(state, request).await.status, 413);
+}
+
+#[tokio::test]
+async fn the_default_limit_takes_a_large_real_prefetch() {
+    // The largest real fixture, inflated past axum's 2 MiB default by repeating its Condition entries.
+    let mut request: Value = serde_json::from_slice(&fixture("real/oa-knee-naproxen.order-select.json")).unwrap();
+    let entries = request["prefetch"]["conditions"]["entry"].as_array().unwrap().clone();
+    let mut many = Vec::new();
+    while serde_json::to_vec(&many).unwrap().len() < 3 * 1024 * 1024 {
+        many.extend(entries.iter().cloned());
+    }
+    request["prefetch"]["conditions"]["entry"] = Value::Array(many);
+    let reply = post(SELECT, serde_json::to_vec(&request).unwrap()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["cards"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn content_types_that_ehrs_send_are_accepted() {
+    for content_type in ["application/json", "application/json; charset=utf-8", "application/fhir+json", "text/plain"] {
+        let request = Request::post(SELECT)
+            .header("content-type", content_type)
+            .body(Body::from(fixture("rules/neck-pain.json")))
+            .unwrap();
+        let reply = send(request).await;
+        assert_eq!(reply.status, 200, "{content_type}");
+        assert_eq!(reply.headers["content-type"], "application/json");
+    }
+}
+
+#[tokio::test]
+async fn no_dry_needling_order_answers_empty_cards_without_reading_prefetch() {
+    // The prefetch is garbage: it must not matter when there is nothing to assess.
+    let mut request: Value = serde_json::from_slice(&fixture("rules/not-dry-needling-exercise.json")).unwrap();
+    request["prefetch"] = json!({"conditions": {"resourceType": "Bundle", "entry": "broken"}});
+    let reply = post(SELECT, serde_json::to_vec(&request).unwrap()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json(), json!({"cards": []}));
+}
+
+#[tokio::test]
+async fn cors_preflight_on_every_route() {
+    for uri in ["/cds-services", SELECT, SIGN, "/cds-services/dry-needling-order-select/feedback"] {
+        let request = Request::builder()
+            .method("OPTIONS")
+            .uri(uri)
+            .header("origin", "http://localhost:3000")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .header("access-control-request-private-network", "true")
+            .body(Body::empty())
+            .unwrap();
+        let reply = send(request).await;
+        assert!(reply.status.is_success(), "{uri}: {}", reply.status);
+        let h = &reply.headers;
+        assert_eq!(h["access-control-allow-origin"], "*", "{uri}");
+        let allowed = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+        assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
+        assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+        assert_eq!(h["access-control-allow-private-network"], "true", "{uri}");
+    }
+    // Plain responses carry the origin header too, errors included.
+    let request = Request::get("/cds-services").header("origin", "http://localhost:3000").body(Body::empty()).unwrap();
+    assert_eq!(send(request).await.headers["access-control-allow-origin"], "*");
+    let request = Request::post(SELECT).header("origin", "http://localhost:3000").body(Body::from("{")).unwrap();
+    let reply = send(request).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.headers["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
+async fn feedback_is_validated_as_the_spec_defines_it() {
+    let uri = "/cds-services/dry-needling-order-select/feedback";
+    let accepted = json!({"feedback": [{
+        "card": "9368d37b-283f-44a0-93ea-547cebab93ed", "outcome": "accepted",
+        "acceptedSuggestions": [{"id": "e56e1945-20b3-4393-8503-a1a20fd73152"}],
+        "outcomeTimestamp": "2026-11-23T10:15:00Z"}]});
+    let overridden = json!({"feedback": [{
+        "card": "9368d37b-283f-44a0-93ea-547cebab93ed", "outcome": "overridden",
+        "overrideReason": {"reason": {"system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
+            "code": "does-not-align-preferences", "display": "x"}, "userComment": "Patient prefers it"},
+        "outcomeTimestamp": "2026-11-23T10:15:00.123-05:00"}, {
+        "card": "a", "outcome": "overridden", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]});
+    for body in [&accepted, &overridden] {
+        let reply = post(uri, serde_json::to_vec(body).unwrap()).await;
+        assert_eq!(reply.status, 200, "{body}");
+    }
+    let bad: Vec<(Value, &str)> = vec![
+        (json!([{"card": "a"}]), "`feedback` array"),
+        (json!({"card": "a", "outcome": "accepted"}), "`feedback` array"),
+        (json!({"feedback": []}), "must not be empty"),
+        (json!({"feedback": ["x"]}), "must be an object"),
+        (json!({"feedback": [{"outcome": "overridden", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "card"),
+        (json!({"feedback": [{"card": "a", "outcome": "ignored", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "outcome"),
+        (json!({"feedback": [{"card": "a", "outcome": "accepted", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "acceptedSuggestions"),
+        (json!({"feedback": [{"card": "a", "outcome": "accepted", "acceptedSuggestions": [{}], "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "`id`"),
+        (json!({"feedback": [{"card": "a", "outcome": "overridden"}]}), "outcomeTimestamp"),
+        (json!({"feedback": [{"card": "a", "outcome": "overridden", "outcomeTimestamp": "yesterday"}]}), "outcomeTimestamp"),
+        (json!({"feedback": [{"card": "a", "outcome": "overridden", "overrideReason": "no", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "overrideReason"),
+        (json!({"feedback": [{"card": "a", "outcome": "overridden", "overrideReason": {"reason": {"display": "x"}}, "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "Coding"),
+    ];
+    for (body, message) in bad {
+        let reply = post(uri, serde_json::to_vec(&body).unwrap()).await;
+        assert_eq!(reply.status, 400, "{body}");
+        assert!(issue_text(&reply).contains(message), "{body}: {}", issue_text(&reply));
+    }
+}
+
+/// Whole responses, frozen; card and suggestion uuids are random, so they are redacted.
+#[tokio::test]
+async fn snapshots_of_whole_responses() {
+    for (name, file) in [
+        ("clbp_real_patient", "real/clbp-neck-ibuprofen.order-select.json"),
+        ("neck_pain", "rules/neck-pain.json"),
+        ("myofascial_may_consider", "rules/myofascial-care-documented.json"),
+        ("myofascial_low_back_no_heat", "rules/myofascial-low-back-no-heat.json"),
+        ("not_first_line_no_care", "rules/no-indication-no-care.json"),
+        ("history_unavailable", "rules/prefetch-absent-reason-decides.json"),
+        ("missing_data_412", "rules/prefetch-medications-missing-undecided.json"),
+    ] {
+        let body = fixture(file);
+        let json = post(path_for(&body), body).await.json();
+        insta::assert_json_snapshot!(name, json, {
+            ".cards[].uuid" => "[uuid]",
+            ".cards[].suggestions[].uuid" => "[uuid]",
+        });
+    }
+}
+
+/// The service over a real TCP socket, as an EHR or the sandbox reaches it.
+#[tokio::test]
+async fn serves_over_a_real_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, dry_needling_cds::app(state())).await });
+
+    let body = fixture("rules/clbp-reason-code.json");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {SELECT} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    let text = String::from_utf8(response).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let json: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert!(json["cards"][0]["summary"].as_str().unwrap().contains("chronic low back pain"));
+    server.abort();
+}
