@@ -18,9 +18,7 @@
 use time::Date;
 
 use crate::knowledge::{CardId, Terminology, ValueSet, has_keyword};
-use crate::record::{
-    Coding, Concept, Condition, DataKind, Medication, Order, PatientRecord, Procedure,
-};
+use crate::record::{Coding, Concept, Condition, DataKind, Medication, Order, PatientRecord, Procedure};
 
 /// Twelve weeks: from here on pain is chronic.
 const CHRONIC_DAYS: i64 = 84;
@@ -173,16 +171,10 @@ pub enum Outcome {
 /// Acupuncture and trigger-point injections are related but are not dry needling.
 pub fn is_dry_needling(order: &Order, terms: &Terminology) -> bool {
     let codings = &order.code.codings;
-    if codings
-        .iter()
-        .any(|c| terms.contains(ValueSet::DryNeedlingOrder, c))
-    {
+    if codings.iter().any(|c| terms.contains(ValueSet::DryNeedlingOrder, c)) {
         return true;
     }
-    if codings
-        .iter()
-        .any(|c| terms.contains(ValueSet::NotDryNeedlingOrder, c))
-    {
+    if codings.iter().any(|c| terms.contains(ValueSet::NotDryNeedlingOrder, c)) {
         return false;
     }
     let text = order.code.search_text().replace("(s)", "");
@@ -206,10 +198,7 @@ struct Traits {
 
 fn traits(concept: &Concept, terms: &Terminology) -> Option<Traits> {
     let codings = &concept.codings;
-    if codings
-        .iter()
-        .any(|c| terms.contains(ValueSet::NotBackPain, c))
-    {
+    if codings.iter().any(|c| terms.contains(ValueSet::NotBackPain, c)) {
         return None;
     }
     let text = concept.search_text();
@@ -314,11 +303,9 @@ fn condition_since(c: &Condition) -> Option<Date> {
 }
 
 fn same_code(a: &Concept, b: &Concept) -> bool {
-    a.codings.iter().any(|x| {
-        b.codings
-            .iter()
-            .any(|y| x.code == y.code && x.system == y.system)
-    })
+    a.codings
+        .iter()
+        .any(|x| b.codings.iter().any(|y| x.code == y.code && x.system == y.system))
 }
 
 /// Resolves `Condition/123`, an absolute URL ending so, or `urn:uuid:123` against the record.
@@ -329,10 +316,7 @@ fn resolve<'a>(reference: &str, record: &'a PatientRecord) -> Option<&'a Conditi
     if typed {
         return None;
     }
-    record
-        .conditions
-        .iter()
-        .find(|c| c.id.as_deref() == Some(id))
+    record.conditions.iter().find(|c| c.id.as_deref() == Some(id))
 }
 
 struct Region {
@@ -379,10 +363,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
             }
         }
         if !unresolved.is_empty() {
-            if order.reason_codes.is_empty()
-                && unresolved.len() == order.reason_references.len()
-                && !conditions_known
-            {
+            if order.reason_codes.is_empty() && unresolved.len() == order.reason_references.len() && !conditions_known {
                 return Outcome::NeedsData(vec![DataKind::Conditions]);
             }
             notes.push(Note::ReasonUnresolved(unresolved));
@@ -392,9 +373,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         candidates.extend(
             active
                 .iter()
-                .filter_map(|c| {
-                    indication(&c.code, condition_since(c), Origin::Record, terms, today)
-                })
+                .filter_map(|c| indication(&c.code, condition_since(c), Origin::Record, terms, today))
                 .filter(|found| (region.low_back && found.low_back) || (region.neck && found.neck)),
         );
         if candidates.is_empty() {
@@ -423,13 +402,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
             return Outcome::NeedsData(vec![DataKind::Conditions]);
         }
         for c in &active {
-            candidates.extend(indication(
-                &c.code,
-                condition_since(c),
-                Origin::Record,
-                terms,
-                today,
-            ));
+            candidates.extend(indication(&c.code, condition_since(c), Origin::Record, terms, today));
         }
     }
 
@@ -443,10 +416,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     });
     candidates.dedup_by(|later, first| later.kind == first.kind && later.name == first.name);
     let decisive = candidates.first().cloned();
-    if decisive
-        .as_ref()
-        .is_some_and(|d| d.chronicity == Chronicity::Unknown)
-    {
+    if decisive.as_ref().is_some_and(|d| d.chronicity == Chronicity::Unknown) {
         notes.push(Note::OnsetUnknown);
     }
     if record.skipped > 0 {
@@ -479,9 +449,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
 
     let low_back = decisive.as_ref().is_some_and(|d| d.low_back);
     let care = check_care(record, low_back, terms);
-    let myofascial = decisive
-        .as_ref()
-        .is_some_and(|d| d.kind == IndicationKind::Myofascial);
+    let myofascial = decisive.as_ref().is_some_and(|d| d.kind == IndicationKind::Myofascial);
     let card = if care.any_missing() {
         if myofascial {
             CardId::MyofascialCareMissing
@@ -503,10 +471,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     if !unknown.is_empty() {
         notes.push(Note::HistoryUnavailable(unknown));
     }
-    let acute_low_back = low_back
-        && decisive
-            .as_ref()
-            .is_some_and(|d| d.chronicity != Chronicity::Chronic);
+    let acute_low_back = low_back && decisive.as_ref().is_some_and(|d| d.chronicity != Chronicity::Chronic);
     Outcome::Card(Box::new(Assessment {
         card,
         decisive,
@@ -525,34 +490,21 @@ fn medication_counts(m: &Medication, terms: &Terminology) -> bool {
         return false;
     }
     let codings = &m.code.codings;
-    if codings
-        .iter()
-        .any(|c| terms.contains(ValueSet::NotAnAnalgesicTrial, c))
-    {
+    if codings.iter().any(|c| terms.contains(ValueSet::NotAnAnalgesicTrial, c)) {
         return false;
     }
-    if codings
-        .iter()
-        .any(|c| terms.contains(ValueSet::Analgesic, c))
-    {
+    if codings.iter().any(|c| terms.contains(ValueSet::Analgesic, c)) {
         return true;
     }
     let text = m.code.search_text();
-    has_keyword(&text, &terms.keywords.analgesic)
-        && !has_keyword(&text, &terms.keywords.not_an_analgesic_trial)
+    has_keyword(&text, &terms.keywords.analgesic) && !has_keyword(&text, &terms.keywords.not_an_analgesic_trial)
 }
 
-fn procedure_matches(
-    p: &Procedure,
-    set: ValueSet,
-    keywords: &[String],
-    terms: &Terminology,
-) -> bool {
+fn procedure_matches(p: &Procedure, set: ValueSet, keywords: &[String], terms: &Terminology) -> bool {
     if matches!(p.status.as_deref(), Some("not-done" | "entered-in-error")) {
         return false;
     }
-    p.code.codings.iter().any(|c| terms.contains(set, c))
-        || has_keyword(&p.code.search_text(), keywords)
+    p.code.codings.iter().any(|c| terms.contains(set, c)) || has_keyword(&p.code.search_text(), keywords)
 }
 
 fn status_of(evidence: Vec<Evidence>, kinds: &[DataKind], record: &PatientRecord) -> CareStatus {

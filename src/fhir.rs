@@ -13,9 +13,7 @@ use serde_json::value::RawValue;
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::record::{
-    Coding, Concept, Condition, Medication, MedicationSource, Order, Procedure, parse_fhir_date,
-};
+use crate::record::{Coding, Concept, Condition, Medication, MedicationSource, Order, Procedure, parse_fhir_date};
 
 /// A JSON value that may be one item or an array of items (R4 arrays sent as single objects, DSTU2 singles).
 #[derive(Debug, Clone, PartialEq)]
@@ -162,8 +160,7 @@ fn first_date(candidates: &[Option<&str>]) -> Option<time::Date> {
 }
 
 fn period_start(p: &Option<RawPeriod>) -> Option<&str> {
-    p.as_ref()
-        .and_then(|p| p.start.as_deref().or(p.end.as_deref()))
+    p.as_ref().and_then(|p| p.start.as_deref().or(p.end.as_deref()))
 }
 
 /// A resource of a type the service reads, after lenient parsing.
@@ -184,29 +181,29 @@ pub enum Resource {
 
 /// Why a resource could not be read. Deliberately carries no detail: serde's messages can quote values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unreadable;
+pub enum Unreadable {
+    /// Not a resource, or a resource of a type the rules read whose fields have the wrong shapes.
+    Invalid,
+    /// A resource of a type the rules do not read; not worth counting.
+    IgnoredType,
+}
 
 /// Reads one resource. Only structure is checked; missing fields are fine.
 pub fn parse_resource(json: &str) -> Result<Resource, Unreadable> {
-    let raw: RawResource = serde_json::from_str(json).map_err(|_| Unreadable)?;
-    let resource_type = raw.resource_type.clone().ok_or(Unreadable)?;
+    let raw: RawResource = match serde_json::from_str(json) {
+        Ok(raw) => raw,
+        Err(_) => return Err(unreadable_or_other(json)),
+    };
+    let resource_type = raw.resource_type.clone().ok_or(Unreadable::Invalid)?;
     Ok(match resource_type.as_str() {
         "Condition" => Resource::Condition(Condition {
             id: raw.id,
             code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
             clinical_status: raw.clinical_status.and_then(RawStatus::code),
             verification_status: raw.verification_status.and_then(RawStatus::code),
-            onset: first_date(&[
-                raw.onset_date_time.as_deref(),
-                period_start(&raw.onset_period),
-            ]),
+            onset: first_date(&[raw.onset_date_time.as_deref(), period_start(&raw.onset_period)]),
             recorded: first_date(&[raw.recorded_date.as_deref(), raw.date_recorded.as_deref()]),
-            body_sites: raw
-                .body_site
-                .0
-                .into_iter()
-                .map(RawConcept::into_concept)
-                .collect(),
+            body_sites: raw.body_site.0.into_iter().map(RawConcept::into_concept).collect(),
         }),
         "MedicationStatement" | "MedicationRequest" | "MedicationOrder" => {
             let source = if resource_type == "MedicationStatement" {
@@ -239,36 +236,18 @@ pub fn parse_resource(json: &str) -> Result<Resource, Unreadable> {
             id: raw.id,
             code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
             status: raw.status,
-            date: first_date(&[
-                raw.performed_date_time.as_deref(),
-                period_start(&raw.performed_period),
-            ]),
+            date: first_date(&[raw.performed_date_time.as_deref(), period_start(&raw.performed_period)]),
         }),
         "ServiceRequest" | "ProcedureRequest" => {
-            let mut reason_codes: Vec<Concept> = raw
-                .reason_code
-                .0
-                .into_iter()
-                .map(RawConcept::into_concept)
-                .collect();
+            let mut reason_codes: Vec<Concept> = raw.reason_code.0.into_iter().map(RawConcept::into_concept).collect();
             reason_codes.extend(raw.reason_codeable_concept.map(RawConcept::into_concept));
             Resource::Order(Order {
                 resource_type,
                 id: raw.id,
                 code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
                 reason_codes,
-                reason_references: raw
-                    .reason_reference
-                    .0
-                    .into_iter()
-                    .filter_map(|r| r.reference)
-                    .collect(),
-                body_sites: raw
-                    .body_site
-                    .0
-                    .into_iter()
-                    .map(RawConcept::into_concept)
-                    .collect(),
+                reason_references: raw.reason_reference.0.into_iter().filter_map(|r| r.reference).collect(),
+                body_sites: raw.body_site.0.into_iter().map(RawConcept::into_concept).collect(),
             })
         }
         "OperationOutcome" => Resource::Outcome {
@@ -280,6 +259,31 @@ pub fn parse_resource(json: &str) -> Result<Resource, Unreadable> {
         },
         _ => Resource::Other,
     })
+}
+
+/// A resource of a type the rules do not read may use our field names with other shapes (that is not an
+/// error in it); only a resource of a type we read, or no resource at all, is unreadable.
+fn unreadable_or_other(json: &str) -> Unreadable {
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(rename = "resourceType")]
+        resource_type: String,
+    }
+    const READ: [&str; 9] = [
+        "Condition",
+        "MedicationStatement",
+        "MedicationRequest",
+        "MedicationOrder",
+        "Procedure",
+        "ServiceRequest",
+        "ProcedureRequest",
+        "OperationOutcome",
+        "Bundle",
+    ];
+    match serde_json::from_str::<Head>(json) {
+        Ok(head) if !READ.contains(&head.resource_type.as_str()) => Unreadable::IgnoredType,
+        _ => Unreadable::Invalid,
+    }
 }
 
 #[derive(Deserialize)]
@@ -308,9 +312,9 @@ pub struct Contents {
 /// is not even a JSON object with a `resourceType`, or a Bundle whose `entry` is not an array: nothing in it
 /// can be trusted then.
 pub fn parse_contents(json: &str) -> Result<Contents, Unreadable> {
-    let envelope: RawEnvelope = serde_json::from_str(json).map_err(|_| Unreadable)?;
+    let envelope: RawEnvelope = serde_json::from_str(json).map_err(|_| Unreadable::Invalid)?;
     let Some(resource_type) = envelope.resource_type else {
-        return Err(Unreadable);
+        return Err(Unreadable::Invalid);
     };
     if resource_type != "Bundle" {
         return Ok(Contents {
@@ -324,11 +328,12 @@ pub fn parse_contents(json: &str) -> Result<Contents, Unreadable> {
             Ok(RawEntry {
                 resource: Some(resource),
             }) => parse_resource(resource.get()),
-            _ => Err(Unreadable),
+            _ => Err(Unreadable::Invalid),
         };
         match resource {
             Ok(resource) => contents.resources.push(resource),
-            Err(Unreadable) => contents.skipped += 1,
+            Err(Unreadable::IgnoredType) => contents.resources.push(Resource::Other),
+            Err(Unreadable::Invalid) => contents.skipped += 1,
         }
     }
     Ok(contents)
@@ -365,26 +370,21 @@ mod tests {
             {"resource":{"resourceType":"Procedure","code":"not a concept"}},
             {"resource":17},
             {"fullUrl":"no resource"},
+            {"resource":{"resourceType":"Observation","code":"a type we do not read, with odd shapes"}},
             {"resource":{"resourceType":"MedicationRequest","medicationCodeableConcept":{"text":"ibuprofen"},
               "reasonCode":{"text":"single object, as the sandbox sends"}}}
         ]}"#;
         let contents = parse_contents(bundle).unwrap();
         assert_eq!(contents.skipped, 3);
-        assert_eq!(contents.resources.len(), 2);
+        assert_eq!(contents.resources.len(), 3);
     }
 
     #[test]
     fn operation_outcomes_fail_only_on_errors() {
         let info = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"information","code":"informational"}]}"#;
         let error = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception"}]}"#;
-        assert_eq!(
-            parse_resource(info).unwrap(),
-            Resource::Outcome { failed: false }
-        );
-        assert_eq!(
-            parse_resource(error).unwrap(),
-            Resource::Outcome { failed: true }
-        );
+        assert_eq!(parse_resource(info).unwrap(), Resource::Outcome { failed: false });
+        assert_eq!(parse_resource(error).unwrap(), Resource::Outcome { failed: true });
     }
 
     #[test]

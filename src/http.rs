@@ -50,8 +50,7 @@ impl AppState {
     }
 
     fn today(&self) -> Date {
-        self.today
-            .unwrap_or_else(|| OffsetDateTime::now_utc().date())
+        self.today.unwrap_or_else(|| OffsetDateTime::now_utc().date())
     }
 }
 
@@ -90,10 +89,7 @@ impl ApiError {
             ApiError::UnknownService | ApiError::NoRoute => ("not-found", vec![self.to_string()]),
             ApiError::MethodNotAllowed => ("not-supported", vec![self.to_string()]),
             ApiError::PayloadTooLarge(_) => ("too-costly", vec![self.to_string()]),
-            ApiError::PreconditionFailed(kinds) => (
-                "incomplete",
-                kinds.iter().map(|k| missing_message(*k)).collect(),
-            ),
+            ApiError::PreconditionFailed(kinds) => ("incomplete", kinds.iter().map(|k| missing_message(*k)).collect()),
         };
         (self.status(), wire::operation_outcome(code, &messages))
     }
@@ -101,10 +97,7 @@ impl ApiError {
 
 fn missing_message(kind: DataKind) -> String {
     let key = prefetch_key(kind);
-    let query = PREFETCH
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map_or("", |(_, q)| *q);
+    let query = PREFETCH.iter().find(|(k, _)| *k == key).map_or("", |(_, q)| *q);
     format!(
         "{} data is unavailable: send it as prefetch `{key}` ({query}), or a null value if the patient has none",
         kind.resource_type()
@@ -134,9 +127,7 @@ impl IntoResponse for ApiError {
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(_)
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-        {
+        BytesRejection::FailedToBufferBody(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge(limit)
         }
         _ => ApiError::BadRequest("the request body could not be read".to_string()),

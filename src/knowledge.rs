@@ -22,10 +22,7 @@ pub enum KnowledgeError {
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
     #[error("cannot read {file}: {source}")]
-    Io {
-        file: String,
-        source: std::io::Error,
-    },
+    Io { file: String, source: std::io::Error },
 }
 
 fn invalid(file: &str, message: impl Into<String>) -> KnowledgeError {
@@ -197,12 +194,8 @@ pub struct Keywords {
 /// True when `keyword` occurs in `text` (both lower-case) at the start of a word.
 pub fn has_keyword(text: &str, keywords: &[String]) -> bool {
     keywords.iter().any(|keyword| {
-        text.match_indices(keyword.as_str()).any(|(at, _)| {
-            text[..at]
-                .chars()
-                .next_back()
-                .is_none_or(|c| !c.is_alphanumeric())
-        })
+        text.match_indices(keyword.as_str())
+            .any(|(at, _)| text[..at].chars().next_back().is_none_or(|c| !c.is_alphanumeric()))
     })
 }
 
@@ -251,10 +244,7 @@ impl Terminology {
         let mut codes: HashMap<String, HashMap<String, u32>> = HashMap::new();
         let mut chronic: HashMap<String, HashMap<String, String>> = HashMap::new();
         let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
-        let headers = reader
-            .headers()
-            .map_err(|e| invalid(CSV, e.to_string()))?
-            .clone();
+        let headers = reader.headers().map_err(|e| invalid(CSV, e.to_string()))?.clone();
         let column = |name: &str| {
             headers
                 .iter()
@@ -297,14 +287,10 @@ impl Terminology {
             *codes.entry(system).or_default().entry(code).or_default() |= bits;
         }
         if let Some(i) = seen.iter().position(|n| *n == 0) {
-            return Err(invalid(
-                CSV,
-                format!("value set {:?} has no codes", ValueSet::ALL[i]),
-            ));
+            return Err(invalid(CSV, format!("value set {:?} has no codes", ValueSet::ALL[i])));
         }
         const KEYWORDS: &str = "valuesets/keywords.toml";
-        let mut keywords: Keywords =
-            toml::from_str(keywords_text).map_err(|e| invalid(KEYWORDS, e.to_string()))?;
+        let mut keywords: Keywords = toml::from_str(keywords_text).map_err(|e| invalid(KEYWORDS, e.to_string()))?;
         for list in keywords_mut(&mut keywords) {
             for keyword in list.iter_mut() {
                 *keyword = keyword.trim().to_lowercase();
@@ -531,21 +517,15 @@ impl Knowledge {
                 .map(String::as_str)
                 .ok_or_else(|| invalid(name, "file is missing"))
         };
-        let terminology = Terminology::load(
-            file("valuesets/codes.csv")?,
-            file("valuesets/keywords.toml")?,
-        )?;
+        let terminology = Terminology::load(file("valuesets/codes.csv")?, file("valuesets/keywords.toml")?)?;
 
-        let service: ServiceFile = toml::from_str(file("service.toml")?)
-            .map_err(|e| invalid("service.toml", e.to_string()))?;
+        let service: ServiceFile =
+            toml::from_str(file("service.toml")?).map_err(|e| invalid("service.toml", e.to_string()))?;
         check_services(&service)?;
 
         let mut resources = BTreeMap::new();
         for (name, text) in files.iter().filter(|(n, _)| n.starts_with("resources/")) {
-            let Some(stem) = name
-                .strip_prefix("resources/")
-                .and_then(|n| n.strip_suffix(".json"))
-            else {
+            let Some(stem) = name.strip_prefix("resources/").and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
             resources.insert(stem.to_string(), check_service_request(name, text)?);
@@ -561,14 +541,8 @@ impl Knowledge {
             .iter()
             .map(|id| format!("cards/{}.toml", id.file_stem()))
             .collect();
-        if let Some(extra) = files
-            .keys()
-            .find(|n| n.starts_with("cards/") && !known.contains(n))
-        {
-            return Err(invalid(
-                extra,
-                "no rule produces this card; remove it or add the rule",
-            ));
+        if let Some(extra) = files.keys().find(|n| n.starts_with("cards/") && !known.contains(n)) {
+            return Err(invalid(extra, "no rule produces this card; remove it or add the rule"));
         }
 
         Ok(Knowledge {
@@ -624,9 +598,7 @@ fn directory_files(root: &Path) -> Result<BTreeMap<String, String>, KnowledgeErr
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .replace('\\', "/");
-            let wanted = [".toml", ".json", ".csv"]
-                .iter()
-                .any(|ext| relative.ends_with(ext));
+            let wanted = [".toml", ".json", ".csv"].iter().any(|ext| relative.ends_with(ext));
             if !wanted {
                 continue;
             }
@@ -644,10 +616,7 @@ fn check_services(service: &ServiceFile) -> Result<(), KnowledgeError> {
     const FILE: &str = "service.toml";
     for hook in ["order-select", "order-sign"] {
         if service.services.iter().filter(|s| s.hook == hook).count() != 1 {
-            return Err(invalid(
-                FILE,
-                format!("exactly one service must handle `{hook}`"),
-            ));
+            return Err(invalid(FILE, format!("exactly one service must handle `{hook}`")));
         }
     }
     if let Some(s) = service
@@ -661,15 +630,9 @@ fn check_services(service: &ServiceFile) -> Result<(), KnowledgeError> {
         ));
     }
     for s in &service.services {
-        let id_ok = !s.id.is_empty()
-            && s.id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let id_ok = !s.id.is_empty() && s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !id_ok || s.id == "feedback" {
-            return Err(invalid(
-                FILE,
-                format!("service id `{}` is not a URL-safe name", s.id),
-            ));
+            return Err(invalid(FILE, format!("service id `{}` is not a URL-safe name", s.id)));
         }
         if s.title.trim().is_empty() || s.description.trim().is_empty() {
             return Err(invalid(
@@ -690,8 +653,7 @@ fn check_services(service: &ServiceFile) -> Result<(), KnowledgeError> {
 /// A suggested resource must be a ServiceRequest that fhir-sdk's R4 model accepts once the service has
 /// filled in the subject, as it does when rendering.
 fn check_service_request(name: &str, text: &str) -> Result<serde_json::Value, KnowledgeError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| invalid(name, e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(name, e.to_string()))?;
     if value.get("resourceType").and_then(|v| v.as_str()) != Some("ServiceRequest") {
         return Err(invalid(name, "must be a ServiceRequest"));
     }
@@ -708,20 +670,15 @@ fn parse_card(
     resources: &BTreeMap<String, serde_json::Value>,
 ) -> Result<CardTemplate, KnowledgeError> {
     let file: CardFile = toml::from_str(text).map_err(|e| invalid(name, e.to_string()))?;
-    let summary =
-        Template::parse(&file.summary).map_err(|e| invalid(name, format!("summary: {e}")))?;
-    let detail =
-        Template::parse(&file.detail).map_err(|e| invalid(name, format!("detail: {e}")))?;
+    let summary = Template::parse(&file.summary).map_err(|e| invalid(name, format!("summary: {e}")))?;
+    let detail = Template::parse(&file.detail).map_err(|e| invalid(name, format!("detail: {e}")))?;
     for var in summary.vars() {
         if !SUMMARY_VARS.iter().any(|(v, _)| *v == var) {
             return Err(invalid(name, format!("summary cannot use `{{{{{var}}}}}`")));
         }
     }
     let longest = summary.render(|var| {
-        let max = SUMMARY_VARS
-            .iter()
-            .find(|(v, _)| *v == var)
-            .map_or(0, |(_, n)| *n);
+        let max = SUMMARY_VARS.iter().find(|(v, _)| *v == var).map_or(0, |(_, n)| *n);
         "x".repeat(max)
     });
     if longest.chars().count() >= 140 {

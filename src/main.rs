@@ -82,8 +82,7 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => ContentSource::Directory(dir.clone()),
         None => ContentSource::Embedded,
     };
-    let knowledge =
-        Knowledge::load(&source).context("the guidance content in cards/ is invalid")?;
+    let knowledge = Knowledge::load(&source).context("the guidance content in cards/ is invalid")?;
     match cli.command {
         Some(Command::Evaluate { file, service }) => evaluate(knowledge, &file, service, cli.as_of),
         Some(Command::Serve) | None => serve(knowledge, cli.serve, cli.as_of),
@@ -93,9 +92,7 @@ fn main() -> anyhow::Result<()> {
 fn init_telemetry(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fhir_sdk=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -104,9 +101,7 @@ fn init_telemetry(format: LogFormat) {
 
 fn serve(knowledge: Knowledge, args: ServeArgs, as_of: Option<Date>) -> anyhow::Result<()> {
     init_telemetry(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let state = AppState {
             today: as_of,
@@ -148,12 +143,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-fn evaluate(
-    knowledge: Knowledge,
-    file: &PathBuf,
-    service: Option<String>,
-    as_of: Option<Date>,
-) -> anyhow::Result<()> {
+fn evaluate(knowledge: Knowledge, file: &PathBuf, service: Option<String>, as_of: Option<Date>) -> anyhow::Result<()> {
     let mut body = Vec::new();
     if file.as_os_str() == "-" {
         std::io::stdin().read_to_end(&mut body)?;
@@ -176,14 +166,13 @@ fn evaluate(
         }
     };
     let today = as_of.unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
-    let (status, body) =
-        match dry_needling_cds::service::handle_hook(&knowledge, &service, &body, today) {
-            Ok((response, _)) => (200, serde_json::to_value(response)?),
-            Err(e) => {
-                let (status, body) = ApiError::from(e).to_parts();
-                (status.as_u16(), body)
-            }
-        };
+    let (status, body) = match dry_needling_cds::service::handle_hook(&knowledge, &service, &body, today) {
+        Ok((response, _)) => (200, serde_json::to_value(response)?),
+        Err(e) => {
+            let (status, body) = ApiError::from(e).to_parts();
+            (status.as_u16(), body)
+        }
+    };
     println!("{}", serde_json::to_string_pretty(&body)?);
     if status != 200 {
         eprintln!("HTTP status would be {status}");

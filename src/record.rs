@@ -225,9 +225,7 @@ pub struct Order {
 impl Order {
     /// `ServiceRequest/123`, the form `selections` and delete actions use.
     pub fn reference(&self) -> Option<String> {
-        self.id
-            .as_ref()
-            .map(|id| format!("{}/{}", self.resource_type, id))
+        self.id.as_ref().map(|id| format!("{}/{}", self.resource_type, id))
     }
 }
 

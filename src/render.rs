@@ -52,19 +52,14 @@ fn plain_name(name: &str) -> &str {
         " (situation)",
         " (morphologic abnormality)",
     ];
-    TAGS.iter()
-        .find_map(|tag| name.strip_suffix(tag))
-        .unwrap_or(name)
+    TAGS.iter().find_map(|tag| name.strip_suffix(tag)).unwrap_or(name)
 }
 
 /// Markdown-escapes text that came from the record, so a display cannot inject links or formatting.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
-        if matches!(
-            ch,
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '!'
-        ) {
+        if matches!(ch, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '!') {
             out.push('\\');
         }
         if ch == '\n' || ch == '\r' {
@@ -86,11 +81,7 @@ fn kind_label(kind: DataKind) -> &'static str {
 }
 
 fn kinds_label(kinds: &[DataKind]) -> String {
-    kinds
-        .iter()
-        .map(|k| kind_label(*k))
-        .collect::<Vec<_>>()
-        .join(", ")
+    kinds.iter().map(|k| kind_label(*k)).collect::<Vec<_>>().join(", ")
 }
 
 fn chronicity_label(c: Chronicity) -> &'static str {
@@ -111,8 +102,7 @@ fn origin_label(o: Origin) -> &'static str {
 }
 
 fn date_label(date: Option<Date>) -> String {
-    date.map(|d| d.to_string())
-        .unwrap_or_else(|| "no date".to_string())
+    date.map(|d| d.to_string()).unwrap_or_else(|| "no date".to_string())
 }
 
 fn conditions_list(candidates: &[Indication], phrases: &Phrases) -> String {
@@ -146,11 +136,7 @@ fn evidence_lines(label: &str, evidence: &[Evidence], out: &mut String) {
     for ((name, code), items) in groups {
         let latest = items.iter().filter_map(|e| e.date).max();
         let first = items[0];
-        let status = first
-            .status
-            .as_deref()
-            .map(|s| format!(", {s}"))
-            .unwrap_or_default();
+        let status = first.status.as_deref().map(|s| format!(", {s}")).unwrap_or_default();
         let count = if items.len() > 1 {
             format!(", {} records, latest", items.len())
         } else {
@@ -209,13 +195,9 @@ fn notes_text(notes: &[Note], phrases: &Phrases) -> String {
     let mut out = String::new();
     for note in notes {
         let line = match note {
-            Note::HistoryUnavailable(kinds) => phrases
-                .history_unavailable
-                .replace("{kinds}", &kinds_label(kinds)),
+            Note::HistoryUnavailable(kinds) => phrases.history_unavailable.replace("{kinds}", &kinds_label(kinds)),
             Note::ConditionsUnavailable => phrases.conditions_unavailable.clone(),
-            Note::Skipped(count) => phrases
-                .skipped_entries
-                .replace("{count}", &count.to_string()),
+            Note::Skipped(count) => phrases.skipped_entries.replace("{count}", &count.to_string()),
             Note::OnsetUnknown => phrases.onset_unknown.clone(),
             Note::ReasonUnresolved(references) => phrases
                 .reason_unresolved
@@ -298,12 +280,7 @@ fn suggested_resource(template: &Value, order: &Order, facts: &RequestFacts) -> 
     resource
 }
 
-fn suggestions(
-    template: &CardTemplate,
-    order: &Order,
-    facts: &RequestFacts,
-    knowledge: &Knowledge,
-) -> Vec<Suggestion> {
+fn suggestions(template: &CardTemplate, order: &Order, facts: &RequestFacts, knowledge: &Knowledge) -> Vec<Suggestion> {
     let phrases = &knowledge.phrases;
     let mut out = Vec::new();
     for s in &template.suggestions {
@@ -345,12 +322,7 @@ fn suggestions(
 }
 
 /// Renders the card for one assessed order.
-pub fn render_card(
-    assessment: &Assessment,
-    order: &Order,
-    facts: &RequestFacts,
-    knowledge: &Knowledge,
-) -> Card {
+pub fn render_card(assessment: &Assessment, order: &Order, facts: &RequestFacts, knowledge: &Knowledge) -> Card {
     let phrases = &knowledge.phrases;
     let template = knowledge.card(assessment.card);
     let indication_max = SUMMARY_VARS
@@ -361,12 +333,7 @@ pub fn render_card(
         Some(d) => plain_name(&d.name).to_string(),
         None => phrases.unknown_indication.clone(),
     };
-    let summary = truncate(
-        &template
-            .summary
-            .render(|_| truncate(&indication, indication_max)),
-        139,
-    );
+    let summary = truncate(&template.summary.render(|_| truncate(&indication, indication_max)), 139);
     let (care_found, care_missing) = care_lists(assessment, phrases);
     let first_line = if assessment.low_back_first_line {
         format!("{} {}", phrases.first_line, phrases.first_line_low_back)

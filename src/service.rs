@@ -67,8 +67,7 @@ pub fn dry_needling_orders(request: &HookRequest, knowledge: &Knowledge) -> Vec<
         if request.hook != "order-select" {
             return true;
         }
-        let (Some(selections), Some(reference)) = (&request.context.selections, order.reference())
-        else {
+        let (Some(selections), Some(reference)) = (&request.context.selections, order.reference()) else {
             return false;
         };
         selections
@@ -165,9 +164,7 @@ pub fn handle_hook(
     let mut missing = BTreeSet::new();
     for order in &orders {
         match assess(order, &record, today, &knowledge.terminology) {
-            Outcome::Card(assessment) => {
-                cards.push(render_card(&assessment, order, &facts, knowledge))
-            }
+            Outcome::Card(assessment) => cards.push(render_card(&assessment, order, &facts, knowledge)),
             Outcome::NeedsData(kinds) => missing.extend(kinds),
         }
     }

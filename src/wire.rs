@@ -25,11 +25,7 @@ pub fn describe_json_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match e.classify() {
         Category::Syntax | Category::Eof => {
-            format!(
-                "the body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            )
+            format!("the body is not valid JSON (line {}, column {})", e.line(), e.column())
         }
         Category::Data | Category::Io => "the body does not have the expected shape".to_string(),
     }
@@ -139,19 +135,16 @@ pub fn parse_hook_request(body: &[u8]) -> Result<HookRequest<'_>, RequestError> 
     })?;
     let hook = required_string(raw.hook, "hook")?;
     let hook_instance = required_string(raw.hook_instance, "hookInstance")?;
-    let fhir_server =
-        optional_string(raw.fhir_server, "fhirServer")?.filter(|s| !s.trim().is_empty());
+    let fhir_server = optional_string(raw.fhir_server, "fhirServer")?.filter(|s| !s.trim().is_empty());
     let fhir_authorization = match raw.fhir_authorization {
         None => None,
         Some(raw) => Some(
-            serde_json::from_str::<FhirAuthorization>(raw.get()).map_err(|_| {
-                error("`fhirAuthorization` must be an object with an `access_token` string")
-            })?,
+            serde_json::from_str::<FhirAuthorization>(raw.get())
+                .map_err(|_| error("`fhirAuthorization` must be an object with an `access_token` string"))?,
         ),
     };
     let context_raw = raw.context.ok_or_else(|| error("`context` is required"))?;
-    let ctx: RawContext = serde_json::from_str(context_raw.get())
-        .map_err(|_| error("`context` must be an object"))?;
+    let ctx: RawContext = serde_json::from_str(context_raw.get()).map_err(|_| error("`context` must be an object"))?;
     let selections = match ctx.selections {
         None => None,
         Some(raw) => Some(
@@ -272,10 +265,7 @@ pub const PREFETCH: [(&str, &str); 4] = [
         "medicationStatements",
         "MedicationStatement?patient={{context.patientId}}",
     ),
-    (
-        "medicationRequests",
-        "MedicationRequest?patient={{context.patientId}}",
-    ),
+    ("medicationRequests", "MedicationRequest?patient={{context.patientId}}"),
     ("procedures", "Procedure?patient={{context.patientId}}"),
 ];
 
@@ -321,29 +311,16 @@ fn parse_feedback_entry(i: usize, entry: &Value) -> Result<Feedback, RequestErro
         .get("outcome")
         .and_then(Value::as_str)
         .filter(|s| matches!(*s, "accepted" | "overridden"))
-        .ok_or_else(|| {
-            error(format!(
-                "{} must be `accepted` or `overridden`",
-                at("outcome")
-            ))
-        })?;
+        .ok_or_else(|| error(format!("{} must be `accepted` or `overridden`", at("outcome"))))?;
     let accepted_suggestions = match entry.get("acceptedSuggestions") {
         None => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| item.get("id").and_then(Value::as_str).map(str::to_string))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                error(format!(
-                    "each of {} needs an `id` string",
-                    at("acceptedSuggestions")
-                ))
-            })?,
+            .ok_or_else(|| error(format!("each of {} needs an `id` string", at("acceptedSuggestions"))))?,
         Some(_) => {
-            return Err(error(format!(
-                "{} must be an array",
-                at("acceptedSuggestions")
-            )));
+            return Err(error(format!("{} must be an array", at("acceptedSuggestions"))));
         }
     };
     if outcome == "accepted" && accepted_suggestions.is_empty() {
@@ -356,10 +333,7 @@ fn parse_feedback_entry(i: usize, entry: &Value) -> Result<Feedback, RequestErro
         None => None,
         Some(reason @ Value::Object(_)) => {
             if reason.get("userComment").is_some_and(|c| !c.is_string()) {
-                return Err(error(format!(
-                    "{} must be a string",
-                    at("overrideReason.userComment")
-                )));
+                return Err(error(format!("{} must be a string", at("overrideReason.userComment"))));
             }
             match reason.get("reason") {
                 None => None,
@@ -382,9 +356,7 @@ fn parse_feedback_entry(i: usize, entry: &Value) -> Result<Feedback, RequestErro
     let outcome_timestamp = entry
         .get("outcomeTimestamp")
         .and_then(Value::as_str)
-        .filter(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
-        })
+        .filter(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok())
         .ok_or_else(|| {
             error(format!(
                 "{} is required, as an ISO 8601 instant with a time zone",
@@ -415,8 +387,7 @@ mod tests {
 
     #[test]
     fn lenient_request() {
-        let body =
-            br#"{"hook":"order-select","hookInstance":"x","fhirServer":"","extension":{"a":1},
+        let body = br#"{"hook":"order-select","hookInstance":"x","fhirServer":"","extension":{"a":1},
             "unknown":[1,2],"context":{"patientId":"p","draftOrders":null}}"#;
         let r = parse_hook_request(body).unwrap();
         assert_eq!(r.fhir_server, None);
@@ -430,14 +401,8 @@ mod tests {
         let cases: [(&[u8], &str); 7] = [
             (b"{", "not valid JSON"),
             (b"[1]", "JSON object"),
-            (
-                br#"{"hookInstance":"x","context":{}}"#,
-                "`hook` is required",
-            ),
-            (
-                br#"{"hook":"order-select","context":{}}"#,
-                "`hookInstance` is required",
-            ),
+            (br#"{"hookInstance":"x","context":{}}"#, "`hook` is required"),
+            (br#"{"hook":"order-select","context":{}}"#, "`hookInstance` is required"),
             (
                 br#"{"hook":"order-select","hookInstance":"x"}"#,
                 "`context` is required",

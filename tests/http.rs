@@ -6,7 +6,7 @@ mod common;
 use axum::body::Body;
 use axum::http::Request;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn discovery_lists_one_service_per_hook_with_prefetch() {
@@ -51,16 +51,61 @@ async fn bad_input_gets_a_clear_4xx_with_an_operation_outcome() {
         (SELECT, b"[]".to_vec(), 400, "JSON object"),
         (SELECT, b"\"text\"".to_vec(), 400, "JSON object"),
         (SELECT, br#"{"hookInstance":"x","context":{}}"#.to_vec(), 400, "`hook`"),
-        (SELECT, br#"{"hook":"order-select","context":{}}"#.to_vec(), 400, "`hookInstance`"),
-        (SELECT, br#"{"hook":"order-select","hookInstance":"x"}"#.to_vec(), 400, "`context`"),
-        (SELECT, br#"{"hook":"order-select","hookInstance":"x","context":"p"}"#.to_vec(), 400, "`context`"),
-        (SELECT, br#"{"hook":7,"hookInstance":"x","context":{}}"#.to_vec(), 400, "`hook`"),
-        (SELECT, br#"{"hook":"order-select","hookInstance":"x","context":{"selections":"a"}}"#.to_vec(), 400, "selections"),
-        (SELECT, br#"{"hook":"order-select","hookInstance":"x","context":{},"prefetch":5}"#.to_vec(), 400, "prefetch"),
-        (SELECT, br#"{"hook":"order-select","hookInstance":"x","context":{},"fhirAuthorization":"t"}"#.to_vec(), 400, "fhirAuthorization"),
+        (
+            SELECT,
+            br#"{"hook":"order-select","context":{}}"#.to_vec(),
+            400,
+            "`hookInstance`",
+        ),
+        (
+            SELECT,
+            br#"{"hook":"order-select","hookInstance":"x"}"#.to_vec(),
+            400,
+            "`context`",
+        ),
+        (
+            SELECT,
+            br#"{"hook":"order-select","hookInstance":"x","context":"p"}"#.to_vec(),
+            400,
+            "`context`",
+        ),
+        (
+            SELECT,
+            br#"{"hook":7,"hookInstance":"x","context":{}}"#.to_vec(),
+            400,
+            "`hook`",
+        ),
+        (
+            SELECT,
+            br#"{"hook":"order-select","hookInstance":"x","context":{"selections":"a"}}"#.to_vec(),
+            400,
+            "selections",
+        ),
+        (
+            SELECT,
+            br#"{"hook":"order-select","hookInstance":"x","context":{},"prefetch":5}"#.to_vec(),
+            400,
+            "prefetch",
+        ),
+        (
+            SELECT,
+            br#"{"hook":"order-select","hookInstance":"x","context":{},"fhirAuthorization":"t"}"#.to_vec(),
+            400,
+            "fhirAuthorization",
+        ),
         (SELECT, wrong_hook.into_bytes(), 400, "handles `order-select`"),
-        ("/cds-services/no-such-service", good.clone().into_bytes(), 404, "no CDS service"),
-        ("/cds-services/no-such-service/feedback", br#"{"feedback":[]}"#.to_vec(), 404, "no CDS service"),
+        (
+            "/cds-services/no-such-service",
+            good.clone().into_bytes(),
+            404,
+            "no CDS service",
+        ),
+        (
+            "/cds-services/no-such-service/feedback",
+            br#"{"feedback":[]}"#.to_vec(),
+            404,
+            "no CDS service",
+        ),
         ("/elsewhere", good.into_bytes(), 404, "no such endpoint"),
     ];
     for (uri, body, status, message) in cases {
@@ -68,7 +113,10 @@ async fn bad_input_gets_a_clear_4xx_with_an_operation_outcome() {
         assert_eq!(reply.status, status, "{uri} {}", String::from_utf8_lossy(&body));
         let text = issue_text(&reply);
         assert!(text.contains(message), "{uri}: {text}");
-        assert!(!text.to_lowercase().contains("panic") && !text.contains("src/"), "{text}");
+        assert!(
+            !text.to_lowercase().contains("panic") && !text.contains("src/"),
+            "{text}"
+        );
     }
 }
 
@@ -82,7 +130,12 @@ async fn error_messages_never_echo_patient_data() {
 
 #[tokio::test]
 async fn wrong_method_is_405_with_json() {
-    for (method, uri) in [("GET", SELECT), ("DELETE", SELECT), ("POST", "/cds-services"), ("PUT", "/cds-services/dry-needling-order-sign/feedback")] {
+    for (method, uri) in [
+        ("GET", SELECT),
+        ("DELETE", SELECT),
+        ("POST", "/cds-services"),
+        ("PUT", "/cds-services/dry-needling-order-sign/feedback"),
+    ] {
         let reply = send(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await;
         assert_eq!(reply.status, 405, "{method} {uri}");
         assert!(issue_text(&reply).contains("method"));
@@ -94,12 +147,18 @@ async fn oversized_bodies_are_413() {
     let mut state = state();
     state.body_limit = 1024;
     let body = vec![b' '; 4096];
-    let request = Request::post(SELECT).header("content-type", "application/json").body(Body::from(body)).unwrap();
+    let request = Request::post(SELECT)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
     let reply = send_with(state.clone(), request).await;
     assert_eq!(reply.status, 413);
     assert!(issue_text(&reply).contains("1024"));
     // Also when the client declares the length up front.
-    let request = Request::post(SELECT).header("content-length", "999999").body(Body::from(vec![b' '; 999_999])).unwrap();
+    let request = Request::post(SELECT)
+        .header("content-length", "999999")
+        .body(Body::from(vec![b' '; 999_999]))
+        .unwrap();
     assert_eq!(send_with(state, request).await.status, 413);
 }
 
@@ -120,7 +179,12 @@ async fn the_default_limit_takes_a_large_real_prefetch() {
 
 #[tokio::test]
 async fn content_types_that_ehrs_send_are_accepted() {
-    for content_type in ["application/json", "application/json; charset=utf-8", "application/fhir+json", "text/plain"] {
+    for content_type in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/fhir+json",
+        "text/plain",
+    ] {
         let request = Request::post(SELECT)
             .header("content-type", content_type)
             .body(Body::from(fixture("rules/neck-pain.json")))
@@ -143,7 +207,12 @@ async fn no_dry_needling_order_answers_empty_cards_without_reading_prefetch() {
 
 #[tokio::test]
 async fn cors_preflight_on_every_route() {
-    for uri in ["/cds-services", SELECT, SIGN, "/cds-services/dry-needling-order-select/feedback"] {
+    for uri in [
+        "/cds-services",
+        SELECT,
+        SIGN,
+        "/cds-services/dry-needling-order-select/feedback",
+    ] {
         let request = Request::builder()
             .method("OPTIONS")
             .uri(uri)
@@ -158,14 +227,23 @@ async fn cors_preflight_on_every_route() {
         let h = &reply.headers;
         assert_eq!(h["access-control-allow-origin"], "*", "{uri}");
         let allowed = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
-        assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
+        assert!(
+            allowed.contains("authorization") && allowed.contains("content-type"),
+            "{allowed}"
+        );
         assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
         assert_eq!(h["access-control-allow-private-network"], "true", "{uri}");
     }
     // Plain responses carry the origin header too, errors included.
-    let request = Request::get("/cds-services").header("origin", "http://localhost:3000").body(Body::empty()).unwrap();
+    let request = Request::get("/cds-services")
+        .header("origin", "http://localhost:3000")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(request).await.headers["access-control-allow-origin"], "*");
-    let request = Request::post(SELECT).header("origin", "http://localhost:3000").body(Body::from("{")).unwrap();
+    let request = Request::post(SELECT)
+        .header("origin", "http://localhost:3000")
+        .body(Body::from("{"))
+        .unwrap();
     let reply = send(request).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.headers["access-control-allow-origin"], "*");
@@ -193,14 +271,38 @@ async fn feedback_is_validated_as_the_spec_defines_it() {
         (json!({"card": "a", "outcome": "accepted"}), "`feedback` array"),
         (json!({"feedback": []}), "must not be empty"),
         (json!({"feedback": ["x"]}), "must be an object"),
-        (json!({"feedback": [{"outcome": "overridden", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "card"),
-        (json!({"feedback": [{"card": "a", "outcome": "ignored", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "outcome"),
-        (json!({"feedback": [{"card": "a", "outcome": "accepted", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "acceptedSuggestions"),
-        (json!({"feedback": [{"card": "a", "outcome": "accepted", "acceptedSuggestions": [{}], "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "`id`"),
-        (json!({"feedback": [{"card": "a", "outcome": "overridden"}]}), "outcomeTimestamp"),
-        (json!({"feedback": [{"card": "a", "outcome": "overridden", "outcomeTimestamp": "yesterday"}]}), "outcomeTimestamp"),
-        (json!({"feedback": [{"card": "a", "outcome": "overridden", "overrideReason": "no", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "overrideReason"),
-        (json!({"feedback": [{"card": "a", "outcome": "overridden", "overrideReason": {"reason": {"display": "x"}}, "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}), "Coding"),
+        (
+            json!({"feedback": [{"outcome": "overridden", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}),
+            "card",
+        ),
+        (
+            json!({"feedback": [{"card": "a", "outcome": "ignored", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}),
+            "outcome",
+        ),
+        (
+            json!({"feedback": [{"card": "a", "outcome": "accepted", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}),
+            "acceptedSuggestions",
+        ),
+        (
+            json!({"feedback": [{"card": "a", "outcome": "accepted", "acceptedSuggestions": [{}], "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}),
+            "`id`",
+        ),
+        (
+            json!({"feedback": [{"card": "a", "outcome": "overridden"}]}),
+            "outcomeTimestamp",
+        ),
+        (
+            json!({"feedback": [{"card": "a", "outcome": "overridden", "outcomeTimestamp": "yesterday"}]}),
+            "outcomeTimestamp",
+        ),
+        (
+            json!({"feedback": [{"card": "a", "outcome": "overridden", "overrideReason": "no", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}),
+            "overrideReason",
+        ),
+        (
+            json!({"feedback": [{"card": "a", "outcome": "overridden", "overrideReason": {"reason": {"display": "x"}}, "outcomeTimestamp": "2026-11-23T10:15:00Z"}]}),
+            "Coding",
+        ),
     ];
     for (body, message) in bad {
         let reply = post(uri, serde_json::to_vec(&body).unwrap()).await;
@@ -247,10 +349,18 @@ async fn serves_over_a_real_socket() {
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body).await.unwrap();
     let mut response = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8(response).unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let json: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    assert!(json["cards"][0]["summary"].as_str().unwrap().contains("chronic low back pain"));
+    assert!(
+        json["cards"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("chronic low back pain")
+    );
     server.abort();
 }

@@ -17,7 +17,12 @@ struct Expect {
 }
 
 const fn card(indicator: &'static str, summary: &'static str, detail: &'static [&'static str]) -> Expect {
-    Expect { indicator, summary, detail, not_in_detail: &[] }
+    Expect {
+        indicator,
+        summary,
+        detail,
+        not_in_detail: &[],
+    }
 }
 
 const AGAINST_CLBP: &str = "not recommended for chronic low back pain";
@@ -28,42 +33,125 @@ const MAY_CONSIDER: &str = "may be considered";
 fn cases() -> Vec<(&'static str, Vec<Expect>)> {
     vec![
         // Rule 2: chronic low back pain / degenerative lumbar disease, whatever was tried (care is documented here).
-        ("rules/clbp-reason-code.json", vec![card("warning", AGAINST_CLBP, &["p = 0.09", "Grade B", "exercise therapy", "278860009"])]),
-        ("rules/lumbar-degenerative-icd.json", vec![card("warning", AGAINST_CLBP, &["ICD-10-CM M51.36"])]),
-        ("rules/low-back-chronic-by-onset.json", vec![card("warning", AGAINST_CLBP, &["since 2025-01-10", "chronic (12 weeks or more)"])]),
+        (
+            "rules/clbp-reason-code.json",
+            vec![card(
+                "warning",
+                AGAINST_CLBP,
+                &["p = 0.09", "Grade B", "exercise therapy", "278860009"],
+            )],
+        ),
+        (
+            "rules/lumbar-degenerative-icd.json",
+            vec![card("warning", AGAINST_CLBP, &["ICD-10-CM M51.36"])],
+        ),
+        (
+            "rules/low-back-chronic-by-onset.json",
+            vec![card(
+                "warning",
+                AGAINST_CLBP,
+                &["since 2025-01-10", "chronic (12 weeks or more)"],
+            )],
+        ),
         // …and does not fire for acute low back pain, which gets the first-line options including massage.
         (
             "rules/low-back-acute.json",
             vec![Expect {
                 indicator: "warning",
                 summary: NOT_FIRST_LINE,
-                detail: &["massage, acupuncture or spinal manipulation", "acute (under 6 weeks)", "Acetaminophen or an NSAID", "Heat therapy"],
+                detail: &[
+                    "massage, acupuncture or spinal manipulation",
+                    "acute (under 6 weeks)",
+                    "Acetaminophen or an NSAID",
+                    "Heat therapy",
+                ],
                 not_in_detail: &["p = 0.09"],
             }],
         ),
         // Rule 3.
-        ("rules/osteoarthritis.json", vec![card("warning", "not recommended for osteoarthritis", &["Several guidelines"])]),
-        ("rules/patellofemoral.json", vec![card("warning", "not recommended for patellofemoral pain", &["no benefit"])]),
-        ("rules/headache.json", vec![card("warning", "not recommended for headache", &["VA/DoD"])]),
+        (
+            "rules/osteoarthritis.json",
+            vec![card(
+                "warning",
+                "not recommended for osteoarthritis",
+                &["Several guidelines"],
+            )],
+        ),
+        (
+            "rules/patellofemoral.json",
+            vec![card(
+                "warning",
+                "not recommended for patellofemoral pain",
+                &["no benefit"],
+            )],
+        ),
+        (
+            "rules/headache.json",
+            vec![card("warning", "not recommended for headache", &["VA/DoD"])],
+        ),
         // Rule 4.
-        ("rules/neck-pain.json", vec![card("warning", "manual therapy plus exercise", &["0.27", "0.36", "0.43", "minimal clinically important difference", "trigger-point manual therapy"])]),
+        (
+            "rules/neck-pain.json",
+            vec![card(
+                "warning",
+                "manual therapy plus exercise",
+                &[
+                    "0.27",
+                    "0.36",
+                    "0.43",
+                    "minimal clinically important difference",
+                    "trigger-point manual therapy",
+                ],
+            )],
+        ),
         // Rule 5: myofascial pain.
         (
             "rules/myofascial-care-documented.json",
-            vec![card("info", MAY_CONSIDER, &["60 hours", "ultrasound", "80 %", "12 weeks or less", "ibuprofen 600 MG Oral Tablet (RxNorm 197806)", "Pain management education"])],
+            vec![card(
+                "info",
+                MAY_CONSIDER,
+                &[
+                    "60 hours",
+                    "ultrasound",
+                    "80 %",
+                    "12 weeks or less",
+                    "ibuprofen 600 MG Oral Tablet (RxNorm 197806)",
+                    "Pain management education",
+                ],
+            )],
         ),
         (
             "rules/myofascial-no-analgesic.json",
             vec![Expect {
                 indicator: "warning",
                 summary: MYOFASCIAL_MISSING,
-                detail: &["**Not documented**\n\n- Acetaminophen or an NSAID", "Pain management education"],
+                detail: &[
+                    "**Not documented**\n\n- Acetaminophen or an NSAID",
+                    "Pain management education",
+                ],
                 not_in_detail: &["- Heat therapy\n"],
             }],
         ),
-        ("rules/myofascial-low-back-no-heat.json", vec![card("warning", MYOFASCIAL_MISSING, &["**Not documented**\n\n- Heat therapy"])]),
-        ("rules/myofascial-low-back-with-heat.json", vec![card("info", MAY_CONSIDER, &["Heat therapy: Heating pad at home"])]),
-        ("rules/myofascial-chronic.json", vec![card("warning", "not recommended for chronic pain", &["acute or subacute myofascial pain"])]),
+        (
+            "rules/myofascial-low-back-no-heat.json",
+            vec![card(
+                "warning",
+                MYOFASCIAL_MISSING,
+                &["**Not documented**\n\n- Heat therapy"],
+            )],
+        ),
+        (
+            "rules/myofascial-low-back-with-heat.json",
+            vec![card("info", MAY_CONSIDER, &["Heat therapy: Heating pad at home"])],
+        ),
+        (
+            "rules/myofascial-chronic.json",
+            vec![card(
+                "warning",
+                "not recommended for chronic pain",
+                &["acute or subacute myofascial pain"],
+            )],
+        ),
         (
             "rules/medications-that-do-not-count.json",
             vec![Expect {
@@ -74,8 +162,22 @@ fn cases() -> Vec<(&'static str, Vec<Expect>)> {
             }],
         ),
         // Rule 6.
-        ("rules/no-indication-no-care.json", vec![card("warning", NOT_FIRST_LINE, &["First-line care is heat", "No condition on the order or in the record"])]),
-        ("rules/no-indication-care-documented.json", vec![card("info", "supported only for acute or subacute myofascial pain", &["acetaminophen 500 MG Oral Tablet (RxNorm 198440), MedicationStatement"])]),
+        (
+            "rules/no-indication-no-care.json",
+            vec![card(
+                "warning",
+                NOT_FIRST_LINE,
+                &["First-line care is heat", "No condition on the order or in the record"],
+            )],
+        ),
+        (
+            "rules/no-indication-care-documented.json",
+            vec![card(
+                "info",
+                "supported only for acute or subacute myofascial pain",
+                &["acetaminophen 500 MG Oral Tablet (RxNorm 198440), MedicationStatement"],
+            )],
+        ),
         // Several candidates: the most restrictive wins and every candidate is named; resolved and refuted ones are not.
         (
             "rules/most-restrictive-wins.json",
@@ -86,34 +188,113 @@ fn cases() -> Vec<(&'static str, Vec<Expect>)> {
                 not_in_detail: &["Chronic low back pain"],
             }],
         ),
-        ("rules/refuted-condition-ignored.json", vec![Expect { indicator: "warning", summary: "manual therapy plus exercise", detail: &[], not_in_detail: &["Chronic low back pain"] }]),
-        ("rules/reason-reference.json", vec![Expect { indicator: "warning", summary: AGAINST_CLBP, detail: &["reason on the order"], not_in_detail: &["Neck pain"] }]),
-        ("rules/body-site-low-back.json", vec![Expect { indicator: "warning", summary: NOT_FIRST_LINE, detail: &["Low back pain, unspecified", "massage"], not_in_detail: &["Neck pain"] }]),
+        (
+            "rules/refuted-condition-ignored.json",
+            vec![Expect {
+                indicator: "warning",
+                summary: "manual therapy plus exercise",
+                detail: &[],
+                not_in_detail: &["Chronic low back pain"],
+            }],
+        ),
+        (
+            "rules/reason-reference.json",
+            vec![Expect {
+                indicator: "warning",
+                summary: AGAINST_CLBP,
+                detail: &["reason on the order"],
+                not_in_detail: &["Neck pain"],
+            }],
+        ),
+        (
+            "rules/body-site-low-back.json",
+            vec![Expect {
+                indicator: "warning",
+                summary: NOT_FIRST_LINE,
+                detail: &["Low back pain, unspecified", "massage"],
+                not_in_detail: &["Neck pain"],
+            }],
+        ),
         // Which orders count, and which are assessed.
-        ("rules/local-code-text.json", vec![card("warning", "not recommended for osteoarthritis", &[])]),
+        (
+            "rules/local-code-text.json",
+            vec![card("warning", "not recommended for osteoarthritis", &[])],
+        ),
         ("rules/not-dry-needling-exercise.json", vec![]),
         ("rules/not-dry-needling-acupuncture.json", vec![]),
         ("rules/not-dry-needling-trigger-point-injection.json", vec![]),
         ("rules/unselected-dry-needling.json", vec![]),
-        ("rules/order-sign-two-orders.json", vec![card("warning", "manual therapy plus exercise", &[]), card("warning", AGAINST_CLBP, &[])]),
+        (
+            "rules/order-sign-two-orders.json",
+            vec![
+                card("warning", "manual therapy plus exercise", &[]),
+                card("warning", AGAINST_CLBP, &[]),
+            ],
+        ),
         // Prefetch states that still allow a verdict.
-        ("rules/prefetch-absent-reason-decides.json", vec![card("warning", AGAINST_CLBP, &["could not be checked"])]),
-        ("rules/prefetch-nulls.json", vec![card("warning", NOT_FIRST_LINE, &["None found in the record"])]),
-        ("rules/prefetch-medications-missing-but-decided.json", vec![card("warning", MYOFASCIAL_MISSING, &["- Self-care education and activity modification\n", "medication statements, medication orders unavailable"])]),
-        ("rules/prefetch-malformed-entry.json", vec![card("warning", AGAINST_CLBP, &["2 record entries could not be read"])]),
+        (
+            "rules/prefetch-absent-reason-decides.json",
+            vec![card("warning", AGAINST_CLBP, &["could not be checked"])],
+        ),
+        (
+            "rules/prefetch-nulls.json",
+            vec![card("warning", NOT_FIRST_LINE, &["None found in the record"])],
+        ),
+        (
+            "rules/prefetch-medications-missing-but-decided.json",
+            vec![card(
+                "warning",
+                MYOFASCIAL_MISSING,
+                &[
+                    "- Self-care education and activity modification\n",
+                    "medication statements, medication orders unavailable",
+                ],
+            )],
+        ),
+        (
+            "rules/prefetch-malformed-entry.json",
+            vec![card("warning", AGAINST_CLBP, &["2 record entries could not be read"])],
+        ),
         // Older versions and the sandbox's shapes.
-        ("rules/dstu2-shapes.json", vec![card("warning", "not recommended for osteoarthritis", &[])]),
+        (
+            "rules/dstu2-shapes.json",
+            vec![card("warning", "not recommended for osteoarthritis", &[])],
+        ),
         ("rules/sandbox-shapes.json", vec![card("warning", AGAINST_CLBP, &[])]),
         ("rules/sandbox-reclick.json", vec![]),
         // Real public patients (../shared/fhir-samples), converted by fixtures/tools/make_real_fixtures.py.
-        ("real/clbp-neck-ibuprofen.order-select.json", vec![card("warning", AGAINST_CLBP, &["Chronic neck pain"])]),
-        ("real/clbp-neck-ibuprofen.order-sign.json", vec![card("warning", AGAINST_CLBP, &[])]),
-        ("real/clbp-neck-tylenol.order-select.json", vec![card("warning", AGAINST_CLBP, &["since 2020-09-03"])]),
-        ("real/oa-knee-naproxen.order-select.json", vec![card("warning", "not recommended for osteoarthritis", &[])]),
-        ("real/chauncey-johnston-oa-knee.order-sign.json", vec![card("warning", "not recommended for osteoarthritis", &[])]),
-        ("real/jacob-larson-migraine.order-select.json", vec![card("warning", "not recommended for headache", &["migraine"])]),
-        ("real/brenda-jackson-low-back.order-select.json", vec![card("warning", AGAINST_CLBP, &["ICD-10-CM M54.5", "since 2013-02-28"])]),
-        ("real/jacki-feil-chronic-pain.order-sign.json", vec![card("warning", "not recommended for chronic pain", &[])]),
+        (
+            "real/clbp-neck-ibuprofen.order-select.json",
+            vec![card("warning", AGAINST_CLBP, &["Chronic neck pain"])],
+        ),
+        (
+            "real/clbp-neck-ibuprofen.order-sign.json",
+            vec![card("warning", AGAINST_CLBP, &[])],
+        ),
+        (
+            "real/clbp-neck-tylenol.order-select.json",
+            vec![card("warning", AGAINST_CLBP, &["since 2020-09-03"])],
+        ),
+        (
+            "real/oa-knee-naproxen.order-select.json",
+            vec![card("warning", "not recommended for osteoarthritis", &[])],
+        ),
+        (
+            "real/chauncey-johnston-oa-knee.order-sign.json",
+            vec![card("warning", "not recommended for osteoarthritis", &[])],
+        ),
+        (
+            "real/jacob-larson-migraine.order-select.json",
+            vec![card("warning", "not recommended for headache", &["migraine"])],
+        ),
+        (
+            "real/brenda-jackson-low-back.order-select.json",
+            vec![card("warning", AGAINST_CLBP, &["ICD-10-CM M54.5", "since 2013-02-28"])],
+        ),
+        (
+            "real/jacki-feil-chronic-pain.order-sign.json",
+            vec![card("warning", "not recommended for chronic pain", &[])],
+        ),
     ]
 }
 
@@ -137,7 +318,10 @@ async fn every_rule_fires_where_it_should_and_nowhere_else() {
             let summary = card["summary"].as_str().unwrap_or_default();
             let detail = card["detail"].as_str().unwrap_or_default();
             if card["indicator"] != expect.indicator {
-                failures.push(format!("{file}: indicator {}, expected {}", card["indicator"], expect.indicator));
+                failures.push(format!(
+                    "{file}: indicator {}, expected {}",
+                    card["indicator"], expect.indicator
+                ));
             }
             if !summary.contains(expect.summary) {
                 failures.push(format!("{file}: summary {summary:?} lacks {:?}", expect.summary));
@@ -164,7 +348,10 @@ async fn missing_data_answers_412_naming_it() {
         ("rules/prefetch-absent-no-reason.json", &["Condition", "`conditions`"]),
         ("rules/prefetch-conditions-outcome.json", &["Condition"]),
         ("rules/prefetch-conditions-outcome-entry.json", &["Condition"]),
-        ("rules/prefetch-medications-missing-undecided.json", &["MedicationStatement", "MedicationRequest"]),
+        (
+            "rules/prefetch-medications-missing-undecided.json",
+            &["MedicationStatement", "MedicationRequest"],
+        ),
     ];
     for (file, names) in cases {
         let body = fixture(file);
@@ -176,7 +363,10 @@ async fn missing_data_answers_412_naming_it() {
         for name in names {
             assert!(text.contains(name), "{file}: {text}");
         }
-        assert!(!text.contains("Procedure data"), "{file}: procedures were available: {text}");
+        assert!(
+            !text.contains("Procedure data"),
+            "{file}: procedures were available: {text}"
+        );
     }
 }
 
@@ -189,7 +379,15 @@ async fn every_card_is_conformant() {
         let json = post(path_for(&body), body).await.json();
         for card in json["cards"].as_array().unwrap() {
             check_card(file, card);
-            seen_summaries.insert(card["summary"].as_str().unwrap().split(" (").next().unwrap().to_string());
+            seen_summaries.insert(
+                card["summary"]
+                    .as_str()
+                    .unwrap()
+                    .split(" (")
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
         }
     }
     // Every card template is reachable from the fixtures.
@@ -199,21 +397,36 @@ async fn every_card_is_conformant() {
 fn check_card(file: &str, card: &Value) {
     let uuid = card["uuid"].as_str().unwrap_or_default();
     assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{file}: uuid");
-    assert!(card["summary"].as_str().unwrap().chars().count() < 140, "{file}: summary too long");
-    assert!(["info", "warning", "critical"].contains(&card["indicator"].as_str().unwrap()), "{file}");
-    assert!(card["source"]["label"].as_str().is_some_and(|l| !l.is_empty()), "{file}: source.label");
+    assert!(
+        card["summary"].as_str().unwrap().chars().count() < 140,
+        "{file}: summary too long"
+    );
+    assert!(
+        ["info", "warning", "critical"].contains(&card["indicator"].as_str().unwrap()),
+        "{file}"
+    );
+    assert!(
+        card["source"]["label"].as_str().is_some_and(|l| !l.is_empty()),
+        "{file}: source.label"
+    );
     assert!(card["source"]["topic"]["code"].is_string(), "{file}: source.topic");
     no_empty_values(file, card);
     if let Some(suggestions) = card["suggestions"].as_array() {
         assert_eq!(card["selectionBehavior"], "at-most-one", "{file}");
         for s in suggestions {
-            assert!(uuid::Uuid::parse_str(s["uuid"].as_str().unwrap()).is_ok(), "{file}: suggestion uuid");
+            assert!(
+                uuid::Uuid::parse_str(s["uuid"].as_str().unwrap()).is_ok(),
+                "{file}: suggestion uuid"
+            );
             assert!(s["label"].is_string(), "{file}");
             for action in s["actions"].as_array().unwrap() {
                 assert!(action["description"].is_string(), "{file}");
                 match action["type"].as_str().unwrap() {
-                    "delete" => assert!(action["resourceId"].as_str().unwrap().starts_with("ServiceRequest/")
-                        || action["resourceId"].as_str().unwrap().starts_with("ProcedureRequest/"), "{file}"),
+                    "delete" => assert!(
+                        action["resourceId"].as_str().unwrap().starts_with("ServiceRequest/")
+                            || action["resourceId"].as_str().unwrap().starts_with("ProcedureRequest/"),
+                        "{file}"
+                    ),
                     "create" => assert_eq!(action["resource"]["resourceType"], "ServiceRequest", "{file}"),
                     other => panic!("{file}: unexpected action {other}"),
                 }
@@ -224,11 +437,17 @@ fn check_card(file: &str, card: &Value) {
     }
     if card["indicator"] == "warning" {
         for reason in card["overrideReasons"].as_array().unwrap() {
-            assert_eq!(reason["system"], "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes");
+            assert_eq!(
+                reason["system"],
+                "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+            );
             assert!(reason["display"].is_string());
         }
     }
-    assert!(!card["detail"].as_str().unwrap().contains("http"), "{file}: no links in detail");
+    assert!(
+        !card["detail"].as_str().unwrap().contains("http"),
+        "{file}: no links in detail"
+    );
 }
 
 /// CDS Hooks: absent optional values are omitted, never null, "" , [] or {}.
@@ -258,12 +477,16 @@ async fn neck_pain_suggests_manual_therapy_and_exercise_orders() {
     let actions = suggestion["actions"].as_array().unwrap();
     assert_eq!(actions[0]["type"], "delete");
     assert_eq!(actions[0]["resourceId"], "ServiceRequest/dn-1");
-    let codes: Vec<&str> = actions[1..].iter().map(|a| a["resource"]["code"]["coding"][0]["code"].as_str().unwrap()).collect();
+    let codes: Vec<&str> = actions[1..]
+        .iter()
+        .map(|a| a["resource"]["code"]["coding"][0]["code"].as_str().unwrap())
+        .collect();
     assert_eq!(codes, ["97140", "97110"]);
     for action in &actions[1..] {
         assert_eq!(action["resource"]["subject"]["reference"], "Patient/rule-patient");
         assert_eq!(action["resource"]["reasonCode"][0]["coding"][0]["code"], "81680005");
         // fhir-sdk's R4 model accepts what we suggest.
-        serde_json::from_value::<fhir_sdk::r4b::resources::ServiceRequest>(action["resource"].clone()).expect("valid R4");
+        serde_json::from_value::<fhir_sdk::r4b::resources::ServiceRequest>(action["resource"].clone())
+            .expect("valid R4");
     }
 }

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use dry_needling_cds::{app, AppState, Knowledge};
+use dry_needling_cds::{AppState, Knowledge, app};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -50,7 +50,10 @@ pub async fn send(request: Request<Body>) -> Reply {
 }
 
 pub async fn post(uri: &str, body: impl Into<Body>) -> Reply {
-    let request = Request::post(uri).header("content-type", "application/json").body(body.into()).unwrap();
+    let request = Request::post(uri)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap();
     send(request).await
 }
 
