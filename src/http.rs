@@ -125,7 +125,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+/// The body of a request to a service's endpoint: 404 for an unknown service (before the body matters), 413
+/// over the limit.
+fn service_body(state: &AppState, id: &str, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    Span::current().record("service", field::display(id));
+    if find_service(&state.knowledge, id).is_none() {
+        return Err(ApiError::UnknownService);
+    }
+    let limit = state.body_limit;
     body.map_err(|rejection| match rejection {
         BytesRejection::FailedToBufferBody(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge(limit)
@@ -156,14 +163,9 @@ async fn hook(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    Span::current().record("service", field::display(&id));
-    if find_service(&state.knowledge, &id).is_none() {
-        return Err(ApiError::UnknownService);
-    }
-    let body = body_bytes(body, state.body_limit)?;
+    let body = service_body(&state, &id, body)?;
     let (response, summary) = handle_hook(&state.knowledge, &id, &body, state.today())?;
     let span = Span::current();
-    span.record("hook_instance", field::display(&summary.hook_instance));
     span.record("orders", summary.dry_needling_orders);
     span.record("cards", summary.cards);
     if summary.skipped_entries > 0 {
@@ -180,11 +182,7 @@ async fn feedback(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    Span::current().record("service", field::display(&id));
-    if find_service(&state.knowledge, &id).is_none() {
-        return Err(ApiError::UnknownService);
-    }
-    let body = body_bytes(body, state.body_limit)?;
+    let body = service_body(&state, &id, body)?;
     let entries = wire::parse_feedback(&body).map_err(|e| ApiError::BadRequest(e.0))?;
     for entry in entries {
         info!(

@@ -33,7 +33,6 @@ pub enum HookError {
 /// What happened, for the request's log line: ids and counts only.
 #[derive(Debug, Clone, Default)]
 pub struct HookSummary {
-    pub hook_instance: String,
     pub dry_needling_orders: usize,
     pub cards: usize,
     pub skipped_entries: usize,
@@ -139,6 +138,8 @@ pub fn handle_hook(
 ) -> Result<(CardsResponse, HookSummary), HookError> {
     let service = find_service(knowledge, service_id).ok_or(HookError::UnknownService)?;
     let request = parse_hook_request(body)?;
+    // Recorded as soon as it is known, so that 400s and 412s are traceable too.
+    tracing::Span::current().record("hook_instance", tracing::field::display(&request.hook_instance));
     if request.hook != service.hook {
         return Err(HookError::WrongHook {
             expected: service.hook.clone(),
