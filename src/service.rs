@@ -146,10 +146,7 @@ pub fn handle_hook(
             got: request.hook,
         });
     }
-    let mut summary = HookSummary {
-        hook_instance: request.hook_instance.clone(),
-        ..HookSummary::default()
-    };
+    let mut summary = HookSummary::default();
     let orders = dry_needling_orders(&request, knowledge);
     summary.dry_needling_orders = orders.len();
     if orders.is_empty() {
