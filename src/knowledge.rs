@@ -720,6 +720,61 @@ mod tests {
     }
 
     #[test]
+    fn a_content_directory_overrides_and_bad_files_stop_the_start() {
+        let cards = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/cards"));
+        let from_dir = Knowledge::load(&ContentSource::Directory(cards.clone())).expect("cards/ as a directory");
+        assert_eq!(from_dir.cards.len(), CardId::ALL.len());
+
+        let copy = std::env::temp_dir().join(format!("dn-cds-cards-{}", std::process::id()));
+        let copy_tree = |from: &Path, to: &Path| {
+            for entry in std::fs::read_dir(from).unwrap() {
+                let path = entry.unwrap().path();
+                let target = to.join(path.file_name().unwrap());
+                if path.is_dir() {
+                    std::fs::create_dir_all(&target).unwrap();
+                } else {
+                    std::fs::copy(&path, &target).unwrap();
+                }
+            }
+        };
+        for sub in ["", "cards", "resources", "valuesets"] {
+            std::fs::create_dir_all(copy.join(sub)).unwrap();
+            copy_tree(&cards.join(sub), &copy.join(sub));
+        }
+        let card = copy.join("cards/against-headache.toml");
+        let broken = [
+            (
+                "indicator = \"loud\"\nsummary = \"x\"\ndetail = \"y\"\n",
+                "cards/against-headache.toml",
+            ),
+            (
+                "indicator = \"info\"\nsummary = \"x {{nope}}\"\ndetail = \"y\"\n",
+                "{{nope}}",
+            ),
+            (
+                &format!(
+                    "indicator = \"info\"\nsummary = \"{}\"\ndetail = \"y\"\n",
+                    "x".repeat(140)
+                ),
+                "140",
+            ),
+        ];
+        for (text, expected) in broken {
+            std::fs::write(&card, text).unwrap();
+            let error = Knowledge::load(&ContentSource::Directory(copy.clone()))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+        std::fs::remove_file(&card).unwrap();
+        let error = Knowledge::load(&ContentSource::Directory(copy.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("file is missing"), "{error}");
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+
+    #[test]
     fn keywords_match_at_word_starts() {
         let words = vec!["heat".to_string(), "needl".to_string()];
         assert!(has_keyword("moist heat pack", &words));
