@@ -409,9 +409,11 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     // Most restrictive first; a condition recorded many times (common in real data) is listed once, with
     // its earliest date.
     candidates.sort_by(|a, b| {
+        let dated_first = a.since.is_none().cmp(&b.since.is_none());
         a.kind
             .cmp(&b.kind)
             .then(a.name.cmp(&b.name))
+            .then(dated_first)
             .then(a.since.cmp(&b.since))
     });
     candidates.dedup_by(|later, first| later.kind == first.kind && later.name == first.name);
