@@ -138,7 +138,6 @@ struct RawResource {
     reason_codeable_concept: Option<RawConcept>,
     reason_reference: OneOrMany<RawReference>,
     medication_codeable_concept: Option<RawConcept>,
-    medication_reference: Option<RawReference>,
     authored_on: Option<String>,
     date_written: Option<String>,
     effective_date_time: Option<String>,
@@ -218,8 +217,8 @@ pub fn parse_resource(json: &str) -> Result<Resource, Unreadable> {
                 raw.date_written.as_deref(),
                 raw.date_asserted.as_deref(),
             ]);
-            // A medicationReference is kept as text: resolving it needs the Medication resource, which
-            // searches rarely include; the reference's display (if any) is not in the lean struct.
+            // A medicationReference is not resolved (searches rarely `_include` the Medication, and none of
+            // the real fixtures use one): such an entry has no code or text and never counts as evidence.
             let code = raw
                 .medication_codeable_concept
                 .map(RawConcept::into_concept)

@@ -134,9 +134,9 @@ fn evidence_lines(label: &str, evidence: &[Evidence], out: &mut String) {
             .push(e);
     }
     for ((name, code), items) in groups {
-        let latest = items.iter().filter_map(|e| e.date).max();
-        let first = items[0];
-        let status = first.status.as_deref().map(|s| format!(", {s}")).unwrap_or_default();
+        // The status and date shown are those of the most recent record, so they describe the same fact.
+        let latest = items.iter().copied().max_by_key(|e| e.date).unwrap_or(items[0]);
+        let status = latest.status.as_deref().map(|s| format!(", {s}")).unwrap_or_default();
         let count = if items.len() > 1 {
             format!(", {} records, latest", items.len())
         } else {
@@ -146,8 +146,8 @@ fn evidence_lines(label: &str, evidence: &[Evidence], out: &mut String) {
             out,
             "- {label}: {}{code}, {}{status}{count} {}",
             escape(plain_name(&name)),
-            first.resource_type,
-            date_label(latest),
+            latest.resource_type,
+            date_label(latest.date),
         );
     }
 }
