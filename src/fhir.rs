@@ -291,6 +291,15 @@ struct RawEnvelope<'a> {
     resource_type: Option<String>,
     #[serde(borrow, default)]
     entry: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    link: OneOrMany<RawLink>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLink {
+    relation: Option<String>,
+    url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +314,17 @@ pub struct Contents {
     pub resources: Vec<Resource>,
     /// Entries that were present but unreadable.
     pub skipped: usize,
+    /// The value was a Bundle (not a single resource).
+    pub bundle: bool,
+    /// The Bundle's `next` page: there is more than this.
+    pub next: Option<String>,
+}
+
+impl Contents {
+    /// An OperationOutcome with an error came instead of, or among, the resources: a search failed.
+    pub fn outcome_error(&self) -> bool {
+        self.resources.contains(&Resource::Outcome { failed: true })
+    }
 }
 
 /// Reads a value that should be a Bundle (any `type`, or none) or a single resource. `Err` when the value
@@ -318,10 +338,20 @@ pub fn parse_contents(json: &str) -> Result<Contents, Unreadable> {
     if resource_type != "Bundle" {
         return Ok(Contents {
             resources: vec![parse_resource(json)?],
-            skipped: 0,
+            ..Contents::default()
         });
     }
-    let mut contents = Contents::default();
+    let next = envelope
+        .link
+        .0
+        .into_iter()
+        .find(|l| l.relation.as_deref() == Some("next"))
+        .and_then(|l| l.url);
+    let mut contents = Contents {
+        bundle: true,
+        next,
+        ..Contents::default()
+    };
     for entry in envelope.entry.unwrap_or_default() {
         let resource = match serde_json::from_str::<RawEntry>(entry.get()) {
             Ok(RawEntry {

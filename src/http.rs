@@ -5,6 +5,7 @@
 //! OperationOutcome and no internals, and that policy is easiest to keep when a single `IntoResponse` decides
 //! it. Nothing below this module knows about status codes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,21 +16,34 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use time::{Date, OffsetDateTime};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tracing::{Instrument, Span, field, info, info_span, warn};
 
+use crate::auth::{AuthError, Verified, Verifier};
+use crate::config::Config;
+use crate::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
 use crate::knowledge::Knowledge;
 use crate::record::DataKind;
-use crate::service::{HookError, find_service, handle_hook, prefetch_key};
+use crate::service::{HookCall, HookError, find_service, handle_hook, prefetch_key};
 use crate::wire::{self, Discovery, PREFETCH, ServiceDescription};
 
 /// Default request body limit: large enough for a prefetch of several thousand resources.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
-/// A request that has not been answered in this time gets 408 (slow clients; nothing here waits on I/O).
+/// A request that has not been answered in this time gets 408 (slow clients; FHIR fetches have their own,
+/// much shorter, deadline).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who may call.
+#[derive(Debug)]
+pub enum Access {
+    /// Unsigned requests are accepted (development on loopback, or `--insecure-no-auth`).
+    Open,
+    /// Every request must carry a valid JWT from a trusted client.
+    Verify(Verifier),
+}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -38,20 +52,70 @@ pub struct AppState {
     /// The date the rules take as today; `None` means the real date. Fixed in tests and for reviewers.
     pub today: Option<Date>,
     pub body_limit: usize,
+    pub access: Arc<Access>,
+    pub fetcher: Arc<Fetcher>,
 }
 
 impl AppState {
+    /// Open access, and no FHIR server allowed: the caller adds what the deployment allows.
     pub fn new(knowledge: Knowledge) -> AppState {
         AppState {
             knowledge: Arc::new(knowledge),
             today: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            access: Arc::new(Access::Open),
+            fetcher: Arc::new(Fetcher::new(
+                http_client(),
+                FetchSettings::default(),
+                Allowlist::default(),
+                false,
+            )),
         }
+    }
+
+    /// The state for a deployment: access mode from the trusted clients and the listen address, FHIR
+    /// allowlists and limits from the configuration.
+    ///
+    /// Without trusted clients the service accepts unsigned requests, which is safe only while nobody but this
+    /// machine can reach it: on any other address it refuses to start unless `insecure_no_auth` is given.
+    pub fn configure(
+        knowledge: Knowledge,
+        config: Config,
+        listen: SocketAddr,
+        insecure_no_auth: bool,
+    ) -> Result<AppState, StartError> {
+        let http = http_client();
+        let loopback = listen.ip().is_loopback();
+        let access = if config.clients.is_empty() {
+            if !loopback && !insecure_no_auth {
+                return Err(StartError::NoTrustedClients(listen));
+            }
+            Access::Open
+        } else {
+            let base = config.public_base_url.as_deref().unwrap_or_default();
+            Access::Verify(Verifier::new(config.clients, base, http.clone()))
+        };
+        let fetcher = Fetcher::new(http, config.fetch, config.allowlist, loopback);
+        Ok(AppState {
+            access: Arc::new(access),
+            fetcher: Arc::new(fetcher),
+            ..AppState::new(knowledge)
+        })
     }
 
     fn today(&self) -> Date {
         self.today.unwrap_or_else(|| OffsetDateTime::now_utc().date())
     }
+}
+
+/// Why the service will not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "refusing to serve on {0} without trusted clients: anyone who can reach it could call it unsigned. \
+         Configure [[client]] entries (--config), listen on loopback, or pass --insecure-no-auth"
+    )]
+    NoTrustedClients(SocketAddr),
 }
 
 /// Every error a client can see.
@@ -69,6 +133,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("data needed for the assessment is unavailable")]
     PreconditionFailed(Vec<DataKind>),
+    /// Deliberately without detail; the log has the reason.
+    #[error("authentication required")]
+    Unauthorized(AuthError),
 }
 
 impl ApiError {
@@ -79,6 +146,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -90,6 +158,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => ("not-supported", vec![self.to_string()]),
             ApiError::PayloadTooLarge(_) => ("too-costly", vec![self.to_string()]),
             ApiError::PreconditionFailed(kinds) => ("incomplete", kinds.iter().map(|k| missing_message(*k)).collect()),
+            ApiError::Unauthorized(_) => ("login", vec![self.to_string()]),
         };
         (self.status(), wire::operation_outcome(code, &messages))
     }
@@ -118,8 +187,13 @@ impl From<HookError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = self.to_parts();
-        if status.is_client_error() {
-            Span::current().record("error", field::display(&self));
+        let span = Span::current();
+        match &self {
+            ApiError::Unauthorized(reason) => span.record("error", field::display(reason)),
+            _ => span.record("error", field::display(&self)),
+        };
+        if let ApiError::Unauthorized(_) = self {
+            return (status, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();
         }
         (status, Json(body)).into_response()
     }
@@ -161,13 +235,24 @@ async fn discovery(State(state): State<AppState>) -> Json<Discovery> {
 async fn hook(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    verified: Option<Extension<Verified>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = service_body(&state, &id, body)?;
-    let (response, summary) = handle_hook(&state.knowledge, &id, &body, state.today())?;
+    let call = HookCall {
+        service_id: &id,
+        body: &body,
+        today: state.today(),
+        caller: verified.as_ref().map(|v| &v.client.fhir),
+    };
+    let (response, summary) = handle_hook(&state.knowledge, &state.fetcher, call).await?;
     let span = Span::current();
     span.record("orders", summary.dry_needling_orders);
     span.record("cards", summary.cards);
+    if let Some(ms) = summary.fetch_ms {
+        span.record("fetch_ms", ms);
+        span.record("fetched", summary.fetched);
+    }
     if summary.skipped_entries > 0 {
         warn!(
             skipped = summary.skipped_entries,
@@ -214,7 +299,11 @@ async fn trace(request: Request, next: Next) -> Response {
         path = %request.uri().path(),
         service = field::Empty,
         hook_instance = field::Empty,
+        issuer = field::Empty,
+        jti = field::Empty,
         orders = field::Empty,
+        fetched = field::Empty,
+        fetch_ms = field::Empty,
         cards = field::Empty,
         status = field::Empty,
         latency_us = field::Empty,
@@ -226,6 +315,46 @@ async fn trace(request: Request, next: Next) -> Response {
     span.record("latency_us", started.elapsed().as_micros() as u64);
     span.in_scope(|| info!("request done"));
     response
+}
+
+/// Verifies the caller's JWT when clients are configured; the verified client travels to the handlers as a
+/// request extension. Runs inside CORS, so preflight requests (which carry no token) never reach it.
+async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, next: Next) -> Response {
+    let Access::Verify(verifier) = access.as_ref() else {
+        return next.run(request).await;
+    };
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string());
+    let Some(token) = token else {
+        warn!(reason = %AuthError::MissingToken, "request refused");
+        return ApiError::Unauthorized(AuthError::MissingToken).into_response();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match verifier.verify(&token, request.uri().path(), now).await {
+        Ok(verified) => {
+            let span = Span::current();
+            span.record("issuer", field::display(&verified.client.issuer));
+            span.record("jti", field::display(&verified.jti));
+            request.extensions_mut().insert(verified);
+            next.run(request).await
+        }
+        Err(rejection) => {
+            warn!(
+                reason = %rejection.reason,
+                issuer = rejection.issuer.as_deref().unwrap_or(""),
+                kid = rejection.kid.as_deref().unwrap_or(""),
+                "request refused"
+            );
+            ApiError::Unauthorized(rejection.reason).into_response()
+        }
+    }
 }
 
 /// CORS for browser clients such as the CDS Hooks sandbox: any origin (services are public and use bearer
@@ -242,6 +371,7 @@ fn cors() -> CorsLayer {
 /// Builds the application: the same router serves production, tests (`oneshot`) and the CLI.
 pub fn app(state: AppState) -> Router {
     let limit = state.body_limit;
+    let access = state.access.clone();
     Router::new()
         .route("/cds-services", get(discovery))
         .route("/cds-services/{id}", post(hook))
@@ -250,6 +380,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(access, authenticate))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

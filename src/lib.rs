@@ -5,7 +5,10 @@
 //!
 //! | step | module | knows |
 //! |---|---|---|
-//! | routing, CORS, limits, error → status | [`http`] | HTTP |
+//! | routing, CORS, auth, limits, error → status | [`http`] | HTTP |
+//! | JWT verification, trusted clients | [`auth`] | JWTs, JWKS |
+//! | the configuration file | [`config`] | TOML |
+//! | fetching what prefetch lacks | [`fetch`] | FHIR REST, the allowlist |
 //! | request, discovery, card and feedback JSON | [`wire`] | CDS Hooks shapes |
 //! | FHIR JSON (R4, STU3, DSTU2) → record | [`fhir`] | FHIR shapes |
 //! | the patient record | [`record`] | plain types |
@@ -17,6 +20,9 @@
 //! `main.rs` is only the command line, configuration, telemetry and serving. See `ARCHITECTURE.md`.
 
 pub mod assess;
+pub mod auth;
+pub mod config;
+pub mod fetch;
 pub mod fhir;
 pub mod http;
 pub mod knowledge;

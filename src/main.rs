@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dry_needling_cds::http::{ApiError, DEFAULT_BODY_LIMIT};
+use dry_needling_cds::config::Config;
+use dry_needling_cds::http::{Access, ApiError, DEFAULT_BODY_LIMIT};
+use dry_needling_cds::service::{HookCall, handle_hook};
 use dry_needling_cds::{AppState, ContentSource, Knowledge, app};
 use time::Date;
 
@@ -22,6 +24,9 @@ struct Cli {
     /// Assess as if today were this date (YYYY-MM-DD); for reviewers and reproducible runs.
     #[arg(long, global = true, env = "DRY_NEEDLING_CDS_AS_OF", value_parser = parse_date)]
     as_of: Option<Date>,
+    /// Configuration file (TOML): public URL, trusted clients, FHIR servers. See config/example.toml.
+    #[arg(long, global = true, env = "DRY_NEEDLING_CDS_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     serve: ServeArgs,
     #[command(subcommand)]
@@ -63,6 +68,9 @@ struct ServeArgs {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// Accept unsigned requests on a non-loopback address. Only behind something else that authenticates.
+    #[arg(long, global = true)]
+    insecure_no_auth: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -83,15 +91,27 @@ fn main() -> anyhow::Result<()> {
         None => ContentSource::Embedded,
     };
     let knowledge = Knowledge::load(&source).context("the guidance content in cards/ is invalid")?;
+    let config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let state = AppState::configure(knowledge, config, cli.serve.listen, cli.serve.insecure_no_auth)?;
+    let state = AppState {
+        today: cli.as_of,
+        body_limit: cli.serve.body_limit,
+        ..state
+    };
     match cli.command {
-        Some(Command::Evaluate { file, service }) => evaluate(knowledge, &file, service, cli.as_of),
-        Some(Command::Serve) | None => serve(knowledge, cli.serve, cli.as_of),
+        Some(Command::Evaluate { file, service }) => evaluate(state, &file, service),
+        Some(Command::Serve) | None => serve(state, cli.serve),
     }
 }
 
 fn init_telemetry(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fhir_sdk=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // fhir-sdk logs request URLs (which carry patient ids) at info: never let it.
+        .add_directive("fhir_sdk=warn".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     match format {
         LogFormat::Text => builder.init(),
@@ -99,15 +119,24 @@ fn init_telemetry(format: LogFormat) {
     }
 }
 
-fn serve(knowledge: Knowledge, args: ServeArgs, as_of: Option<Date>) -> anyhow::Result<()> {
+fn serve(state: AppState, args: ServeArgs) -> anyhow::Result<()> {
     init_telemetry(args.log_format);
+    match state.access.as_ref() {
+        Access::Verify(verifier) => {
+            let issuers: Vec<&str> = verifier.issuers().collect();
+            tracing::info!(?issuers, "requests must carry a JWT from a trusted client");
+        }
+        Access::Open if args.listen.ip().is_loopback() => tracing::warn!(
+            "no trusted clients configured: accepting unsigned requests, because only this machine can reach {}",
+            args.listen
+        ),
+        Access::Open => tracing::warn!(
+            "--insecure-no-auth: accepting unsigned requests from anyone who can reach {}",
+            args.listen
+        ),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let state = AppState {
-            today: as_of,
-            body_limit: args.body_limit,
-            ..AppState::new(knowledge)
-        };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -143,7 +172,10 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-fn evaluate(knowledge: Knowledge, file: &PathBuf, service: Option<String>, as_of: Option<Date>) -> anyhow::Result<()> {
+/// Runs one hook request through the same path as the server (including FHIR fetches, under the same
+/// allowlist), without authentication: the file is trusted input.
+fn evaluate(state: AppState, file: &PathBuf, service: Option<String>) -> anyhow::Result<()> {
+    let knowledge = &state.knowledge;
     let mut body = Vec::new();
     if file.as_os_str() == "-" {
         std::io::stdin().read_to_end(&mut body)?;
@@ -165,8 +197,15 @@ fn evaluate(knowledge: Knowledge, file: &PathBuf, service: Option<String>, as_of
                 .unwrap_or(hook)
         }
     };
-    let today = as_of.unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
-    let (status, body) = match dry_needling_cds::service::handle_hook(&knowledge, &service, &body, today) {
+    let call = HookCall {
+        service_id: &service,
+        body: &body,
+        today: state.today.unwrap_or_else(|| time::OffsetDateTime::now_utc().date()),
+        caller: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(handle_hook(knowledge, &state.fetcher, call));
+    let (status, body) = match result {
         Ok((response, _)) => (200, serde_json::to_value(response)?),
         Err(e) => {
             let (status, body) = ApiError::from(e).to_parts();

@@ -10,7 +10,8 @@ use serde_json::value::RawValue;
 use time::Date;
 
 use crate::assess::{Outcome, assess, is_dry_needling};
-use crate::fhir::{Resource, parse_contents};
+use crate::fetch::{Allowlist, Fetched, Fetcher, Start, Target};
+use crate::fhir::{Contents, Resource, parse_contents};
 use crate::knowledge::{Knowledge, ServiceText};
 use crate::record::{Availability, DataKind, Order, PatientRecord};
 use crate::render::{RequestFacts, render_card};
@@ -36,6 +37,9 @@ pub struct HookSummary {
     pub dry_needling_orders: usize,
     pub cards: usize,
     pub skipped_entries: usize,
+    /// Kinds of data fetched from the FHIR server, and how long that took.
+    pub fetched: usize,
+    pub fetch_ms: Option<u64>,
 }
 
 /// The prefetch key for each kind of data, as discovery declares them.
@@ -85,32 +89,46 @@ pub fn dry_needling_orders(request: &HookRequest, knowledge: &Knowledge) -> Vec<
 }
 
 /// Reads the record from prefetch. Each key: a Bundle or resource = present; `null` = no data; an
-/// OperationOutcome with an error (alone or as an entry) or an unreadable value = failed; absent = missing.
-pub fn record_from_prefetch(prefetch: Option<&[(String, &RawValue)]>) -> PatientRecord {
+/// OperationOutcome with an error (alone or as an entry) or an unreadable value = failed; absent = missing. A
+/// Bundle with a `next` page is only part of the data: it counts as failed until the rest is fetched, and the
+/// page is returned so that it can be.
+pub fn record_from_prefetch(prefetch: Option<&[(String, &RawValue)]>) -> (PatientRecord, Vec<(DataKind, String)>) {
     let mut record = PatientRecord::default();
+    let mut next_pages = Vec::new();
     let Some(prefetch) = prefetch else {
-        return record;
+        return (record, next_pages);
     };
     for kind in DataKind::ALL {
         let Some((_, raw)) = prefetch.iter().find(|(key, _)| key == prefetch_key(kind)) else {
             continue;
         };
-        let availability = add_contents(&mut record, raw.get());
+        let json = raw.get();
+        let availability = match parse_contents(json) {
+            _ if json.trim() == "null" => Availability::NoData,
+            Err(_) => {
+                record.skipped += 1;
+                Availability::Failed
+            }
+            Ok(mut contents) => {
+                let next = contents.next.take();
+                let availability = add_contents(&mut record, contents);
+                match next {
+                    Some(next) if availability == Availability::Present => {
+                        next_pages.push((kind, next));
+                        Availability::Failed
+                    }
+                    _ => availability,
+                }
+            }
+        };
         record.set_availability(kind, availability);
     }
-    record
+    (record, next_pages)
 }
 
 /// Adds a Bundle's (or a single resource's) contents to the record and says what it means for availability.
-/// Resources are routed by their type, whatever key they came under.
-pub fn add_contents(record: &mut PatientRecord, json: &str) -> Availability {
-    if json.trim() == "null" {
-        return Availability::NoData;
-    }
-    let Ok(contents) = parse_contents(json) else {
-        record.skipped += 1;
-        return Availability::Failed;
-    };
+/// Resources are routed by their type, whatever key or search they came from.
+pub fn add_contents(record: &mut PatientRecord, contents: Contents) -> Availability {
     record.skipped += contents.skipped;
     let mut failed = false;
     for resource in contents.resources {
@@ -129,13 +147,39 @@ pub fn add_contents(record: &mut PatientRecord, json: &str) -> Availability {
     }
 }
 
-/// Answers one hook call.
-pub fn handle_hook(
-    knowledge: &Knowledge,
-    service_id: &str,
-    body: &[u8],
-    today: Date,
-) -> Result<(CardsResponse, HookSummary), HookError> {
+/// One hook call after its synchronous first half: the request is valid and for this service.
+pub struct Prepared<'a> {
+    pub request: HookRequest<'a>,
+    pub orders: Vec<Order>,
+    pub record: PatientRecord,
+    /// Prefetched Bundles whose `next` pages were not sent.
+    next_pages: Vec<(DataKind, String)>,
+    pub summary: HookSummary,
+}
+
+impl Prepared<'_> {
+    /// The data to fetch from the FHIR server: every kind prefetch did not settle, and the rest of every
+    /// prefetched Bundle that has a `next` page. Nothing when no order needs a record.
+    pub fn wanted(&self) -> Vec<(DataKind, Start)> {
+        if self.orders.is_empty() {
+            return Vec::new();
+        }
+        let mut wanted: Vec<(DataKind, Start)> = self
+            .next_pages
+            .iter()
+            .map(|(kind, next)| (*kind, Start::NextPage(next.clone())))
+            .collect();
+        for kind in self.record.unknown_kinds() {
+            if !wanted.iter().any(|(k, _)| *k == kind) {
+                wanted.push((kind, Start::Search));
+            }
+        }
+        wanted
+    }
+}
+
+/// The first half of a hook call: parse, check the hook, find the dry-needling orders, read the prefetch.
+pub fn prepare<'a>(knowledge: &Knowledge, service_id: &str, body: &'a [u8]) -> Result<Prepared<'a>, HookError> {
     let service = find_service(knowledge, service_id).ok_or(HookError::UnknownService)?;
     let request = parse_hook_request(body)?;
     // Recorded as soon as it is known, so that 400s and 412s are traceable too.
@@ -146,13 +190,83 @@ pub fn handle_hook(
             got: request.hook,
         });
     }
-    let mut summary = HookSummary::default();
     let orders = dry_needling_orders(&request, knowledge);
-    summary.dry_needling_orders = orders.len();
+    let (record, next_pages) = if orders.is_empty() {
+        (PatientRecord::default(), Vec::new())
+    } else {
+        record_from_prefetch(request.prefetch.as_deref())
+    };
+    let summary = HookSummary {
+        dry_needling_orders: orders.len(),
+        ..HookSummary::default()
+    };
+    Ok(Prepared {
+        request,
+        orders,
+        record,
+        next_pages,
+        summary,
+    })
+}
+
+/// Fetches what prefetch did not settle from the request's `fhirServer`, when it is allowed. `caller` is
+/// the authenticated client's own allowlist. Failures only leave data unavailable; they are logged by kind
+/// and reason, never with URLs.
+pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Option<&Allowlist>) {
+    let wanted = prepared.wanted();
+    if wanted.is_empty() {
+        return;
+    }
+    let request = &prepared.request;
+    let (Some(fhir_server), Some(patient_id)) = (request.fhir_server.as_deref(), request.context.patient_id.as_deref())
+    else {
+        return;
+    };
+    let token = request.fhir_authorization.as_ref().map(|a| a.access_token.as_str());
+    let base = match fetcher.check_server(fhir_server, token.is_some(), caller) {
+        Ok(base) => base,
+        Err(reason) => {
+            tracing::warn!(%reason, "fhirServer not contacted");
+            return;
+        }
+    };
+    let target = Target {
+        fhir_server,
+        access_token: token,
+        patient_id,
+    };
+    let started = std::time::Instant::now();
+    let fetched = fetcher.fetch(base, target, wanted).await;
+    let record = &mut prepared.record;
+    for Fetched { kind, pages, result } in fetched {
+        let mut availability = Availability::Present;
+        for page in pages {
+            if add_contents(record, page) == Availability::Failed {
+                availability = Availability::Failed;
+            }
+        }
+        if let Err(reason) = result {
+            tracing::warn!(kind = kind.resource_type(), %reason, "FHIR search failed");
+            availability = Availability::Failed;
+        }
+        record.set_availability(kind, availability);
+        prepared.summary.fetched += 1;
+    }
+    prepared.summary.fetch_ms = Some(started.elapsed().as_millis() as u64);
+}
+
+/// The second half: assess each order against the record and render the cards.
+pub fn finish(prepared: Prepared<'_>, knowledge: &Knowledge, today: Date) -> Result<(CardsResponse, HookSummary), HookError> {
+    let Prepared {
+        request,
+        orders,
+        record,
+        mut summary,
+        ..
+    } = prepared;
     if orders.is_empty() {
         return Ok((CardsResponse { cards: Vec::new() }, summary));
     }
-    let record = record_from_prefetch(request.prefetch.as_deref());
     summary.skipped_entries = record.skipped;
     let facts = RequestFacts {
         patient_id: request.context.patient_id.clone(),
@@ -171,4 +285,25 @@ pub fn handle_hook(
     }
     summary.cards = cards.len();
     Ok((CardsResponse { cards }, summary))
+}
+
+/// Answers one hook call: prefetch first, then the FHIR server for what prefetch lacks.
+pub async fn handle_hook(
+    knowledge: &Knowledge,
+    fetcher: &Fetcher,
+    call: HookCall<'_>,
+) -> Result<(CardsResponse, HookSummary), HookError> {
+    let mut prepared = prepare(knowledge, call.service_id, call.body)?;
+    gather(&mut prepared, fetcher, call.caller).await;
+    finish(prepared, knowledge, call.today)
+}
+
+/// The inputs of one hook call besides the shared state.
+#[derive(Clone, Copy)]
+pub struct HookCall<'a> {
+    pub service_id: &'a str,
+    pub body: &'a [u8],
+    pub today: Date,
+    /// The authenticated client's FHIR server allowlist, if a client was authenticated.
+    pub caller: Option<&'a Allowlist>,
 }

@@ -1,0 +1,294 @@
+//! The deployment's configuration file (TOML): the service's public URL, the EHRs it trusts, and the FHIR
+//! servers it may call.
+//!
+//! Why a file and why so strict: trust decisions belong in one reviewable place, and a typo there must stop
+//! the start with a message that names the line, rather than quietly trust too much or too little. Unknown keys
+//! are errors; every URL, key and algorithm is checked here, once. See README "Trusting an EHR".
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::auth::TrustedClient;
+use crate::fetch::{Allowlist, FetchSettings, safe_origin};
+
+/// A configuration that could not be used; the message says where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Default)]
+pub struct Config {
+    /// The URL EHRs call the service at (without the `/cds-services` path); `aud` is checked against it.
+    pub public_base_url: Option<String>,
+    pub fetch: FetchSettings,
+    /// FHIR servers any caller may name.
+    pub allowlist: Allowlist,
+    pub clients: Vec<TrustedClient>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    public_base_url: Option<String>,
+    #[serde(default)]
+    fhir: FhirSection,
+    #[serde(default, rename = "client")]
+    clients: Vec<ClientSection>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FhirSection {
+    deadline_ms: Option<u64>,
+    max_pages: Option<usize>,
+    max_entries: Option<usize>,
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    servers: Vec<String>,
+    #[serde(default)]
+    open_servers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientSection {
+    issuer: String,
+    jwks_url: Option<String>,
+    jwks_file: Option<PathBuf>,
+    jwks: Option<String>,
+    algorithms: Vec<String>,
+    tenant: Option<String>,
+    #[serde(default)]
+    fhir_servers: Vec<String>,
+    #[serde(default)]
+    open_fhir_servers: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file. Relative `jwks_file` paths are relative to the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let error = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, dir).map_err(error)
+    }
+
+    /// Parses and validates configuration text; `dir` resolves relative file paths.
+    pub fn parse(text: &str, dir: &Path) -> Result<Config, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let public_base_url = match file.public_base_url {
+            Some(url) => Some(base_url(&url)?),
+            None => None,
+        };
+        if !file.clients.is_empty() && public_base_url.is_none() {
+            return Err("`public_base_url` is required when clients are trusted: tokens' `aud` is checked \
+                        against it"
+                .to_string());
+        }
+        let defaults = FetchSettings::default();
+        let fhir = file.fhir;
+        let fetch = FetchSettings {
+            deadline: Duration::from_millis(fhir.deadline_ms.unwrap_or(defaults.deadline.as_millis() as u64)),
+            max_pages: fhir.max_pages.unwrap_or(defaults.max_pages),
+            max_entries: fhir.max_entries.unwrap_or(defaults.max_entries),
+            max_body_bytes: fhir.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+        };
+        if fetch.deadline.is_zero() || fetch.deadline > Duration::from_secs(60) {
+            return Err("[fhir] deadline_ms must be between 1 and 60000".to_string());
+        }
+        if fetch.max_pages == 0 || fetch.max_entries == 0 || fetch.max_body_bytes == 0 {
+            return Err("[fhir] limits must be positive".to_string());
+        }
+        let allowlist = Allowlist {
+            servers: origins(&fhir.servers, "[fhir] servers")?,
+            open_servers: origins(&fhir.open_servers, "[fhir] open_servers")?,
+        };
+        let mut clients: Vec<TrustedClient> = Vec::new();
+        for (i, section) in file.clients.into_iter().enumerate() {
+            let client = client(section, dir).map_err(|e| format!("[[client]] #{}: {e}", i + 1))?;
+            if clients.iter().any(|c| c.issuer == client.issuer) {
+                return Err(format!("[[client]] #{}: issuer `{}` is listed twice", i + 1, client.issuer));
+            }
+            clients.push(client);
+        }
+        Ok(Config {
+            public_base_url,
+            fetch,
+            allowlist,
+            clients,
+        })
+    }
+}
+
+fn base_url(text: &str) -> Result<String, String> {
+    let url = Url::parse(text).map_err(|e| format!("public_base_url `{text}`: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("public_base_url `{text}` must be an http(s) URL without query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Origins (`scheme://host[:port]`): https, or http on loopback; no path.
+fn origins(list: &[String], what: &str) -> Result<Vec<String>, String> {
+    list.iter()
+        .map(|text| {
+            let url = Url::parse(text).map_err(|e| format!("{what}: `{text}`: {e}"))?;
+            let origin =
+                safe_origin(&url).ok_or_else(|| format!("{what}: `{text}` must be https (http only on loopback)"))?;
+            if url.path() != "/" || url.query().is_some() {
+                return Err(format!("{what}: `{text}` must be an origin (scheme://host[:port]), without a path"));
+            }
+            Ok(origin)
+        })
+        .collect()
+}
+
+fn client(section: ClientSection, dir: &Path) -> Result<TrustedClient, String> {
+    let issuer = section.issuer.trim().to_string();
+    if issuer.is_empty() {
+        return Err("issuer is empty".to_string());
+    }
+    let jwks_url = match &section.jwks_url {
+        Some(text) => {
+            let url = Url::parse(text).map_err(|e| format!("jwks_url `{text}`: {e}"))?;
+            safe_origin(&url).ok_or_else(|| format!("jwks_url `{text}` must be https (http only on loopback)"))?;
+            Some(url)
+        }
+        None => None,
+    };
+    let mut keys = JwkSet { keys: Vec::new() };
+    if let Some(file) = &section.jwks_file {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("jwks_file `{}`: {e}", path.display()))?;
+        keys.keys.extend(jwks(&text).map_err(|e| format!("jwks_file `{}`: {e}", path.display()))?.keys);
+    }
+    if let Some(text) = &section.jwks {
+        keys.keys.extend(jwks(text).map_err(|e| format!("jwks: {e}"))?.keys);
+    }
+    if keys.keys.is_empty() && jwks_url.is_none() {
+        return Err("no keys: give jwks_url, jwks_file or jwks".to_string());
+    }
+    if section.algorithms.is_empty() {
+        return Err("algorithms is empty".to_string());
+    }
+    let mut algorithms = Vec::new();
+    for name in &section.algorithms {
+        let alg = Algorithm::from_str(name).map_err(|_| format!("algorithm `{name}` is not supported"))?;
+        if alg.family() == AlgorithmFamily::Hmac {
+            return Err(format!("algorithm `{name}` is symmetric (HMAC); CDS Hooks clients sign with public keys"));
+        }
+        algorithms.push(alg);
+    }
+    Ok(TrustedClient::new(
+        issuer,
+        jwks_url,
+        keys,
+        algorithms,
+        section.tenant,
+        Allowlist {
+            servers: origins(&section.fhir_servers, "fhir_servers")?,
+            open_servers: origins(&section.open_fhir_servers, "open_fhir_servers")?,
+        },
+    ))
+}
+
+/// A JWKS whose keys all have a `kid` and none is symmetric.
+fn jwks(text: &str) -> Result<JwkSet, String> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|_| "not a JSON Web Key Set".to_string())?;
+    for key in &set.keys {
+        let kid = key.common.key_id.as_deref().ok_or("a key has no `kid`")?;
+        match key.algorithm {
+            AlgorithmParameters::EllipticCurve(_) | AlgorithmParameters::RSA(_) | AlgorithmParameters::OctetKeyPair(_) => {}
+            AlgorithmParameters::OctetKey(_) => return Err(format!("key `{kid}` is symmetric (oct): refused")),
+            _ => return Err(format!("key `{kid}` has an unsupported type")),
+        }
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("."))
+    }
+
+    const SANDBOX_JWKS: &str = include_str!("../config/sandbox-jwks.json");
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let config = parse("").unwrap();
+        assert!(config.clients.is_empty());
+        assert_eq!(config.fetch, FetchSettings::default());
+    }
+
+    #[test]
+    fn a_full_client() {
+        let text = format!(
+            r#"
+            public_base_url = "https://cds.example.org/"
+            [fhir]
+            deadline_ms = 1500
+            open_servers = ["https://launch.smarthealthit.org"]
+            [[client]]
+            issuer = "https://sandbox.cds-hooks.org"
+            jwks_url = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+            jwks = '''{SANDBOX_JWKS}'''
+            algorithms = ["ES384"]
+            fhir_servers = ["https://ehr.example.org"]
+            "#
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.public_base_url.as_deref(), Some("https://cds.example.org"));
+        assert_eq!(config.fetch.deadline, Duration::from_millis(1500));
+        assert_eq!(config.allowlist.open_servers, ["https://launch.smarthealthit.org"]);
+        assert_eq!(config.clients[0].keys.keys.len(), 1);
+        assert_eq!(config.clients[0].fhir.servers, ["https://ehr.example.org"]);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let client = |extra: &str| {
+            format!(
+                "public_base_url = \"https://cds.example.org\"\n[[client]]\nissuer = \"https://ehr.example.org\"\n{extra}"
+            )
+        };
+        let cases = [
+            ("unknown = 1", "unknown field"),
+            ("[[client]]\nissuer = \"x\"\njwks_url = \"https://x\"\nalgorithms = [\"ES384\"]", "public_base_url"),
+            (&client("jwks_url = \"https://e/jwks\"\nalgorithms = [\"HS256\"]"), "symmetric"),
+            (&client("jwks_url = \"https://e/jwks\"\nalgorithms = [\"none\"]"), "not supported"),
+            (&client("jwks_url = \"http://e/jwks\"\nalgorithms = [\"ES384\"]"), "must be https"),
+            (&client("algorithms = [\"ES384\"]"), "no keys"),
+            (
+                &client("jwks = '{\"keys\":[{\"kty\":\"oct\",\"kid\":\"k\",\"k\":\"c2VjcmV0\"}]}'\nalgorithms = [\"ES384\"]"),
+                "symmetric (oct)",
+            ),
+            (
+                &client("jwks_url = \"https://e/jwks\"\nalgorithms = [\"ES384\"]\nfhir_servers = [\"https://e/fhir\"]"),
+                "without a path",
+            ),
+            (&client("jwks_file = \"missing.json\"\nalgorithms = [\"ES384\"]"), "missing.json"),
+            ("[fhir]\ndeadline_ms = 0", "deadline_ms"),
+            ("[fhir]\nservers = [\"http://ehr.example.org\"]", "must be https"),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).err().unwrap_or_else(|| panic!("accepted: {text}"));
+            assert!(error.contains(expected), "{text}\n=> {error}");
+        }
+    }
+}
