@@ -43,7 +43,7 @@ impl Default for FetchSettings {
     fn default() -> Self {
         FetchSettings {
             deadline: Duration::from_millis(2000),
-            max_pages: 10,
+            max_pages: 50,
             max_entries: 5000,
             max_body_bytes: 8 * 1024 * 1024,
         }

@@ -1,6 +1,8 @@
 //! Shared helpers: the real router with a fixed "today", and one-call request helpers.
 #![allow(dead_code)]
 
+pub mod fhir_server;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use dry_needling_cds::{AppState, Knowledge, app};

@@ -1,0 +1,383 @@
+//! Fetching what prefetch lacks from a real HTTP FHIR server on loopback (tests/common/fhir_server.rs): the
+//! same answer as with prefetch, parallel searches, paging, the deadline, every failure mode, token forwarding
+//! and the allowlist.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use common::fhir_server::{Fault, FhirServer, counting_listener};
+use common::{SELECT, fixture, send_with, state};
+use dry_needling_cds::AppState;
+use dry_needling_cds::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
+use serde_json::Value;
+
+/// A real patient with conditions, medication requests and procedures.
+const PATIENT: &str = "real/clbp-neck-ibuprofen.order-select.json";
+/// A patient whose verdict needs medications and procedures.
+const MYOFASCIAL: &str = "rules/myofascial-care-documented.json";
+const TOKEN: &str = "test-access-token-7f3c";
+
+/// The service, allowed to call `servers` (with a token) and `open` (without).
+fn service(servers: &[&str], open: &[&str], settings: FetchSettings) -> AppState {
+    let allowlist = Allowlist {
+        servers: servers.iter().map(|s| s.to_string()).collect(),
+        open_servers: open.iter().map(|s| s.to_string()).collect(),
+    };
+    AppState {
+        fetcher: Arc::new(Fetcher::new(http_client(), settings, allowlist, false)),
+        ..state()
+    }
+}
+
+/// The fixture without its prefetch, pointed at `fhir_server`, with or without a token.
+fn without_prefetch(path: &str, fhir_server: &str, token: Option<&str>) -> Vec<u8> {
+    let mut request: Value = serde_json::from_slice(&fixture(path)).unwrap();
+    let object = request.as_object_mut().unwrap();
+    object.remove("prefetch");
+    object.insert("fhirServer".into(), fhir_server.into());
+    match token {
+        Some(token) => {
+            let authorization = serde_json::json!({"access_token": token, "token_type": "Bearer",
+                "expires_in": 300, "scope": "patient/*.read", "subject": "dry-needling-cds"});
+            object.insert("fhirAuthorization".into(), authorization);
+        }
+        None => {
+            object.remove("fhirAuthorization");
+        }
+    }
+    serde_json::to_vec(&request).unwrap()
+}
+
+async fn call(state: AppState, body: Vec<u8>) -> (u16, Value) {
+    let request = Request::post(SELECT)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let reply = send_with(state, request).await;
+    (reply.status.as_u16(), reply.json())
+}
+
+/// Cards without their random uuids, for comparing two answers.
+fn without_uuids(mut value: Value) -> Value {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.remove("uuid");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut value);
+    value
+}
+
+fn settings() -> FetchSettings {
+    FetchSettings::default()
+}
+
+#[tokio::test]
+async fn fetched_record_gives_the_same_cards_as_prefetch() {
+    for path in [PATIENT, MYOFASCIAL, "real/oa-knee-naproxen.order-select.json"] {
+        let server = FhirServer::start(&fixture(path)).await;
+        let state = service(&[&server.origin()], &[], settings());
+        let (status, fetched) = call(state.clone(), without_prefetch(path, &server.base(), Some(TOKEN))).await;
+        let (_, prefetched) = call(state, fixture(path)).await;
+        assert_eq!(status, 200, "{path}: {fetched}");
+        assert!(!fetched["cards"].as_array().unwrap().is_empty(), "{path}");
+        assert_eq!(without_uuids(fetched), without_uuids(prefetched), "{path}");
+        let log = server.log();
+        let mut types: Vec<&str> = log.iter().map(|l| l.resource_type.as_str()).collect();
+        types.sort();
+        assert_eq!(
+            types,
+            ["Condition", "MedicationRequest", "MedicationStatement", "Procedure"],
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_goes_to_the_fhir_server_and_queries_match_the_templates() {
+    let server = FhirServer::start(&fixture(PATIENT)).await;
+    let state = service(&[&server.origin()], &[], settings());
+    let (status, _) = call(state, without_prefetch(PATIENT, &server.base(), Some(TOKEN))).await;
+    assert_eq!(status, 200);
+    let patient: Value = serde_json::from_slice(&fixture(PATIENT)).unwrap();
+    let patient_id = patient["context"]["patientId"].as_str().unwrap();
+    for logged in server.log() {
+        assert_eq!(logged.authorization.as_deref(), Some(&*format!("Bearer {TOKEN}")));
+        assert_eq!(logged.query.get("patient").map(String::as_str), Some(patient_id));
+        assert_eq!(logged.query.len(), 1, "only the template's parameter: {:?}", logged.query);
+        assert!(logged.accept.unwrap_or_default().contains("application/fhir+json"));
+    }
+}
+
+#[tokio::test]
+async fn patient_ids_are_url_encoded() {
+    let server = FhirServer::start(&fixture(PATIENT)).await;
+    let state = service(&[&server.origin()], &[], settings());
+    let mut body: Value = serde_json::from_slice(&without_prefetch(PATIENT, &server.base(), Some(TOKEN))).unwrap();
+    body["context"]["patientId"] = "a&b=c d".into();
+    let _ = call(state, serde_json::to_vec(&body).unwrap()).await;
+    let log = server.log();
+    assert_eq!(log.len(), 4);
+    assert!(log.iter().all(|l| l.query.get("patient").map(String::as_str) == Some("a&b=c d")));
+}
+
+#[tokio::test]
+async fn searches_run_in_parallel() {
+    let server = FhirServer::start(&fixture(PATIENT)).await;
+    server.set(|b| b.latency = Duration::from_millis(400));
+    let state = service(&[&server.origin()], &[], settings());
+    let started = Instant::now();
+    let (status, _) = call(state, without_prefetch(PATIENT, &server.base(), Some(TOKEN))).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(server.log().len(), 4);
+    // Four searches of 400 ms each: about 400 ms together, 1600 ms one after another.
+    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1000), "not parallel: {elapsed:?}");
+}
+
+#[tokio::test]
+async fn pages_are_followed() {
+    let server = FhirServer::start(&fixture(PATIENT)).await;
+    server.set(|b| b.page_size = Some(10));
+    let state = service(&[&server.origin()], &[], settings());
+    let (status, paged) = call(state.clone(), without_prefetch(PATIENT, &server.base(), Some(TOKEN))).await;
+    assert_eq!(status, 200);
+    let (_, prefetched) = call(state, fixture(PATIENT)).await;
+    assert_eq!(without_uuids(paged), without_uuids(prefetched));
+    // 151 procedures in pages of 10.
+    let procedure_pages = server.log().iter().filter(|l| l.resource_type == "Procedure").count();
+    assert_eq!(procedure_pages, 16);
+
+}
+
+#[tokio::test]
+async fn too_many_pages_or_entries_make_the_data_unavailable() {
+    let server = FhirServer::start(&fixture(PATIENT)).await;
+    // 36 conditions, 22 medication requests and 151 procedures, in pages of 10.
+    server.set(|b| b.page_size = Some(10));
+    let capped = FetchSettings {
+        max_pages: 5,
+        ..settings()
+    };
+    let state = service(&[&server.origin()], &[], capped);
+    let (status, body) = call(state, without_prefetch(PATIENT, &server.base(), Some(TOKEN))).await;
+    let procedure_pages = server.log().iter().filter(|l| l.resource_type == "Procedure").count();
+    assert_eq!(procedure_pages, 5);
+    // This patient's verdict does not rest on procedures: the card comes, and says what was not checked.
+    assert_eq!(status, 200, "{body}");
+    assert!(body.to_string().contains("procedures could not be checked"), "{body}");
+
+    let few_entries = FetchSettings {
+        max_entries: 40,
+        ..settings()
+    };
+    let state = service(&[&server.origin()], &[], few_entries);
+    let (status, body) = call(state, without_prefetch(PATIENT, &server.base(), Some(TOKEN))).await;
+    assert_eq!(status, 200);
+    assert!(body.to_string().contains("procedures could not be checked"), "{body}");
+}
+
+#[tokio::test]
+async fn a_prefetched_bundle_with_a_next_page_is_completed_from_the_server() {
+    let server = FhirServer::start(&fixture(MYOFASCIAL)).await;
+    let state = service(&[&server.origin()], &[], settings());
+    let mut request: Value = serde_json::from_slice(&fixture(MYOFASCIAL)).unwrap();
+    request["fhirServer"] = server.base().into();
+    request["fhirAuthorization"] = serde_json::json!({"access_token": TOKEN, "token_type": "Bearer"});
+    let next = format!("{}/Procedure?patient=whatever&_page=0", server.base());
+    request["prefetch"]["procedures"]["link"] = serde_json::json!([{"relation": "next", "url": next}]);
+    let (status, _) = call(state, serde_json::to_vec(&request).unwrap()).await;
+    assert_eq!(status, 200);
+    let log = server.log();
+    assert_eq!(log.len(), 1, "only the missing page: {log:?}");
+    assert_eq!(log[0].resource_type, "Procedure");
+    assert_eq!(log[0].query.get("_page").map(String::as_str), Some("0"));
+}
+
+#[tokio::test]
+async fn the_deadline_bounds_a_slow_server() {
+    let server = FhirServer::start(&fixture(MYOFASCIAL)).await;
+    server.set(|b| b.latency = Duration::from_secs(10));
+    let short = FetchSettings {
+        deadline: Duration::from_millis(300),
+        ..settings()
+    };
+    let state = service(&[&server.origin()], &[], short);
+    let started = Instant::now();
+    let (status, body) = call(state, without_prefetch(MYOFASCIAL, &server.base(), Some(TOKEN))).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 412, "{body}");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn every_failure_makes_that_data_unavailable_never_a_5xx() {
+    let (elsewhere, elsewhere_connections) = counting_listener().await;
+    let faults = [
+        Fault::Status(500),
+        Fault::Status(401),
+        Fault::Status(404),
+        Fault::Malformed,
+        Fault::NotABundle,
+        Fault::Outcome,
+        Fault::Huge(2 * 1024 * 1024),
+        Fault::Redirect(format!("http://{elsewhere}/fhir/MedicationRequest")),
+    ];
+    let small = FetchSettings {
+        max_body_bytes: 1024 * 1024,
+        ..settings()
+    };
+    for fault in faults {
+        let server = FhirServer::start(&fixture(MYOFASCIAL)).await;
+        // The medication request is the conservative care this patient's verdict depends on.
+        server.set(|b| {
+            b.faults.insert("MedicationRequest".to_string(), fault.clone());
+        });
+        let state = service(&[&server.origin()], &[], small);
+        let (status, body) = call(state, without_prefetch(MYOFASCIAL, &server.base(), Some(TOKEN))).await;
+        assert_eq!(status, 412, "{fault:?}: {body}");
+        assert_eq!(body["resourceType"], "OperationOutcome", "{fault:?}");
+        let text = body.to_string();
+        assert!(text.contains("MedicationRequest"), "{fault:?}: {text}");
+        assert!(!text.contains(TOKEN) && !text.contains("127.0.0.1"), "{fault:?}: {text}");
+    }
+    assert_eq!(elsewhere_connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn next_links_to_another_origin_are_not_followed() {
+    let (elsewhere, elsewhere_connections) = counting_listener().await;
+    let server = FhirServer::start(&fixture(PATIENT)).await;
+    server.set(|b| {
+        b.faults.insert("Procedure".to_string(), Fault::NextTo(format!("http://{elsewhere}")));
+    });
+    let state = service(&[&server.origin()], &[], settings());
+    let (status, body) = call(state, without_prefetch(PATIENT, &server.base(), Some(TOKEN))).await;
+    // The first page is kept (what it says is true), but the set is incomplete.
+    assert_eq!(status, 200, "{body}");
+    assert!(body.to_string().contains("procedures could not be checked"), "{body}");
+    assert_eq!(elsewhere_connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn one_malformed_entry_does_not_spoil_the_search() {
+    let server = FhirServer::start(&fixture(MYOFASCIAL)).await;
+    server.set(|b| {
+        b.faults.insert("MedicationRequest".to_string(), Fault::BadEntry);
+    });
+    let state = service(&[&server.origin()], &[], settings());
+    let (status, fetched) = call(state, without_prefetch(MYOFASCIAL, &server.base(), Some(TOKEN))).await;
+    assert_eq!(status, 200, "{fetched}");
+    let detail = fetched["cards"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("ibuprofen"), "the good entry counts: {detail}");
+    assert!(detail.contains("1 record entries could not be read"), "{detail}");
+}
+
+#[tokio::test]
+async fn servers_off_the_allowlist_receive_no_connection() {
+    let (address, connections) = counting_listener().await;
+    let off_list = format!("http://{address}/fhir");
+    let allowed = FhirServer::start(&fixture(MYOFASCIAL)).await;
+    let state = service(&[&allowed.origin()], &[], settings());
+    let (status, body) = call(state.clone(), without_prefetch(MYOFASCIAL, &off_list, Some(TOKEN))).await;
+    assert_eq!(status, 412, "{body}");
+    // An open-server entry for the same host on another port does not cover it either.
+    let other_port = format!("http://127.0.0.1:{}", address.port() + 1);
+    let state = service(&[], &[&other_port], settings());
+    let (status, _) = call(state, without_prefetch(MYOFASCIAL, &off_list, None)).await;
+    assert_eq!(status, 412);
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(allowed.log().is_empty());
+}
+
+#[tokio::test]
+async fn without_a_token_only_open_servers_are_called() {
+    let server = FhirServer::start(&fixture(MYOFASCIAL)).await;
+    let state = service(&[&server.origin()], &[], settings());
+    let (status, _) = call(state, without_prefetch(MYOFASCIAL, &server.base(), None)).await;
+    assert_eq!(status, 412);
+    assert_eq!(server.connections(), 0);
+
+    let state = service(&[], &[&server.origin()], settings());
+    let (status, _) = call(state, without_prefetch(MYOFASCIAL, &server.base(), None)).await;
+    assert_eq!(status, 200);
+    assert!(server.log().iter().all(|l| l.authorization.is_none()));
+}
+
+#[tokio::test]
+async fn loopback_servers_are_allowed_only_when_configured() {
+    let server = FhirServer::start(&fixture(MYOFASCIAL)).await;
+    let body = without_prefetch(MYOFASCIAL, &server.base(), None);
+    let (status, _) = call(service(&[], &[], settings()), body.clone()).await;
+    assert_eq!(status, 412);
+    let loopback = AppState {
+        fetcher: Arc::new(Fetcher::new(http_client(), settings(), Allowlist::default(), true)),
+        ..state()
+    };
+    let (status, _) = call(loopback, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.log().len(), 4);
+}
+
+#[tokio::test]
+async fn no_fetch_when_no_dry_needling_order_or_complete_prefetch() {
+    let server = FhirServer::start(&fixture(MYOFASCIAL)).await;
+    let state = service(&[&server.origin()], &[], settings());
+    let body = without_prefetch("rules/not-dry-needling-exercise.json", &server.base(), Some(TOKEN));
+    let (status, body) = call(state.clone(), body).await;
+    assert_eq!((status, body["cards"].as_array().map(Vec::len)), (200, Some(0)));
+    let mut complete: Value = serde_json::from_slice(&fixture(MYOFASCIAL)).unwrap();
+    complete["fhirServer"] = server.base().into();
+    let (status, _) = call(state, serde_json::to_vec(&complete).unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.connections(), 0);
+}
+
+#[tokio::test]
+async fn logs_carry_no_token_url_or_patient_id() {
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("trace,fhir_sdk=warn")
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = FhirServer::start(&fixture(PATIENT)).await;
+    server.set(|b| {
+        b.faults.insert("Procedure".to_string(), Fault::Status(500));
+        b.faults.insert("Condition".to_string(), Fault::Malformed);
+    });
+    let state = service(&[&server.origin()], &[], settings());
+    let _ = call(state, without_prefetch(PATIENT, &server.base(), Some(TOKEN))).await;
+    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let patient: Value = serde_json::from_slice(&fixture(PATIENT)).unwrap();
+    let patient_id = patient["context"]["patientId"].as_str().unwrap();
+    assert!(logs.contains("FHIR search failed"), "{logs}");
+    for secret in [TOKEN, patient_id, "patient=", &server.origin()] {
+        assert!(!logs.contains(secret), "logs contain {secret}:\n{logs}");
+    }
+}
