@@ -94,9 +94,11 @@ impl Config {
             None => None,
         };
         if !file.clients.is_empty() && public_base_url.is_none() {
-            return Err("`public_base_url` is required when clients are trusted: tokens' `aud` is checked \
+            return Err(
+                "`public_base_url` is required when clients are trusted: tokens' `aud` is checked \
                         against it"
-                .to_string());
+                    .to_string(),
+            );
         }
         let defaults = FetchSettings::default();
         let fhir = file.fhir;
@@ -120,7 +122,11 @@ impl Config {
         for (i, section) in file.clients.into_iter().enumerate() {
             let client = client(section, dir).map_err(|e| format!("[[client]] #{}: {e}", i + 1))?;
             if clients.iter().any(|c| c.issuer == client.issuer) {
-                return Err(format!("[[client]] #{}: issuer `{}` is listed twice", i + 1, client.issuer));
+                return Err(format!(
+                    "[[client]] #{}: issuer `{}` is listed twice",
+                    i + 1,
+                    client.issuer
+                ));
             }
             clients.push(client);
         }
@@ -136,7 +142,9 @@ impl Config {
 fn base_url(text: &str) -> Result<String, String> {
     let url = Url::parse(text).map_err(|e| format!("public_base_url `{text}`: {e}"))?;
     if !matches!(url.scheme(), "https" | "http") || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("public_base_url `{text}` must be an http(s) URL without query or fragment"));
+        return Err(format!(
+            "public_base_url `{text}` must be an http(s) URL without query or fragment"
+        ));
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
@@ -149,7 +157,9 @@ fn origins(list: &[String], what: &str) -> Result<Vec<String>, String> {
             let origin =
                 safe_origin(&url).ok_or_else(|| format!("{what}: `{text}` must be https (http only on loopback)"))?;
             if url.path() != "/" || url.query().is_some() {
-                return Err(format!("{what}: `{text}` must be an origin (scheme://host[:port]), without a path"));
+                return Err(format!(
+                    "{what}: `{text}` must be an origin (scheme://host[:port]), without a path"
+                ));
             }
             Ok(origin)
         })
@@ -173,7 +183,11 @@ fn client(section: ClientSection, dir: &Path) -> Result<TrustedClient, String> {
     if let Some(file) = &section.jwks_file {
         let path = dir.join(file);
         let text = std::fs::read_to_string(&path).map_err(|e| format!("jwks_file `{}`: {e}", path.display()))?;
-        keys.keys.extend(jwks(&text).map_err(|e| format!("jwks_file `{}`: {e}", path.display()))?.keys);
+        keys.keys.extend(
+            jwks(&text)
+                .map_err(|e| format!("jwks_file `{}`: {e}", path.display()))?
+                .keys,
+        );
     }
     if let Some(text) = &section.jwks {
         keys.keys.extend(jwks(text).map_err(|e| format!("jwks: {e}"))?.keys);
@@ -188,7 +202,9 @@ fn client(section: ClientSection, dir: &Path) -> Result<TrustedClient, String> {
     for name in &section.algorithms {
         let alg = Algorithm::from_str(name).map_err(|_| format!("algorithm `{name}` is not supported"))?;
         if alg.family() == AlgorithmFamily::Hmac {
-            return Err(format!("algorithm `{name}` is symmetric (HMAC); CDS Hooks clients sign with public keys"));
+            return Err(format!(
+                "algorithm `{name}` is symmetric (HMAC); CDS Hooks clients sign with public keys"
+            ));
         }
         algorithms.push(alg);
     }
@@ -211,7 +227,9 @@ fn jwks(text: &str) -> Result<JwkSet, String> {
     for key in &set.keys {
         let kid = key.common.key_id.as_deref().ok_or("a key has no `kid`")?;
         match key.algorithm {
-            AlgorithmParameters::EllipticCurve(_) | AlgorithmParameters::RSA(_) | AlgorithmParameters::OctetKeyPair(_) => {}
+            AlgorithmParameters::EllipticCurve(_)
+            | AlgorithmParameters::RSA(_)
+            | AlgorithmParameters::OctetKeyPair(_) => {}
             AlgorithmParameters::OctetKey(_) => return Err(format!("key `{kid}` is symmetric (oct): refused")),
             _ => return Err(format!("key `{kid}` has an unsupported type")),
         }
@@ -269,20 +287,37 @@ mod tests {
         };
         let cases = [
             ("unknown = 1", "unknown field"),
-            ("[[client]]\nissuer = \"x\"\njwks_url = \"https://x\"\nalgorithms = [\"ES384\"]", "public_base_url"),
-            (&client("jwks_url = \"https://e/jwks\"\nalgorithms = [\"HS256\"]"), "symmetric"),
-            (&client("jwks_url = \"https://e/jwks\"\nalgorithms = [\"none\"]"), "not supported"),
-            (&client("jwks_url = \"http://e/jwks\"\nalgorithms = [\"ES384\"]"), "must be https"),
+            (
+                "[[client]]\nissuer = \"x\"\njwks_url = \"https://x\"\nalgorithms = [\"ES384\"]",
+                "public_base_url",
+            ),
+            (
+                &client("jwks_url = \"https://e/jwks\"\nalgorithms = [\"HS256\"]"),
+                "symmetric",
+            ),
+            (
+                &client("jwks_url = \"https://e/jwks\"\nalgorithms = [\"none\"]"),
+                "not supported",
+            ),
+            (
+                &client("jwks_url = \"http://e/jwks\"\nalgorithms = [\"ES384\"]"),
+                "must be https",
+            ),
             (&client("algorithms = [\"ES384\"]"), "no keys"),
             (
-                &client("jwks = '{\"keys\":[{\"kty\":\"oct\",\"kid\":\"k\",\"k\":\"c2VjcmV0\"}]}'\nalgorithms = [\"ES384\"]"),
+                &client(
+                    "jwks = '{\"keys\":[{\"kty\":\"oct\",\"kid\":\"k\",\"k\":\"c2VjcmV0\"}]}'\nalgorithms = [\"ES384\"]",
+                ),
                 "symmetric (oct)",
             ),
             (
                 &client("jwks_url = \"https://e/jwks\"\nalgorithms = [\"ES384\"]\nfhir_servers = [\"https://e/fhir\"]"),
                 "without a path",
             ),
-            (&client("jwks_file = \"missing.json\"\nalgorithms = [\"ES384\"]"), "missing.json"),
+            (
+                &client("jwks_file = \"missing.json\"\nalgorithms = [\"ES384\"]"),
+                "missing.json",
+            ),
             ("[fhir]\ndeadline_ms = 0", "deadline_ms"),
             ("[fhir]\nservers = [\"http://ehr.example.org\"]", "must be https"),
         ];

@@ -242,8 +242,7 @@ impl Fetcher {
             .retries(0)
             .timeout(Some(self.settings.deadline));
         if let Some(token) = token {
-            let mut value =
-                HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| FetchFailure::BadServer)?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| FetchFailure::BadServer)?;
             value.set_sensitive(true);
             settings = settings.header(AUTHORIZATION, value);
         }
@@ -372,10 +371,16 @@ mod tests {
         assert!(ok("https://ehr.example.org/fhir", true).is_ok());
         assert_eq!(ok("https://ehr.example.org/fhir", false), Err(FetchFailure::NotAllowed));
         assert!(ok("https://open.example.org/r4", false).is_ok());
-        assert_eq!(ok("https://ehr.example.org:8443/fhir", true), Err(FetchFailure::NotAllowed));
+        assert_eq!(
+            ok("https://ehr.example.org:8443/fhir", true),
+            Err(FetchFailure::NotAllowed)
+        );
         assert_eq!(ok("http://ehr.example.org/fhir", true), Err(FetchFailure::BadServer));
         assert_eq!(ok("https://evil.example.org/fhir", true), Err(FetchFailure::NotAllowed));
-        assert_eq!(ok("https://user:pw@ehr.example.org/fhir", true), Err(FetchFailure::BadServer));
+        assert_eq!(
+            ok("https://user:pw@ehr.example.org/fhir", true),
+            Err(FetchFailure::BadServer)
+        );
         assert_eq!(ok("file:///etc/passwd", true), Err(FetchFailure::BadServer));
         assert_eq!(ok("not a url", true), Err(FetchFailure::BadServer));
         assert_eq!(ok("http://127.0.0.1:9/fhir", true), Err(FetchFailure::NotAllowed));
@@ -383,7 +388,10 @@ mod tests {
             servers: vec!["https://other.example.org".to_string()],
             open_servers: Vec::new(),
         };
-        assert!(f.check_server("https://other.example.org/fhir", true, Some(&caller)).is_ok());
+        assert!(
+            f.check_server("https://other.example.org/fhir", true, Some(&caller))
+                .is_ok()
+        );
     }
 
     #[test]

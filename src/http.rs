@@ -249,10 +249,6 @@ async fn hook(
     let span = Span::current();
     span.record("orders", summary.dry_needling_orders);
     span.record("cards", summary.cards);
-    if let Some(ms) = summary.fetch_ms {
-        span.record("fetch_ms", ms);
-        span.record("fetched", summary.fetched);
-    }
     if summary.skipped_entries > 0 {
         warn!(
             skipped = summary.skipped_entries,

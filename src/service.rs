@@ -252,11 +252,20 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
         record.set_availability(kind, availability);
         prepared.summary.fetched += 1;
     }
-    prepared.summary.fetch_ms = Some(started.elapsed().as_millis() as u64);
+    let fetch_ms = started.elapsed().as_millis() as u64;
+    prepared.summary.fetch_ms = Some(fetch_ms);
+    // Recorded here so that a 412 after a failed fetch shows it too.
+    let span = tracing::Span::current();
+    span.record("fetched", prepared.summary.fetched);
+    span.record("fetch_ms", fetch_ms);
 }
 
 /// The second half: assess each order against the record and render the cards.
-pub fn finish(prepared: Prepared<'_>, knowledge: &Knowledge, today: Date) -> Result<(CardsResponse, HookSummary), HookError> {
+pub fn finish(
+    prepared: Prepared<'_>,
+    knowledge: &Knowledge,
+    today: Date,
+) -> Result<(CardsResponse, HookSummary), HookError> {
     let Prepared {
         request,
         orders,

@@ -113,7 +113,12 @@ async fn token_goes_to_the_fhir_server_and_queries_match_the_templates() {
     for logged in server.log() {
         assert_eq!(logged.authorization.as_deref(), Some(&*format!("Bearer {TOKEN}")));
         assert_eq!(logged.query.get("patient").map(String::as_str), Some(patient_id));
-        assert_eq!(logged.query.len(), 1, "only the template's parameter: {:?}", logged.query);
+        assert_eq!(
+            logged.query.len(),
+            1,
+            "only the template's parameter: {:?}",
+            logged.query
+        );
         assert!(logged.accept.unwrap_or_default().contains("application/fhir+json"));
     }
 }
@@ -127,7 +132,10 @@ async fn patient_ids_are_url_encoded() {
     let _ = call(state, serde_json::to_vec(&body).unwrap()).await;
     let log = server.log();
     assert_eq!(log.len(), 4);
-    assert!(log.iter().all(|l| l.query.get("patient").map(String::as_str) == Some("a&b=c d")));
+    assert!(
+        log.iter()
+            .all(|l| l.query.get("patient").map(String::as_str) == Some("a&b=c d"))
+    );
 }
 
 #[tokio::test]
@@ -157,7 +165,6 @@ async fn pages_are_followed() {
     // 151 procedures in pages of 10.
     let procedure_pages = server.log().iter().filter(|l| l.resource_type == "Procedure").count();
     assert_eq!(procedure_pages, 16);
-
 }
 
 #[tokio::test]
@@ -250,7 +257,10 @@ async fn every_failure_makes_that_data_unavailable_never_a_5xx() {
         assert_eq!(body["resourceType"], "OperationOutcome", "{fault:?}");
         let text = body.to_string();
         assert!(text.contains("MedicationRequest"), "{fault:?}: {text}");
-        assert!(!text.contains(TOKEN) && !text.contains("127.0.0.1"), "{fault:?}: {text}");
+        assert!(
+            !text.contains(TOKEN) && !text.contains("127.0.0.1"),
+            "{fault:?}: {text}"
+        );
     }
     assert_eq!(elsewhere_connections.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
@@ -260,7 +270,8 @@ async fn next_links_to_another_origin_are_not_followed() {
     let (elsewhere, elsewhere_connections) = counting_listener().await;
     let server = FhirServer::start(&fixture(PATIENT)).await;
     server.set(|b| {
-        b.faults.insert("Procedure".to_string(), Fault::NextTo(format!("http://{elsewhere}")));
+        b.faults
+            .insert("Procedure".to_string(), Fault::NextTo(format!("http://{elsewhere}")));
     });
     let state = service(&[&server.origin()], &[], settings());
     let (status, body) = call(state, without_prefetch(PATIENT, &server.base(), Some(TOKEN))).await;

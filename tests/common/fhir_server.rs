@@ -130,7 +130,9 @@ impl FhirServer {
             log: shared.log.clone(),
             connections,
         };
-        let app = Router::new().route("/fhir/{resource_type}", get(search)).with_state(shared);
+        let app = Router::new()
+            .route("/fhir/{resource_type}", get(search))
+            .with_state(shared);
         tokio::spawn(async move { axum::serve(listener, app).await });
         server
     }
@@ -198,7 +200,10 @@ async fn search(
             return (StatusCode::FOUND, [(header::LOCATION, to.clone())]).into_response();
         }
         Some(Fault::NextTo(origin)) => {
-            next = Some(format!("{origin}/fhir/{resource_type}?patient={}&_page=1", shared.patient_id));
+            next = Some(format!(
+                "{origin}/fhir/{resource_type}?patient={}&_page=1",
+                shared.patient_id
+            ));
         }
         Some(Fault::BadEntry) => entries.insert(0, json!({"resourceType": resource_type, "code": "not a concept"})),
         None => {}
