@@ -13,6 +13,7 @@
 //! is only accepted when it is exactly the configured JWKS URL; no other URL is ever fetched.
 
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub const MAX_LIFETIME_SECONDS: u64 = 60 * 60;
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Fetched keys are refetched after this long, so that removed keys stop working.
 pub const KEYS_TTL: Duration = Duration::from_secs(60 * 60);
+/// While the JWKS URL cannot be reached, fetched keys stay usable up to this age, then no longer.
+pub const KEYS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// `jti`s remembered at once; when full of unexpired entries, new tokens are refused (fail closed).
 pub const REPLAY_CAPACITY: usize = 500_000;
 const JWKS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -210,6 +213,11 @@ impl Verifier {
         if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("JWT")) {
             return reject(rejection, AuthError::NotJwt);
         }
+        // RFC 7515 4.1.11: a token that marks an extension critical must be refused by a receiver that does
+        // not understand it, and this one understands none.
+        if header.crit.is_some() {
+            return reject(rejection, AuthError::Malformed);
+        }
         let Some(kid) = header.kid.as_deref() else {
             return reject(rejection, AuthError::NoKid);
         };
@@ -306,24 +314,32 @@ impl Verifier {
         let Some(url) = &client.jwks_url else {
             return Err(AuthError::UnknownKey);
         };
-        let cached = |client: &TrustedClient| -> (Option<Jwk>, bool) {
+        // The key for `kid` in the fetched set, and how old that set is.
+        let cached = |client: &TrustedClient| -> (Option<Jwk>, Duration) {
             let guard = client.remote.set.read().unwrap_or_else(|p| p.into_inner());
             match guard.as_ref() {
-                Some((set, fetched)) => (set.find(kid).cloned(), fetched.elapsed() > KEYS_TTL),
-                None => (None, true),
+                Some((set, fetched)) => (set.find(kid).cloned(), fetched.elapsed()),
+                None => (None, Duration::MAX),
             }
         };
-        if let (Some(jwk), false) = cached(client) {
+        if let (Some(jwk), age) = cached(client)
+            && age <= KEYS_TTL
+        {
             return Ok(jwk);
         }
         let mut last_attempt = client.remote.last_attempt.lock().await;
         // Another request may have refreshed the set while this one waited.
-        let (found, stale) = cached(client);
-        if let (Some(jwk), false) = (&found, stale) {
+        let (found, age) = cached(client);
+        if let Some(jwk) = &found
+            && age <= KEYS_TTL
+        {
             return Ok(jwk.clone());
         }
+        // A key that was fetched from the issuer's own URL stays usable for a while when the URL cannot be
+        // reached, but not forever: a removed key must stop working. An unknown key never becomes good.
+        let stale = found.filter(|_| age <= KEYS_MAX_AGE);
         if last_attempt.is_some_and(|t| t.elapsed() < REFRESH_INTERVAL) {
-            return found.ok_or(AuthError::UnknownKey);
+            return stale.ok_or(AuthError::UnknownKey);
         }
         *last_attempt = Some(Instant::now());
         match fetch_jwks(&self.http, url).await {
@@ -335,8 +351,7 @@ impl Verifier {
             }
             Err(()) => {
                 tracing::warn!(issuer = %client.issuer, "JWKS fetch failed");
-                // A key fetched earlier from the same URL stays good; an unknown one never becomes good.
-                found.ok_or(AuthError::KeysUnavailable)
+                stale.ok_or(AuthError::KeysUnavailable)
             }
         }
     }
@@ -349,7 +364,7 @@ pub fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
         return false;
     }
     if let Some(key_alg) = jwk.common.key_algorithm
-        && format!("{key_alg:?}") != format!("{alg:?}")
+        && Algorithm::from_str(&key_alg.to_string()) != Ok(alg)
     {
         return false;
     }

@@ -279,6 +279,25 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configurations_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let sandbox = Config::load(&dir.join("sandbox.toml")).unwrap();
+        assert_eq!(sandbox.clients[0].issuer, "https://sandbox.cds-hooks.org");
+        assert_eq!(
+            sandbox.clients[0].keys.keys.len(),
+            1,
+            "the sandbox key comes from the local file"
+        );
+        let example = Config::load(&dir.join("example.toml")).unwrap();
+        assert_eq!(example.clients[0].fhir.servers, ["https://ehr.example.org"]);
+        assert_eq!(
+            example.fetch,
+            FetchSettings::default(),
+            "the example shows the defaults"
+        );
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let client = |extra: &str| {
             format!(

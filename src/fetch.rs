@@ -116,6 +116,8 @@ pub enum FetchFailure {
     BadServer,
     #[error("fhirServer's origin is not on the allowlist")]
     NotAllowed,
+    #[error("fhirAuthorization's token cannot be sent in a header")]
+    BadToken,
     #[error("the request could not be sent or had no answer")]
     Transport,
     #[error("the deadline passed")]
@@ -242,7 +244,7 @@ impl Fetcher {
             .retries(0)
             .timeout(Some(self.settings.deadline));
         if let Some(token) = token {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| FetchFailure::BadServer)?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| FetchFailure::BadToken)?;
             value.set_sensitive(true);
             settings = settings.header(AUTHORIZATION, value);
         }

@@ -92,7 +92,9 @@ impl AppState {
             }
             Access::Open
         } else {
-            let base = config.public_base_url.as_deref().unwrap_or_default();
+            let Some(base) = config.public_base_url.as_deref() else {
+                return Err(StartError::NoPublicBaseUrl);
+            };
             Access::Verify(Verifier::new(config.clients, base, http.clone()))
         };
         let fetcher = Fetcher::new(http, config.fetch, config.allowlist, loopback);
@@ -116,6 +118,8 @@ pub enum StartError {
          Configure [[client]] entries (--config), listen on loopback, or pass --insecure-no-auth"
     )]
     NoTrustedClients(SocketAddr),
+    #[error("trusted clients need `public_base_url`: tokens' `aud` is checked against it")]
+    NoPublicBaseUrl,
 }
 
 /// Every error a client can see.
