@@ -1,13 +1,35 @@
-//! The cost of one hook call on the largest real patient record in `fixtures/`: the whole path (parse the
-//! request, read the prefetch entry by entry, assess, render), beside a pure JSON scan of the same bytes (the
-//! floor no parser beats) and a `serde_json::Value` parse (what a naive service would do first).
+//! The cost of one hook call on the largest real patient record in `fixtures/`, on the same request bytes:
+//! (a) a pure JSON scan (`serde::de::IgnoredAny`, the floor no parser beats), (b) a `serde_json::Value` parse
+//! (what a naive service would do first), (c) the whole request parsed into fhir-sdk's r4b models, and (d) the
+//! service's whole path (parse the request, read the prefetch entry by entry, assess, render). It prints d/a,
+//! d/b and d/c at the end; the goal is d ≤ 3 × a.
 //!
 //! Run: `cargo bench --bench assess`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dry_needling_cds::Knowledge;
 use dry_needling_cds::service::{finish, prepare};
+use fhir_sdk::r4b::resources::Bundle;
+use serde::Deserialize;
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::time::Instant;
+
+/// The request as fhir-sdk models: every prefetched Bundle and the draft orders, fully typed.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct TypedRequest {
+    hook: String,
+    context: TypedContext,
+    prefetch: HashMap<String, Option<Bundle>>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct TypedContext {
+    #[serde(rename = "draftOrders")]
+    draft_orders: Bundle,
+}
 
 fn largest_real_fixture() -> (String, Vec<u8>) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real");
@@ -43,10 +65,42 @@ fn bench(c: &mut Criterion) {
     group.bench_function("serde_json::Value", |b| {
         b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
     });
+    group.bench_function("fhir-sdk r4b models", |b| {
+        b.iter(|| serde_json::from_slice::<TypedRequest>(black_box(&body)).unwrap())
+    });
     group.bench_function("parse + assess + render", |b| {
         b.iter(|| handle_hook(&knowledge, "dry-needling-order-select", black_box(&body), today))
     });
     group.finish();
+
+    // The ratios, from a plain timing loop on the same bytes (criterion's own figures are above).
+    let time = |f: &dyn Fn()| {
+        for _ in 0..20 {
+            f();
+        }
+        let started = Instant::now();
+        for _ in 0..200 {
+            f();
+        }
+        started.elapsed().as_secs_f64() / 200.0 * 1e3
+    };
+    let scan = time(&|| {
+        serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&body)).unwrap();
+    });
+    let value = time(&|| {
+        black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap());
+    });
+    let typed = time(&|| {
+        black_box(serde_json::from_slice::<TypedRequest>(black_box(&body)).unwrap());
+    });
+    let whole = time(&|| handle_hook(&knowledge, "dry-needling-order-select", black_box(&body), today));
+    println!(
+        "\nratios on {name}: (a) scan {scan:.3} ms, (b) Value {value:.3} ms, (c) fhir-sdk {typed:.3} ms, \
+         (d) whole path {whole:.3} ms; d/a = {:.2} (goal ≤ 3), d/b = {:.2}, d/c = {:.2}",
+        whole / scan,
+        whole / value,
+        whole / typed
+    );
 
     let no_order = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -189,10 +189,13 @@ pub enum Unreadable {
 
 /// Reads one resource. Only structure is checked; missing fields are fine.
 pub fn parse_resource(json: &str) -> Result<Resource, Unreadable> {
-    let raw: RawResource = match serde_json::from_str(json) {
-        Ok(raw) => raw,
-        Err(_) => return Err(unreadable_or_other(json)),
-    };
+    match serde_json::from_str(json) {
+        Ok(raw) => from_raw(raw),
+        Err(_) => Err(unreadable_or_other(json)),
+    }
+}
+
+fn from_raw(raw: RawResource) -> Result<Resource, Unreadable> {
     let resource_type = raw.resource_type.clone().ok_or(Unreadable::Invalid)?;
     Ok(match resource_type.as_str() {
         "Condition" => Resource::Condition(Condition {
@@ -308,6 +311,26 @@ struct RawEntry<'a> {
     resource: Option<&'a RawValue>,
 }
 
+/// An entry and its resource read in one pass: the common case. Only when this fails is the entry read again,
+/// in two steps, to tell an unreadable resource from one of a type the rules do not read.
+#[derive(Deserialize)]
+struct ReadEntry {
+    #[serde(default)]
+    resource: Option<RawResource>,
+}
+
+fn read_entry(entry: &str) -> Result<Resource, Unreadable> {
+    if let Ok(ReadEntry { resource: Some(raw) }) = serde_json::from_str(entry) {
+        return from_raw(raw);
+    }
+    match serde_json::from_str::<RawEntry>(entry) {
+        Ok(RawEntry {
+            resource: Some(resource),
+        }) => parse_resource(resource.get()),
+        _ => Err(Unreadable::Invalid),
+    }
+}
+
 /// The contents of a Bundle or a single resource, read entry by entry.
 #[derive(Debug, Default)]
 pub struct Contents {
@@ -353,13 +376,7 @@ pub fn parse_contents(json: &str) -> Result<Contents, Unreadable> {
         ..Contents::default()
     };
     for entry in envelope.entry.unwrap_or_default() {
-        let resource = match serde_json::from_str::<RawEntry>(entry.get()) {
-            Ok(RawEntry {
-                resource: Some(resource),
-            }) => parse_resource(resource.get()),
-            _ => Err(Unreadable::Invalid),
-        };
-        match resource {
+        match read_entry(entry.get()) {
             Ok(resource) => contents.resources.push(resource),
             Err(Unreadable::IgnoredType) => contents.resources.push(Resource::Other),
             Err(Unreadable::Invalid) => contents.skipped += 1,

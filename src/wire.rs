@@ -45,7 +45,58 @@ struct RawRequest<'a> {
     #[serde(borrow)]
     context: Option<&'a RawValue>,
     #[serde(borrow)]
-    prefetch: Option<&'a RawValue>,
+    prefetch: Option<Prefetch<'a>>,
+}
+
+/// `prefetch` read in the same pass as the request: each key's value kept raw (read later, entry by entry, and
+/// only if an order needs it). Anything but an object is remembered as such, so the error can name the field.
+enum Prefetch<'a> {
+    Keys(Vec<(String, &'a RawValue)>),
+    NotAnObject,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Prefetch<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PrefetchVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for PrefetchVisitor<'a> {
+            type Value = Prefetch<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut keys: Vec<(String, &'a RawValue)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, &'a RawValue>()? {
+                    // A repeated key: the last one wins, as in a JSON object read into a map.
+                    keys.retain(|(k, _)| *k != key);
+                    keys.push((key, value));
+                }
+                Ok(Prefetch::Keys(keys))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Prefetch::NotAnObject)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Prefetch::NotAnObject)
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Prefetch::NotAnObject)
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Prefetch::NotAnObject)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Prefetch::NotAnObject)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Prefetch::NotAnObject)
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Prefetch::NotAnObject)
+            }
+        }
+        deserializer.deserialize_any(PrefetchVisitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -161,14 +212,8 @@ pub fn parse_hook_request(body: &[u8]) -> Result<HookRequest<'_>, RequestError> 
     };
     let prefetch = match raw.prefetch {
         None => None,
-        Some(raw) => {
-            let map: Vec<(String, &RawValue)> =
-                serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(raw.get())
-                    .map_err(|_| error("`prefetch` must be an object"))?
-                    .into_iter()
-                    .collect();
-            Some(map)
-        }
+        Some(Prefetch::Keys(keys)) => Some(keys),
+        Some(Prefetch::NotAnObject) => return Err(error("`prefetch` must be an object")),
     };
     Ok(HookRequest {
         hook,

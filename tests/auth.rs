@@ -190,13 +190,21 @@ fn request_with(path: &str, authorization: Option<&str>) -> Request<Body> {
     builder.body(body).unwrap()
 }
 
-/// What the service logged while handling one request (the `tracing` output, as text).
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
+thread_local! {
+    /// Where this thread's log lines go while `send_logged` runs.
+    static CAPTURE: std::cell::RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { std::cell::RefCell::new(None) };
+}
 
-impl std::io::Write for Log {
+/// Writes to the current thread's capture buffer, if any.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with(|c| {
+            if let Some(buffer) = c.borrow().as_ref() {
+                buffer.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
@@ -205,26 +213,23 @@ impl std::io::Write for Log {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
-    type Writer = Log;
-
-    fn make_writer(&'a self) -> Log {
-        self.clone()
-    }
-}
-
-/// Sends a request through the router, returning the reply and what was logged meanwhile. The tests run on
-/// tokio's current-thread runtime, so the thread's default subscriber sees the router's events.
+/// Sends a request through the router, returning the reply and what was logged meanwhile. One global
+/// subscriber writes each thread's events to that thread's buffer: a per-test `set_default` would race with
+/// tracing's process-wide callsite cache when tests run in parallel. The tests run on tokio's current-thread
+/// runtime, so the router's events happen on the test's thread.
 async fn send_logged(state: &AppState, request: Request<Body>) -> (Reply, String) {
-    let log = Log::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(log.clone())
-        .with_ansi(false)
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_writer(|| ThreadWriter)
+            .with_ansi(false)
+            .init();
+    });
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    CAPTURE.with(|c| *c.borrow_mut() = Some(buffer.clone()));
     let reply = send_with(state.clone(), request).await;
-    drop(guard);
-    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    CAPTURE.with(|c| *c.borrow_mut() = None);
+    let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
     (reply, text)
 }
 
