@@ -101,12 +101,31 @@ struct RawPeriod {
     end: Option<String>,
 }
 
-/// R4 uses a CodeableConcept for Condition statuses; STU3 and DSTU2 use a plain code.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// R4 uses a CodeableConcept for Condition statuses; STU3 and DSTU2 use a plain code. Read with a visitor that
+/// picks the shape from the first token: serde's `untagged` would buffer every status before trying each shape.
+#[derive(Debug)]
 enum RawStatus {
     Code(String),
     Concept(RawConcept),
+}
+
+impl<'de> Deserialize<'de> for RawStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StatusVisitor;
+        impl<'de> Visitor<'de> for StatusVisitor {
+            type Value = RawStatus;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a code or a CodeableConcept")
+            }
+            fn visit_str<E: de::Error>(self, code: &str) -> Result<Self::Value, E> {
+                Ok(RawStatus::Code(code.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawConcept::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawStatus::Concept)
+            }
+        }
+        deserializer.deserialize_any(StatusVisitor)
+    }
 }
 
 impl RawStatus {
