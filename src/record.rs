@@ -200,6 +200,16 @@ impl PatientRecord {
         self.availability[kind as usize] = availability;
     }
 
+    /// Forgets what is known of one kind (before searching it again from the start).
+    pub fn clear(&mut self, kind: DataKind) {
+        match kind {
+            DataKind::Conditions => self.conditions.clear(),
+            DataKind::MedicationStatements => self.medications.retain(|m| m.source != MedicationSource::Statement),
+            DataKind::MedicationRequests => self.medications.retain(|m| m.source != MedicationSource::Request),
+            DataKind::Procedures => self.procedures.clear(),
+        }
+    }
+
     /// The kinds whose contents cannot be relied upon.
     pub fn unknown_kinds(&self) -> Vec<DataKind> {
         DataKind::ALL

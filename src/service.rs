@@ -236,9 +236,19 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
         patient_id,
     };
     let started = std::time::Instant::now();
+    let restarted: Vec<DataKind> = wanted
+        .iter()
+        .filter(|(_, start)| *start == Start::Search)
+        .map(|(kind, _)| *kind)
+        .collect();
     let fetched = fetcher.fetch(base, target, wanted).await;
     let record = &mut prepared.record;
     for Fetched { kind, pages, result } in fetched {
+        // A complete search from the start replaces what a partial prefetch said, so nothing counts twice; a
+        // failed one adds to it, since what either says is true.
+        if result.is_ok() && restarted.contains(&kind) {
+            record.clear(kind);
+        }
         let mut availability = Availability::Present;
         for page in pages {
             if add_contents(record, page) == Availability::Failed {

@@ -13,6 +13,7 @@ use common::fhir_server::{Fault, FhirServer, counting_listener};
 use common::{SELECT, fixture, send_with, state};
 use dry_needling_cds::AppState;
 use dry_needling_cds::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
+use dry_needling_cds::service::{gather, prepare};
 use serde_json::Value;
 
 /// A real patient with conditions, medication requests and procedures.
@@ -353,4 +354,34 @@ async fn no_fetch_when_no_dry_needling_order_or_complete_prefetch() {
     let (status, _) = call(state, serde_json::to_vec(&complete).unwrap()).await;
     assert_eq!(status, 200);
     assert_eq!(server.connections(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_prefetch_key_is_searched_again_and_replaced_not_doubled() {
+    let server = FhirServer::start(&fixture(PATIENT)).await;
+    let state = service(&[&server.origin()], &[], settings());
+    let mut request: Value = serde_json::from_slice(&fixture(PATIENT)).unwrap();
+    request["fhirServer"] = server.base().into();
+    request["fhirAuthorization"] = serde_json::json!({"access_token": TOKEN, "token_type": "Bearer"});
+    // The EHR's own search for conditions failed half way: some entries, then an error.
+    let outcome = serde_json::json!({"resource": {"resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout"}]}});
+    request["prefetch"]["conditions"]["entry"]
+        .as_array_mut()
+        .unwrap()
+        .push(outcome);
+    let (status, refetched) = call(state.clone(), serde_json::to_vec(&request).unwrap()).await;
+    assert_eq!(status, 200, "{refetched}");
+    let log = server.log();
+    assert_eq!(log.len(), 1, "only the failed key: {log:?}");
+    assert_eq!(log[0].resource_type, "Condition");
+    let (_, prefetched) = call(state.clone(), fixture(PATIENT)).await;
+    assert_eq!(without_uuids(refetched), without_uuids(prefetched));
+    // And the record holds each condition once, not the partial prefetch plus the new search.
+    let body = serde_json::to_vec(&request).unwrap();
+    let mut prepared = prepare(&state.knowledge, "dry-needling-order-select", &body).unwrap();
+    gather(&mut prepared, &state.fetcher, None).await;
+    let clean = fixture(PATIENT);
+    let expected = prepare(&state.knowledge, "dry-needling-order-select", &clean).unwrap();
+    assert_eq!(prepared.record.conditions.len(), expected.record.conditions.len());
 }
