@@ -96,7 +96,6 @@ pub fn is_loopback(url: &Url) -> bool {
 /// Where and as whom to fetch, from the hook request.
 #[derive(Clone, Copy)]
 pub struct Target<'a> {
-    pub fhir_server: &'a str,
     pub access_token: Option<&'a str>,
     pub patient_id: &'a str,
 }

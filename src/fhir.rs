@@ -313,8 +313,9 @@ struct RawEnvelope<'a> {
     resource_type: Option<String>,
     #[serde(borrow, default)]
     entry: Option<Vec<&'a RawValue>>,
-    #[serde(default)]
-    link: OneOrMany<RawLink>,
+    /// Read leniently on its own: a malformed `link` must not spoil the entries.
+    #[serde(borrow, default)]
+    link: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -385,6 +386,8 @@ pub fn parse_contents(json: &str) -> Result<Contents, Unreadable> {
     }
     let next = envelope
         .link
+        .and_then(|raw| serde_json::from_str::<OneOrMany<RawLink>>(raw.get()).ok())
+        .unwrap_or_default()
         .0
         .into_iter()
         .find(|l| l.relation.as_deref() == Some("next"))
@@ -442,6 +445,23 @@ mod tests {
         let contents = parse_contents(bundle).unwrap();
         assert_eq!(contents.skipped, 3);
         assert_eq!(contents.resources.len(), 3);
+    }
+
+    #[test]
+    fn next_links_are_read_leniently() {
+        let bundle = |link: &str| {
+            format!(
+                r#"{{"resourceType":"Bundle","link":{link},"entry":[{{"resource":{{"resourceType":"Procedure"}}}}]}}"#
+            )
+        };
+        let next = parse_contents(&bundle(
+            r#"[{"relation":"self","url":"a"},{"relation":"next","url":"b"}]"#,
+        ));
+        assert_eq!(next.unwrap().next.as_deref(), Some("b"));
+        for malformed in [r#""x""#, r#"[{"relation":"next","url":7}]"#, "17"] {
+            let contents = parse_contents(&bundle(malformed)).unwrap();
+            assert_eq!((contents.resources.len(), contents.next), (1, None), "{malformed}");
+        }
     }
 
     #[test]

@@ -97,7 +97,10 @@ impl AppState {
             };
             Access::Verify(Verifier::new(config.clients, base, http.clone()))
         };
-        let fetcher = Fetcher::new(http, config.fetch, config.allowlist, loopback);
+        // Loopback FHIR servers are a development convenience: only while the service itself is on loopback and
+        // open. With trusted clients, every server must be on an allowlist, like any other.
+        let allow_loopback = loopback && matches!(access, Access::Open);
+        let fetcher = Fetcher::new(http, config.fetch, config.allowlist, allow_loopback);
         Ok(AppState {
             access: Arc::new(access),
             fetcher: Arc::new(fetcher),

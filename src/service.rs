@@ -2,7 +2,7 @@
 //! assess → render. No HTTP here; [`crate::http`] maps [`HookError`] to status codes.
 //!
 //! Why this order: most order hooks carry no dry-needling order, so the draft orders are read first and the
-//! (possibly megabytes of) prefetch is not read at all unless an order needs it.
+//! (possibly megabytes of) prefetch is only scanned, not parsed, unless an order needs it.
 
 use std::collections::BTreeSet;
 
@@ -103,8 +103,11 @@ pub fn record_from_prefetch(prefetch: Option<&[(String, &RawValue)]>) -> (Patien
             continue;
         };
         let json = raw.get();
+        if json.trim() == "null" {
+            record.set_availability(kind, Availability::NoData);
+            continue;
+        }
         let availability = match parse_contents(json) {
-            _ if json.trim() == "null" => Availability::NoData,
             Err(_) => {
                 record.skipped += 1;
                 Availability::Failed
@@ -231,7 +234,6 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
         }
     };
     let target = Target {
-        fhir_server,
         access_token: token,
         patient_id,
     };
@@ -244,9 +246,9 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
     let fetched = fetcher.fetch(base, target, wanted).await;
     let record = &mut prepared.record;
     for Fetched { kind, pages, result } in fetched {
-        // A complete search from the start replaces what a partial prefetch said, so nothing counts twice; a
-        // failed one adds to it, since what either says is true.
-        if result.is_ok() && restarted.contains(&kind) {
+        // A search from the start that read anything replaces what the partial prefetch said, so nothing counts
+        // twice (both are true; the search is the fuller or fresher of the two).
+        if !pages.is_empty() && restarted.contains(&kind) {
             record.clear(kind);
         }
         let mut availability = Availability::Present;

@@ -64,11 +64,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for Prefetch<'a> {
                 f.write_str("an object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut keys: Vec<(String, &'a RawValue)> = Vec::new();
-                while let Some((key, value)) = map.next_entry::<String, &'a RawValue>()? {
-                    // A repeated key: the last one wins, as in a JSON object read into a map.
+                // Only the keys discovery declares are kept (any others cannot matter); a repeated key: the last
+                // one wins, as in a JSON object read into a map.
+                let mut keys: Vec<(String, &'a RawValue)> = Vec::with_capacity(PREFETCH.len());
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if !PREFETCH.iter().any(|(k, _)| *k == key) {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        continue;
+                    }
+                    let value = map.next_value::<&'a RawValue>()?;
                     keys.retain(|(k, _)| *k != key);
-                    keys.push((key, value));
+                    keys.push((key.into_owned(), value));
                 }
                 Ok(Prefetch::Keys(keys))
             }

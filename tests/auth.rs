@@ -709,15 +709,13 @@ async fn a_token_from_the_future_is_refused() {
 async fn a_token_that_lives_too_long_is_refused() {
     let state = state();
     let now = now();
-    for (what, exp) in [("two hours", now + 7200), ("a year", now + 365 * 86400)] {
-        refused(
-            &state,
-            SELECT,
-            &es_token_with(SELECT, json!({"exp": exp})),
-            AuthError::TooLong,
-            what,
-        )
-        .await;
+    for (what, times) in [
+        ("an hour", json!({"exp": now + 3600})),
+        ("a year", json!({"exp": now + 365 * 86400})),
+        // Still valid for a few minutes, but issued ten hours ago: the lifetime counts from iat.
+        ("issued long ago", json!({"iat": now - 36000, "exp": now + 300})),
+    ] {
+        refused(&state, SELECT, &es_token_with(SELECT, times), AuthError::TooLong, what).await;
     }
 }
 
@@ -961,7 +959,7 @@ async fn small_clock_skew_is_tolerated() {
         ("iat 10 s ahead", json!({"iat": now + 10, "exp": now + 310})),
         ("exp 10 s ago", json!({"iat": now - 310, "exp": now - 10})),
         ("nbf 10 s ahead", json!({"nbf": now + 10})),
-        ("an hour of life", json!({"exp": now + 3600})),
+        ("ten minutes of life", json!({"exp": now + 600})),
     ];
     for (what, changes) in cases {
         accepted(&state, SELECT, &es_token_with(SELECT, changes), what).await;
@@ -1322,4 +1320,20 @@ fn clients_without_a_public_base_url_do_not_start() {
         false,
     );
     assert!(matches!(started, Err(StartError::NoPublicBaseUrl)));
+}
+
+#[test]
+fn loopback_fhir_servers_only_in_open_development_mode() {
+    let open = start("", "127.0.0.1:8080", false).unwrap();
+    assert!(
+        open.fetcher.allow_loopback,
+        "open on loopback: a local FHIR server may be used"
+    );
+    let verified = start(CLIENT_TOML, "127.0.0.1:8080", false).unwrap();
+    assert!(
+        !verified.fetcher.allow_loopback,
+        "with trusted clients every server must be allowlisted"
+    );
+    let insecure = start("", "0.0.0.0:8080", true).unwrap();
+    assert!(!insecure.fetcher.allow_loopback);
 }

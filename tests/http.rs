@@ -364,3 +364,21 @@ async fn serves_over_a_real_socket() {
     );
     server.abort();
 }
+
+/// Only the declared prefetch keys are kept, in one pass: a body of a million tiny keys is answered at once.
+#[tokio::test]
+async fn many_prefetch_keys_cost_one_pass() {
+    let mut body = String::from(r#"{"hook":"order-select","hookInstance":"x","context":{},"prefetch":{"#);
+    for i in 0..300_000 {
+        body.push_str(&format!("\"k{i}\":0,"));
+    }
+    body.push_str(r#""conditions":null}}"#);
+    let started = std::time::Instant::now();
+    let reply = post(common::SELECT, body).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
