@@ -23,7 +23,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::fetch::Allowlist;
+use crate::fetch::{Allowlist, read_capped};
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -386,13 +386,7 @@ async fn fetch_jwks(http: &reqwest::Client, url: &Url) -> Result<JwkSet, ()> {
         if !response.status().is_success() {
             return Err(());
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|_| ())? {
-            if body.len() + chunk.len() > JWKS_MAX_BYTES {
-                return Err(());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_capped(&mut response, JWKS_MAX_BYTES).await.map_err(|_| ())?;
         serde_json::from_slice::<JwkSet>(&body).map_err(|_| ())
     };
     tokio::time::timeout(JWKS_TIMEOUT, fetch).await.map_err(|_| ())?

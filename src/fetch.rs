@@ -309,19 +309,25 @@ impl Fetcher {
         if !response.status().is_success() {
             return Err(FetchFailure::Status);
         }
-        let limit = self.settings.max_body_bytes;
-        if response.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(FetchFailure::TooLarge);
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|_| FetchFailure::Transport)? {
-            if body.len() + chunk.len() > limit {
-                return Err(FetchFailure::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_capped(&mut response, self.settings.max_body_bytes).await?;
         String::from_utf8(body).map_err(|_| FetchFailure::NotABundle)
     }
+}
+
+/// Reads a response body chunk by chunk, giving up as soon as it passes `limit` bytes (a declared
+/// `Content-Length` over the limit is refused before reading anything).
+pub async fn read_capped(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, FetchFailure> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(FetchFailure::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| FetchFailure::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(FetchFailure::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The prefetch template's search for one kind, with the patient id substituted (and encoded).
