@@ -37,9 +37,6 @@ pub struct HookSummary {
     pub dry_needling_orders: usize,
     pub cards: usize,
     pub skipped_entries: usize,
-    /// Kinds of data fetched from the FHIR server, and how long that took.
-    pub fetched: usize,
-    pub fetch_ms: Option<u64>,
 }
 
 /// The prefetch key for each kind of data, as discovery declares them.
@@ -244,6 +241,7 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
         .map(|(kind, _)| *kind)
         .collect();
     let fetched = fetcher.fetch(base, target, wanted).await;
+    let kinds = fetched.len();
     let record = &mut prepared.record;
     for Fetched { kind, pages, result } in fetched {
         // A search from the start that read anything replaces what the partial prefetch said, so nothing counts
@@ -262,14 +260,11 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
             availability = Availability::Failed;
         }
         record.set_availability(kind, availability);
-        prepared.summary.fetched += 1;
     }
-    let fetch_ms = started.elapsed().as_millis() as u64;
-    prepared.summary.fetch_ms = Some(fetch_ms);
     // Recorded here so that a 412 after a failed fetch shows it too.
     let span = tracing::Span::current();
-    span.record("fetched", prepared.summary.fetched);
-    span.record("fetch_ms", fetch_ms);
+    span.record("fetched", kinds);
+    span.record("fetch_ms", started.elapsed().as_millis() as u64);
 }
 
 /// The second half: assess each order against the record and render the cards.
