@@ -659,8 +659,7 @@ fn check_service_request(name: &str, text: &str) -> Result<serde_json::Value, Kn
     }
     let mut filled = value.clone();
     filled["subject"] = serde_json::json!({"reference": "Patient/example"});
-    serde_json::from_value::<fhir_sdk::r4b::resources::ServiceRequest>(filled)
-        .map_err(|e| invalid(name, format!("not a valid R4 ServiceRequest: {e}")))?;
+    fhir_check::service_request(filled).map_err(|e| invalid(name, format!("not a valid R4 ServiceRequest: {e}")))?;
     Ok(value)
 }
 
