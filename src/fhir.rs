@@ -699,7 +699,45 @@ impl Contents {
 /// the value is not valid JSON, not an object with a `resourceType`, a single resource that is unreadable, or
 /// a Bundle whose `entry` is not an array: nothing in it can be trusted then.
 pub fn parse_contents(json: &str) -> Result<Contents, Unreadable> {
-    let (mut raw, bad) = read_json(json, ResourceShape { top: true }).ok_or(Unreadable::Invalid)?;
+    let (raw, bad) = read_json(json, ResourceShape { top: true }).ok_or(Unreadable::Invalid)?;
+    contents(raw, bad)
+}
+
+/// A prefetch value: `None` for `null` (the EHR has no such data), else as [`parse_contents`].
+pub fn parse_prefetch_value(json: &str) -> Option<Result<Contents, Unreadable>> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let Ok(read) = PrefetchSeed.deserialize(&mut deserializer) else {
+        return Some(Err(Unreadable::Invalid));
+    };
+    match deserializer.end() {
+        Ok(()) => read,
+        Err(_) => Some(Err(Unreadable::Invalid)),
+    }
+}
+
+/// Reads a prefetch value where it stands, inside the parse of the whole hook request (see
+/// [`crate::wire`]), so that a prefetched record is scanned once. Its value is [`parse_prefetch_value`]'s.
+/// Never fails on valid JSON.
+pub struct PrefetchSeed;
+
+impl<'de> DeserializeSeed<'de> for PrefetchSeed {
+    type Value = Option<Result<Contents, Unreadable>>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let mut not_an_object = false;
+        let read = Lenient {
+            shape: ResourceShape { top: true },
+            bad: &mut not_an_object,
+        }
+        .deserialize(deserializer)?;
+        Ok(match read {
+            Some((raw, bad)) => Some(contents(raw, bad)),
+            None if not_an_object => Some(Err(Unreadable::Invalid)),
+            None => None,
+        })
+    }
+}
+
+fn contents(mut raw: RawResource, bad: bool) -> Result<Contents, Unreadable> {
     if raw.resource_type.as_deref() != Some("Bundle") {
         return Ok(Contents {
             resources: vec![from_raw(raw, bad)?],

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::value::RawValue;
 use time::Date;
 
 use crate::assess::{Outcome, assess, is_dry_needling};
@@ -15,7 +14,7 @@ use crate::fhir::{Contents, Resource, parse_contents};
 use crate::knowledge::{Knowledge, ServiceText};
 use crate::record::{Availability, DataKind, Order, PatientRecord};
 use crate::render::{RequestFacts, render_card};
-use crate::wire::{CardsResponse, HookRequest, RequestError, parse_hook_request};
+use crate::wire::{CardsResponse, HookRequest, PrefetchValue, RequestError, parse_hook_request};
 
 /// Why a hook call got no cards.
 #[derive(Debug, thiserror::Error)]
@@ -89,27 +88,26 @@ pub fn dry_needling_orders(request: &HookRequest, knowledge: &Knowledge) -> Vec<
 /// OperationOutcome with an error (alone or as an entry) or an unreadable value = failed; absent = missing. A
 /// Bundle with a `next` page is only part of the data: it counts as failed until the rest is fetched, and the
 /// page is returned so that it can be.
-pub fn record_from_prefetch(prefetch: Option<&[(String, &RawValue)]>) -> (PatientRecord, Vec<(DataKind, String)>) {
+pub fn record_from_prefetch(
+    prefetch: Option<Vec<(String, PrefetchValue<'_>)>>,
+) -> (PatientRecord, Vec<(DataKind, String)>) {
     let mut record = PatientRecord::default();
     let mut next_pages = Vec::new();
-    let Some(prefetch) = prefetch else {
+    let Some(mut prefetch) = prefetch else {
         return (record, next_pages);
     };
     for kind in DataKind::ALL {
-        let Some((_, raw)) = prefetch.iter().find(|(key, _)| key == prefetch_key(kind)) else {
+        let Some(at) = prefetch.iter().position(|(key, _)| key == prefetch_key(kind)) else {
             continue;
         };
-        let json = raw.get();
-        if json.trim() == "null" {
-            record.set_availability(kind, Availability::NoData);
-            continue;
-        }
-        let availability = match parse_contents(json) {
-            Err(_) => {
+        let (_, value) = prefetch.swap_remove(at);
+        let availability = match value.read() {
+            None => Availability::NoData,
+            Some(Err(_)) => {
                 record.skipped += 1;
                 Availability::Failed
             }
-            Ok(mut contents) => {
+            Some(Ok(mut contents)) => {
                 let next = contents.next.take();
                 let availability = add_contents(&mut record, contents);
                 match next {
@@ -124,6 +122,17 @@ pub fn record_from_prefetch(prefetch: Option<&[(String, &RawValue)]>) -> (Patien
         record.set_availability(kind, availability);
     }
     (record, next_pages)
+}
+
+/// Whether draft orders hold a dry-needling order, any of them (selected or not): then the prefetch will be
+/// needed, and is best read in the same pass as the request.
+fn any_dry_needling_order(draft_orders: &serde_json::value::RawValue, knowledge: &Knowledge) -> bool {
+    parse_contents(draft_orders.get()).is_ok_and(|contents| {
+        contents
+            .resources
+            .iter()
+            .any(|r| matches!(r, Resource::Order(order) if is_dry_needling(order, &knowledge.terminology)))
+    })
 }
 
 /// Adds a Bundle's (or a single resource's) contents to the record and says what it means for availability.
@@ -181,7 +190,7 @@ impl Prepared<'_> {
 /// The first half of a hook call: parse, check the hook, find the dry-needling orders, read the prefetch.
 pub fn prepare<'a>(knowledge: &Knowledge, service_id: &str, body: &'a [u8]) -> Result<Prepared<'a>, HookError> {
     let service = find_service(knowledge, service_id).ok_or(HookError::UnknownService)?;
-    let request = parse_hook_request(body)?;
+    let mut request = parse_hook_request(body, |draft_orders| any_dry_needling_order(draft_orders, knowledge))?;
     // Recorded as soon as it is known, so that 400s and 412s are traceable too.
     tracing::Span::current().record("hook_instance", tracing::field::display(&request.hook_instance));
     if request.hook != service.hook {
@@ -194,7 +203,7 @@ pub fn prepare<'a>(knowledge: &Knowledge, service_id: &str, body: &'a [u8]) -> R
     let (record, next_pages) = if orders.is_empty() {
         (PatientRecord::default(), Vec::new())
     } else {
-        record_from_prefetch(request.prefetch.as_deref())
+        record_from_prefetch(request.prefetch.take())
     };
     let summary = HookSummary {
         dry_needling_orders: orders.len(),

@@ -4,12 +4,15 @@
 //! Why lenient and hand-checked: real clients send 1.x fields, `extension`s, `fhirServer: ""`, Bundles without
 //! `type` and missing `selections` (../shared/sandbox/NOTES.md). Each top-level field is taken as raw JSON and
 //! checked on its own, so unknown fields are ignored, a wrong shape gets a message naming the field, and no
-//! message ever quotes a value (values may be patient data). Prefetch and draft orders stay raw here; they are
-//! read entry by entry in [`crate::fhir`].
+//! message ever quotes a value (values may be patient data). Draft orders stay raw here and are read in
+//! [`crate::fhir`]; so is the prefetch, in the same pass as the request when the draft orders show that it will
+//! be needed, and later otherwise (only if it is).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+
+use crate::fhir::{Contents, PrefetchSeed, Unreadable, parse_prefetch_value};
 
 /// A request the service cannot read; the message names the field, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,77 +34,156 @@ pub fn describe_json_error(e: &serde_json::Error) -> String {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The request's top-level fields, each kept raw (and checked on its own later), except `prefetch`.
+#[derive(Default)]
 struct RawRequest<'a> {
-    #[serde(borrow)]
     hook: Option<&'a RawValue>,
-    #[serde(borrow)]
     hook_instance: Option<&'a RawValue>,
-    #[serde(borrow)]
     fhir_server: Option<&'a RawValue>,
-    #[serde(borrow)]
     fhir_authorization: Option<&'a RawValue>,
-    #[serde(borrow)]
-    context: Option<&'a RawValue>,
-    #[serde(borrow)]
+    /// `Err` when `context` is not an object.
+    context: Option<Result<RawContext<'a>, ()>>,
     prefetch: Option<Prefetch<'a>>,
 }
 
-/// `prefetch` read in the same pass as the request: each key's value kept raw (read later, entry by entry, and
-/// only if an order needs it). Anything but an object is remembered as such, so the error can name the field.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum RequestKey {
+    Hook,
+    HookInstance,
+    FhirServer,
+    FhirAuthorization,
+    Context,
+    Prefetch,
+    #[serde(other)]
+    Other,
+}
+
+/// Reads the request object in one pass. `wants_prefetch` sees the draft orders as soon as `context` is read;
+/// when it says yes and `prefetch` comes after `context` (as CDS clients send it), the prefetch is read as FHIR
+/// there and then, so a large record is scanned once; otherwise it is kept raw.
+struct RequestVisitor<F> {
+    wants_prefetch: F,
+}
+
+impl<'de, F: Fn(&RawValue) -> bool> serde::de::Visitor<'de> for RequestVisitor<F> {
+    type Value = RawRequest<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw = RawRequest::default();
+        let mut read_prefetch = false;
+        while let Some(key) = map.next_key::<RequestKey>()? {
+            match key {
+                RequestKey::Hook => raw.hook = Some(map.next_value()?),
+                RequestKey::HookInstance => raw.hook_instance = Some(map.next_value()?),
+                RequestKey::FhirServer => raw.fhir_server = Some(map.next_value()?),
+                RequestKey::FhirAuthorization => raw.fhir_authorization = Some(map.next_value()?),
+                RequestKey::Context => {
+                    let context: &'de RawValue = map.next_value()?;
+                    let context = serde_json::from_str::<RawContext>(context.get()).map_err(drop);
+                    read_prefetch = context
+                        .as_ref()
+                        .ok()
+                        .and_then(|c| c.draft_orders)
+                        .is_some_and(&self.wants_prefetch);
+                    raw.context = Some(context);
+                }
+                RequestKey::Prefetch => {
+                    raw.prefetch = Some(map.next_value_seed(PrefetchVisitor { read: read_prefetch })?);
+                }
+                RequestKey::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(raw)
+    }
+}
+
+/// `prefetch`: only the keys discovery declares are kept (any others cannot matter), each read as FHIR or
+/// kept raw (see [`RequestVisitor`]). Anything but an object is remembered as such, so the error can name the
+/// field.
 enum Prefetch<'a> {
-    Keys(Vec<(String, &'a RawValue)>),
+    Keys(Vec<(String, PrefetchValue<'a>)>),
     NotAnObject,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Prefetch<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct PrefetchVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for PrefetchVisitor<'a> {
-            type Value = Prefetch<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                // Only the keys discovery declares are kept (any others cannot matter); a repeated key: the last
-                // one wins, as in a JSON object read into a map.
-                let mut keys: Vec<(String, &'a RawValue)> = Vec::with_capacity(PREFETCH.len());
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if !PREFETCH.iter().any(|(k, _)| *k == key) {
-                        map.next_value::<serde::de::IgnoredAny>()?;
-                        continue;
-                    }
-                    let value = map.next_value::<&'a RawValue>()?;
-                    keys.retain(|(k, _)| *k != key);
-                    keys.push((key.into_owned(), value));
-                }
-                Ok(Prefetch::Keys(keys))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Prefetch::NotAnObject)
-            }
-            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Prefetch::NotAnObject)
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Prefetch::NotAnObject)
-            }
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Prefetch::NotAnObject)
-            }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Prefetch::NotAnObject)
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Prefetch::NotAnObject)
-            }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Prefetch::NotAnObject)
-            }
+/// One prefetch key's value.
+#[derive(Debug)]
+pub enum PrefetchValue<'a> {
+    /// Not read yet: read it with [`crate::fhir::parse_prefetch_value`] if it is needed.
+    Raw(&'a RawValue),
+    /// Already read, in the request's own pass.
+    Read(Option<Result<Contents, Unreadable>>),
+}
+
+impl PrefetchValue<'_> {
+    /// The value read as FHIR: `None` for `null`.
+    pub fn read(self) -> Option<Result<Contents, Unreadable>> {
+        match self {
+            PrefetchValue::Raw(raw) => parse_prefetch_value(raw.get()),
+            PrefetchValue::Read(read) => read,
         }
-        deserializer.deserialize_any(PrefetchVisitor(std::marker::PhantomData))
+    }
+}
+
+struct PrefetchVisitor {
+    read: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PrefetchVisitor {
+    type Value = Prefetch<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PrefetchVisitor {
+    type Value = Prefetch<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut keys: Vec<(String, PrefetchValue<'de>)> = Vec::with_capacity(PREFETCH.len());
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !PREFETCH.iter().any(|(k, _)| *k == key) {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let value = if self.read {
+                PrefetchValue::Read(map.next_value_seed(PrefetchSeed)?)
+            } else {
+                PrefetchValue::Raw(map.next_value()?)
+            };
+            // A repeated key: the last one wins, as in a JSON object read into a map.
+            keys.retain(|(k, _)| *k != key);
+            keys.push((key.into_owned(), value));
+        }
+        Ok(Prefetch::Keys(keys))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Prefetch::NotAnObject)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Prefetch::NotAnObject)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Prefetch::NotAnObject)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Prefetch::NotAnObject)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Prefetch::NotAnObject)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Prefetch::NotAnObject)
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Prefetch::NotAnObject)
     }
 }
 
@@ -153,7 +235,7 @@ pub struct HookRequest<'a> {
     pub fhir_authorization: Option<FhirAuthorization>,
     pub context: HookContext<'a>,
     /// `None` when the client sent no `prefetch` at all.
-    pub prefetch: Option<Vec<(String, &'a RawValue)>>,
+    pub prefetch: Option<Vec<(String, PrefetchValue<'a>)>>,
 }
 
 #[derive(Debug, Default)]
@@ -183,13 +265,20 @@ fn required_string(raw: Option<&RawValue>, name: &str) -> Result<String, Request
     }
 }
 
-/// Reads a hook request body.
-pub fn parse_hook_request(body: &[u8]) -> Result<HookRequest<'_>, RequestError> {
+/// Reads a hook request body. `wants_prefetch` is asked, with the raw `draftOrders`, whether the prefetch
+/// will be needed; it only decides when the prefetch is read, never what the result is.
+pub fn parse_hook_request(
+    body: &[u8],
+    wants_prefetch: impl Fn(&RawValue) -> bool,
+) -> Result<HookRequest<'_>, RequestError> {
     let text = std::str::from_utf8(body).map_err(|_| error("the body is not UTF-8 text"))?;
-    let raw: RawRequest = serde_json::from_str(text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => error("the body must be a JSON object"),
-        _ => error(describe_json_error(&e)),
-    })?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let raw = serde::Deserializer::deserialize_map(&mut deserializer, RequestVisitor { wants_prefetch })
+        .and_then(|raw| deserializer.end().map(|()| raw))
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => error("the body must be a JSON object"),
+            _ => error(describe_json_error(&e)),
+        })?;
     let hook = required_string(raw.hook, "hook")?;
     let hook_instance = required_string(raw.hook_instance, "hookInstance")?;
     let fhir_server = optional_string(raw.fhir_server, "fhirServer")?.filter(|s| !s.trim().is_empty());
@@ -200,8 +289,10 @@ pub fn parse_hook_request(body: &[u8]) -> Result<HookRequest<'_>, RequestError> 
                 .map_err(|_| error("`fhirAuthorization` must be an object with an `access_token` string"))?,
         ),
     };
-    let context_raw = raw.context.ok_or_else(|| error("`context` is required"))?;
-    let ctx: RawContext = serde_json::from_str(context_raw.get()).map_err(|_| error("`context` must be an object"))?;
+    let ctx = raw
+        .context
+        .ok_or_else(|| error("`context` is required"))?
+        .map_err(|()| error("`context` must be an object"))?;
     let selections = match ctx.selections {
         None => None,
         Some(raw) => Some(
@@ -440,7 +531,7 @@ mod tests {
     fn lenient_request() {
         let body = br#"{"hook":"order-select","hookInstance":"x","fhirServer":"","extension":{"a":1},
             "unknown":[1,2],"context":{"patientId":"p","draftOrders":null}}"#;
-        let r = parse_hook_request(body).unwrap();
+        let r = parse_hook_request(body, |_| false).unwrap();
         assert_eq!(r.fhir_server, None);
         assert!(r.context.draft_orders.is_none());
         assert!(r.context.selections.is_none());
@@ -468,7 +559,7 @@ mod tests {
             ),
         ];
         for (body, expected) in cases {
-            let message = parse_hook_request(body).unwrap_err().0;
+            let message = parse_hook_request(body, |_| false).unwrap_err().0;
             assert!(message.contains(expected), "{message}");
             assert!(!message.contains("12345"), "{message}");
         }

@@ -490,3 +490,49 @@ async fn neck_pain_suggests_manual_therapy_and_exercise_orders() {
             .expect("valid R4");
     }
 }
+
+/// The prefetch is read in the request's own pass when `context` (with a dry-needling order) comes before it,
+/// and afterwards otherwise. Both paths must give the same answer for every fixture, 412s and notes included.
+#[tokio::test]
+async fn prefetch_before_or_after_context_gives_the_same_answer() {
+    fn without_uuids(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.remove("uuid");
+                map.values_mut().for_each(without_uuids);
+            }
+            Value::Array(items) => items.iter_mut().for_each(without_uuids),
+            _ => {}
+        }
+    }
+    let mut compared = 0;
+    for dir in ["rules", "real"] {
+        let full = format!("{}/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
+        for entry in std::fs::read_dir(full).unwrap() {
+            let file = format!("{dir}/{}", entry.unwrap().file_name().to_string_lossy());
+            if !file.ends_with(".json") {
+                continue;
+            }
+            let body = fixture(&file);
+            let Value::Object(mut request) = serde_json::from_slice::<Value>(&body).unwrap() else {
+                panic!("{file}")
+            };
+            let Some(prefetch) = request.remove("prefetch") else {
+                continue;
+            };
+            let rest = Value::Object(request.clone()).to_string();
+            let prefetch_first = format!(r#"{{"prefetch":{prefetch},{}"#, &rest[1..]);
+            let prefetch_last = format!(r#"{},"prefetch":{prefetch}}}"#, &rest[..rest.len() - 1]);
+            assert!(prefetch_last.find("\"context\"") < prefetch_last.find("\"prefetch\""));
+            let path = path_for(&body);
+            let (first, last) = (post(path, prefetch_first).await, post(path, prefetch_last).await);
+            assert_eq!(first.status, last.status, "{file}");
+            let (mut first, mut last) = (first.json(), last.json());
+            without_uuids(&mut first);
+            without_uuids(&mut last);
+            assert_eq!(first, last, "{file}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 40, "{compared}");
+}
