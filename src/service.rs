@@ -53,25 +53,11 @@ pub fn find_service<'k>(knowledge: &'k Knowledge, id: &str) -> Option<&'k Servic
     knowledge.services.iter().find(|s| s.id == id)
 }
 
-/// The draft orders this call is about: the selected ones for order-select, all for order-sign; only
-/// dry-needling orders are kept. Unreadable entries are skipped.
-pub fn dry_needling_orders(request: &HookRequest, knowledge: &Knowledge) -> Vec<Order> {
-    let Some(draft_orders) = request.context.draft_orders else {
-        return Vec::new();
-    };
+/// The dry-needling orders among the draft orders, selected or not. An unreadable Bundle has none; unreadable
+/// entries are skipped.
+fn dry_needling_drafts(draft_orders: &serde_json::value::RawValue, knowledge: &Knowledge) -> Vec<Order> {
     let Ok(contents) = parse_contents(draft_orders.get()) else {
         return Vec::new();
-    };
-    let selected = |order: &Order| -> bool {
-        if request.hook != "order-select" {
-            return true;
-        }
-        let (Some(selections), Some(reference)) = (&request.context.selections, order.reference()) else {
-            return false;
-        };
-        selections
-            .iter()
-            .any(|s| s == &reference || s.ends_with(&format!("/{reference}")))
     };
     contents
         .resources
@@ -80,7 +66,27 @@ pub fn dry_needling_orders(request: &HookRequest, knowledge: &Knowledge) -> Vec<
             Resource::Order(order) => Some(order),
             _ => None,
         })
-        .filter(|order| selected(order) && is_dry_needling(order, &knowledge.terminology))
+        .filter(|order| is_dry_needling(order, &knowledge.terminology))
+        .collect()
+}
+
+/// The orders this call is about: the selected ones for order-select, all for order-sign.
+fn selected_orders(request: &HookRequest, orders: Vec<Order>) -> Vec<Order> {
+    if request.hook != "order-select" {
+        return orders;
+    }
+    let Some(selections) = &request.context.selections else {
+        return Vec::new();
+    };
+    orders
+        .into_iter()
+        .filter(|order| {
+            order.reference().is_some_and(|reference| {
+                selections
+                    .iter()
+                    .any(|s| s == &reference || s.ends_with(&format!("/{reference}")))
+            })
+        })
         .collect()
 }
 
@@ -122,17 +128,6 @@ pub fn record_from_prefetch(
         record.set_availability(kind, availability);
     }
     (record, next_pages)
-}
-
-/// Whether draft orders hold a dry-needling order, any of them (selected or not): then the prefetch will be
-/// needed, and is best read in the same pass as the request.
-fn any_dry_needling_order(draft_orders: &serde_json::value::RawValue, knowledge: &Knowledge) -> bool {
-    parse_contents(draft_orders.get()).is_ok_and(|contents| {
-        contents
-            .resources
-            .iter()
-            .any(|r| matches!(r, Resource::Order(order) if is_dry_needling(order, &knowledge.terminology)))
-    })
 }
 
 /// Adds a Bundle's (or a single resource's) contents to the record and says what it means for availability.
@@ -190,7 +185,13 @@ impl Prepared<'_> {
 /// The first half of a hook call: parse, check the hook, find the dry-needling orders, read the prefetch.
 pub fn prepare<'a>(knowledge: &Knowledge, service_id: &str, body: &'a [u8]) -> Result<Prepared<'a>, HookError> {
     let service = find_service(knowledge, service_id).ok_or(HookError::UnknownService)?;
-    let mut request = parse_hook_request(body, |draft_orders| any_dry_needling_order(draft_orders, knowledge))?;
+    // The draft orders are read as soon as the parser meets them: when one is a dry-needling order, the prefetch
+    // (if it comes later, as clients send it) is read in the same pass.
+    let mut drafts = Vec::new();
+    let mut request = parse_hook_request(body, |draft_orders| {
+        drafts = dry_needling_drafts(draft_orders, knowledge);
+        !drafts.is_empty()
+    })?;
     // Recorded as soon as it is known, so that 400s and 412s are traceable too.
     tracing::Span::current().record("hook_instance", tracing::field::display(&request.hook_instance));
     if request.hook != service.hook {
@@ -199,7 +200,7 @@ pub fn prepare<'a>(knowledge: &Knowledge, service_id: &str, body: &'a [u8]) -> R
             got: request.hook,
         });
     }
-    let orders = dry_needling_orders(&request, knowledge);
+    let orders = selected_orders(&request, drafts);
     let (record, next_pages) = if orders.is_empty() {
         (PatientRecord::default(), Vec::new())
     } else {

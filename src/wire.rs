@@ -66,12 +66,12 @@ struct RequestVisitor<F> {
     wants_prefetch: F,
 }
 
-impl<'de, F: Fn(&RawValue) -> bool> serde::de::Visitor<'de> for RequestVisitor<F> {
+impl<'de, F: FnMut(&RawValue) -> bool> serde::de::Visitor<'de> for RequestVisitor<F> {
     type Value = RawRequest<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut raw = RawRequest::default();
         let mut read_prefetch = false;
         while let Some(key) = map.next_key::<RequestKey>()? {
@@ -87,7 +87,7 @@ impl<'de, F: Fn(&RawValue) -> bool> serde::de::Visitor<'de> for RequestVisitor<F
                         .as_ref()
                         .ok()
                         .and_then(|c| c.draft_orders)
-                        .is_some_and(&self.wants_prefetch);
+                        .is_some_and(&mut self.wants_prefetch);
                     raw.context = Some(context);
                 }
                 RequestKey::Prefetch => {
@@ -265,11 +265,12 @@ fn required_string(raw: Option<&RawValue>, name: &str) -> Result<String, Request
     }
 }
 
-/// Reads a hook request body. `wants_prefetch` is asked, with the raw `draftOrders`, whether the prefetch
-/// will be needed; it only decides when the prefetch is read, never what the result is.
+/// Reads a hook request body. `wants_prefetch` is called with the raw `draftOrders` (when there are any) as
+/// soon as they are read, and says whether the prefetch will be needed; that decides only when the prefetch is
+/// read, never what it reads as.
 pub fn parse_hook_request(
     body: &[u8],
-    wants_prefetch: impl Fn(&RawValue) -> bool,
+    wants_prefetch: impl FnMut(&RawValue) -> bool,
 ) -> Result<HookRequest<'_>, RequestError> {
     let text = std::str::from_utf8(body).map_err(|_| error("the body is not UTF-8 text"))?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
