@@ -2,7 +2,9 @@
 //! assess → render. No HTTP here; [`crate::http`] maps [`HookError`] to status codes.
 //!
 //! Why this order: most order hooks carry no dry-needling order, so the draft orders are read first and the
-//! (possibly megabytes of) prefetch is only scanned, not parsed, unless an order needs it.
+//! (possibly megabytes of) prefetch is only scanned, not parsed, unless an order needs it. When one does, the
+//! prefetch is read in the same pass as the request (clients send `context` before `prefetch`), so the record
+//! costs one scan, not two.
 
 use std::collections::BTreeSet;
 
