@@ -15,12 +15,6 @@ use dry_needling_cds::service::{HookCall, handle_hook};
 use dry_needling_cds::{AppState, ContentSource, Knowledge, app};
 use time::Date;
 
-/// mimalloc instead of glibc's malloc: a hook call on a large record makes a few thousand small allocations
-/// (one per string the rules keep), and glibc's allocator took about a fifth of the service's CPU under load
-/// (perf, README "Performance").
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(version, about = "CDS Hooks service for dry-needling orders")]
 struct Cli {
