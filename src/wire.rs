@@ -245,7 +245,8 @@ pub struct HookContext<'a> {
     pub encounter_id: Option<String>,
     /// `None` when absent (order-sign, or the sandbox's tab re-click).
     pub selections: Option<Vec<String>>,
-    /// The raw `draftOrders` Bundle; read entry by entry later.
+    /// The raw `draftOrders` Bundle, as sent. (The service reads its orders through `parse_hook_request`'s
+    /// callback, the moment the parser meets them.)
     pub draft_orders: Option<&'a RawValue>,
 }
 
