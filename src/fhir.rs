@@ -312,21 +312,22 @@ impl RawConcept {
     }
 }
 
-/// A Reference's `reference`.
+/// One string field of an object: a Reference's `reference`, an OperationOutcome issue's `severity`.
 #[derive(Clone, Copy)]
-struct ReferenceShape;
+struct FieldOf(Key);
 
-impl<'de> Shape<'de> for ReferenceShape {
+impl<'de> Shape<'de> for FieldOf {
     type Out = Option<String>;
     fn map<A: MapAccess<'de>>(self, mut map: A, bad: &mut bool) -> Result<Option<Option<String>>, A::Error> {
-        let mut reference = None;
+        let mut found = None;
         while let Some(key) = next_key(&mut map)? {
-            match key {
-                Key::Reference => reference = value(&mut map, Text, bad)?,
-                _ => skip(&mut map)?,
+            if key == self.0 {
+                found = value(&mut map, Text, bad)?;
+            } else {
+                skip(&mut map)?;
             }
         }
-        Ok(Some(reference))
+        Ok(Some(found))
     }
 }
 
@@ -366,24 +367,6 @@ impl<'de> Shape<'de> for StatusShape {
     fn map<A: MapAccess<'de>>(self, map: A, bad: &mut bool) -> Result<Option<String>, A::Error> {
         let concept = ConceptShape.map(map, bad)?;
         Ok(concept.and_then(|c| c.coding.into_iter().find_map(|c| c.code)))
-    }
-}
-
-/// An OperationOutcome issue's `severity`.
-#[derive(Clone, Copy)]
-struct IssueShape;
-
-impl<'de> Shape<'de> for IssueShape {
-    type Out = Option<String>;
-    fn map<A: MapAccess<'de>>(self, mut map: A, bad: &mut bool) -> Result<Option<Option<String>>, A::Error> {
-        let mut severity = None;
-        while let Some(key) = next_key(&mut map)? {
-            match key {
-                Key::Severity => severity = value(&mut map, Text, bad)?,
-                _ => skip(&mut map)?,
-            }
-        }
-        Ok(Some(severity))
     }
 }
 
@@ -470,7 +453,7 @@ impl<'de> Shape<'de> for ResourceShape {
                 Key::ReasonCode => raw.reason_code = value(&mut map, Many(ConceptShape), bad)?.unwrap_or_default(),
                 Key::ReasonCodeableConcept => raw.reason_codeable_concept = value(&mut map, ConceptShape, bad)?,
                 Key::ReasonReference => {
-                    raw.reason_reference = value(&mut map, Many(ReferenceShape), bad)?.unwrap_or_default()
+                    raw.reason_reference = value(&mut map, Many(FieldOf(Key::Reference)), bad)?.unwrap_or_default()
                 }
                 Key::MedicationCodeableConcept => raw.medication_codeable_concept = value(&mut map, ConceptShape, bad)?,
                 Key::AuthoredOn => raw.authored_on = value(&mut map, Text, bad)?,
@@ -480,7 +463,7 @@ impl<'de> Shape<'de> for ResourceShape {
                 Key::DateAsserted => raw.date_asserted = value(&mut map, Text, bad)?,
                 Key::PerformedDateTime => raw.performed_date_time = value(&mut map, Text, bad)?,
                 Key::PerformedPeriod => raw.performed_period = value(&mut map, PeriodShape, bad)?,
-                Key::Issue => raw.issue = value(&mut map, Many(IssueShape), bad)?.unwrap_or_default(),
+                Key::Issue => raw.issue = value(&mut map, Many(FieldOf(Key::Severity)), bad)?.unwrap_or_default(),
                 Key::Entry if self.top => {
                     let mut not_array = false;
                     raw.entry = value(&mut map, Entries, &mut not_array)?.unwrap_or_default();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::Request;
 use common::fhir_server::{Fault, FhirServer, counting_listener};
-use common::{SELECT, fixture, send_with, state};
+use common::{SELECT, fixture, send_with, state, without_uuids};
 use dry_needling_cds::AppState;
 use dry_needling_cds::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
 use dry_needling_cds::service::{gather, prepare};
@@ -60,22 +60,6 @@ async fn call(state: AppState, body: Vec<u8>) -> (u16, Value) {
         .unwrap();
     let reply = send_with(state, request).await;
     (reply.status.as_u16(), reply.json())
-}
-
-/// Cards without their random uuids, for comparing two answers.
-fn without_uuids(mut value: Value) -> Value {
-    fn strip(value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                map.remove("uuid");
-                map.values_mut().for_each(strip);
-            }
-            Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    strip(&mut value);
-    value
 }
 
 fn settings() -> FetchSettings {
