@@ -52,32 +52,101 @@ impl Concept {
     }
 }
 
+/// The span of days a FHIR `date` or `dateTime` may stand for: `2019` is all of 2019, `2019-03` all of March,
+/// `2019-03-07` and `2019-03-07T10:00:00Z` one day. Rules that prove something from a date use the end that
+/// makes the proof hold for every day in the span, so a partial date never proves more than it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DateSpan {
+    pub first: Date,
+    pub last: Date,
+}
+
+impl DateSpan {
+    pub fn day(date: Date) -> DateSpan {
+        DateSpan {
+            first: date,
+            last: date,
+        }
+    }
+}
+
+/// The unit of an age as FHIR's `Age` writes it (UCUM `a`, `mo`, `wk`, `d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgeUnit {
+    Years,
+    Months,
+    Weeks,
+    Days,
+}
+
+/// An age (an `Age`, or one end of a `Range` of ages).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Age {
+    pub value: f64,
+    pub unit: AgeUnit,
+}
+
+/// How a Condition says when it began (`onset[x]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Onset {
+    /// `onsetDateTime`, or `onsetPeriod.start`.
+    Date(DateSpan),
+    /// `onsetPeriod` with only an `end`: it began on or before that.
+    NotAfter(DateSpan),
+    /// `onsetAge` (low = high) or `onsetRange` (either end may be missing): needs the birth date.
+    Age { low: Option<Age>, high: Option<Age> },
+    /// `onsetString`, as typed ("several years", "since 2019").
+    Text(String),
+}
+
+/// That (and when) a Condition ended (`abatement[x]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Abatement {
+    /// `abatementDateTime`, or `abatementPeriod` (its start, else its end).
+    Date(DateSpan),
+    /// `abatementAge`, or `abatementRange`'s low end.
+    Age(Age),
+    /// STU3/DSTU2 `abatementBoolean`.
+    Flag(bool),
+    /// `abatementString`.
+    Text(String),
+}
+
 /// A problem or diagnosis of the patient.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
     pub id: Option<String>,
     pub code: Concept,
-    /// Clinical status code (`active`, `recurrence`, `relapse`, `inactive`, `resolved`, …), if given.
+    /// Clinical status code (`active`, `recurrence`, `relapse`, `inactive`, `resolved`, `remission`), if given.
     pub clinical_status: Option<String>,
-    /// Verification status code (`confirmed`, `refuted`, `entered-in-error`, …), if given.
+    /// Verification status code (`confirmed`, `provisional`, `refuted`, `entered-in-error`, …), if given.
     pub verification_status: Option<String>,
-    pub onset: Option<Date>,
-    pub recorded: Option<Date>,
+    pub onset: Option<Onset>,
+    /// When the condition was recorded: R4 `recordedDate`, STU3 `assertedDate`, DSTU2 `dateRecorded`. Only the
+    /// latest possible onset, never the onset itself.
+    pub recorded: Option<DateSpan>,
+    pub abatement: Option<Abatement>,
     pub body_sites: Vec<Concept>,
 }
 
 impl Condition {
-    /// Active for the guideline: clinical status active/recurrence/relapse or absent, and not refuted or
-    /// entered in error.
-    pub fn is_active(&self) -> bool {
-        let clinical_ok = match self.clinical_status.as_deref() {
-            None => true,
-            Some(s) => matches!(s, "active" | "recurrence" | "relapse"),
-        };
+    /// Active for the guideline on `today`: not refuted or entered in error, and a clinical status of active,
+    /// recurrence or relapse; with no clinical status, active unless an `abatement[x]` says it ended (a date
+    /// on or before today, `true`, an age or a text).
+    pub fn is_active(&self, today: Date) -> bool {
         let verification_ok = !matches!(
             self.verification_status.as_deref(),
             Some("refuted" | "entered-in-error")
         );
+        let clinical_ok = match self.clinical_status.as_deref() {
+            Some(s) => matches!(s, "active" | "recurrence" | "relapse"),
+            None => !match &self.abatement {
+                None => false,
+                Some(Abatement::Date(span)) => span.first <= today,
+                Some(Abatement::Flag(ended)) => *ended,
+                Some(Abatement::Age(_) | Abatement::Text(_)) => true,
+            },
+        };
         clinical_ok && verification_ok
     }
 }
@@ -85,27 +154,46 @@ impl Condition {
 /// Which FHIR resource a medication fact came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MedicationSource {
+    /// MedicationStatement (any version).
     Statement,
+    /// R4/STU3 MedicationRequest.
     Request,
+    /// DSTU2 MedicationOrder.
+    Order,
 }
 
 /// A medication the patient took, takes, was prescribed or reported.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Medication {
     pub id: Option<String>,
     pub source: MedicationSource,
+    /// `medicationCodeableConcept`; for a drug named by `medicationReference`, the referenced Medication's
+    /// code once resolved (a contained one when read, one from the record by
+    /// [`PatientRecord::resolve_medication_references`]), else the reference's `display` as text.
     pub code: Concept,
+    /// `medicationReference.reference`, kept while it is not resolved.
+    pub medication_reference: Option<String>,
     pub status: Option<String>,
-    pub date: Option<Date>,
+    /// MedicationRequest `intent` (`order`, `plan`, `proposal`, …).
+    pub intent: Option<String>,
+    /// STU3 MedicationStatement `taken` (`y`, `n`, `unk`, `na`).
+    pub taken: Option<String>,
+    /// DSTU2 `wasNotTaken: true` (and STU3 `notTaken`, where sent).
+    pub not_taken: bool,
+    /// `effectiveDateTime`/`effectivePeriod`, `dateAsserted`, `authoredOn` or DSTU2 `dateWritten`.
+    pub date: Option<DateSpan>,
 }
 
-/// A procedure or therapy done (heat therapy, education, physical therapy…).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A procedure or therapy (heat therapy, education, physical therapy…).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Procedure {
     pub id: Option<String>,
     pub code: Concept,
     pub status: Option<String>,
-    pub date: Option<Date>,
+    /// STU3 `notDone: true` or DSTU2 `notPerformed: true`.
+    pub not_done: bool,
+    /// `performedDateTime`, or `performedPeriod` (its start, else its end).
+    pub date: Option<DateSpan>,
 }
 
 /// Whether one kind of data could be had for this request.
@@ -177,6 +265,11 @@ pub struct PatientRecord {
     pub availability: [Availability; 4],
     /// Resources that were present but could not be read, and were skipped.
     pub skipped: usize,
+    /// Medication resources met anywhere in the record (`_include`d or sent as entries): id → code, for
+    /// resolving `medicationReference`.
+    pub medication_definitions: Vec<(String, Concept)>,
+    /// The patient's birth date (from the `patient` prefetch key), for `onsetAge` and `onsetRange`.
+    pub birth_date: Option<DateSpan>,
 }
 
 impl Default for PatientRecord {
@@ -187,6 +280,8 @@ impl Default for PatientRecord {
             procedures: Vec::new(),
             availability: [Availability::Missing; 4],
             skipped: 0,
+            medication_definitions: Vec::new(),
+            birth_date: None,
         }
     }
 }
@@ -205,7 +300,7 @@ impl PatientRecord {
         match kind {
             DataKind::Conditions => self.conditions.clear(),
             DataKind::MedicationStatements => self.medications.retain(|m| m.source != MedicationSource::Statement),
-            DataKind::MedicationRequests => self.medications.retain(|m| m.source != MedicationSource::Request),
+            DataKind::MedicationRequests => self.medications.retain(|m| m.source == MedicationSource::Statement),
             DataKind::Procedures => self.procedures.clear(),
         }
     }
@@ -239,27 +334,62 @@ impl Order {
     }
 }
 
-/// Parses the date part of a FHIR date or dateTime leniently: `2019`, `2019-03`, `2019-03-01` and any
-/// `2019-03-01T…` (with or without a time zone, which real data often lacks). Partial dates take the first
-/// day of the period, which can only make a condition look older, never younger.
-pub fn parse_fhir_date(value: &str) -> Option<Date> {
+/// Parses the date part of a FHIR date or dateTime leniently, as the span of days it may mean: `2019`,
+/// `2019-03`, `2019-03-01` and any `2019-03-01T…` (with or without a time zone, which real data often lacks).
+pub fn parse_fhir_span(value: &str) -> Option<DateSpan> {
     let value = value.trim();
     let date_part = value.split('T').next()?;
     let mut parts = date_part.splitn(3, '-');
     let year: i32 = parts.next()?.parse().ok()?;
-    let month: u8 = match parts.next() {
-        Some(m) => m.parse().ok()?,
-        None => 1,
-    };
-    let day: u8 = match parts.next() {
-        Some(d) => d.get(..2).unwrap_or(d).parse().ok()?,
-        None => 1,
-    };
     if !(1..=9999).contains(&year) {
         return None;
     }
-    let month = time::Month::try_from(month).ok()?;
-    Date::from_calendar_date(year, month, day).ok()
+    let Some(month) = parts.next() else {
+        return Some(DateSpan {
+            first: Date::from_calendar_date(year, time::Month::January, 1).ok()?,
+            last: Date::from_calendar_date(year, time::Month::December, 31).ok()?,
+        });
+    };
+    let month = time::Month::try_from(month.parse::<u8>().ok()?).ok()?;
+    let Some(day) = parts.next() else {
+        return Some(DateSpan {
+            first: Date::from_calendar_date(year, month, 1).ok()?,
+            last: Date::from_calendar_date(year, month, month.length(year)).ok()?,
+        });
+    };
+    let day: u8 = day.get(..2).unwrap_or(day).parse().ok()?;
+    Date::from_calendar_date(year, month, day).ok().map(DateSpan::day)
+}
+
+/// The first day a FHIR date or dateTime may mean (see [`parse_fhir_span`]).
+pub fn parse_fhir_date(value: &str) -> Option<Date> {
+    parse_fhir_span(value).map(|span| span.first)
+}
+
+impl PatientRecord {
+    /// Resolves every `medicationReference` still open against the Medication resources of the record
+    /// (`Medication/123`, an absolute URL ending so, or `urn:uuid:123`). Unresolved ones keep whatever the
+    /// reference's `display` gave.
+    pub fn resolve_medication_references(&mut self) {
+        if self.medication_definitions.is_empty() {
+            return;
+        }
+        for medication in &mut self.medications {
+            let Some(reference) = medication.medication_reference.as_deref() else {
+                continue;
+            };
+            let id = reference.strip_prefix("urn:uuid:").unwrap_or(reference);
+            let id = id.rsplit('/').next().unwrap_or(id);
+            if let Some((_, code)) = self.medication_definitions.iter().find(|(def, _)| def == id) {
+                let display = std::mem::take(&mut medication.code);
+                medication.code = code.clone();
+                if medication.code.text.is_none() {
+                    medication.code.text = display.text;
+                }
+                medication.medication_reference = None;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +413,11 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(parse_fhir_date(input), expected, "{input}");
         }
+        let span = |s| parse_fhir_span(s).map(|s| (s.first, s.last));
+        assert_eq!(span("2019"), Some((date!(2019 - 01 - 01), date!(2019 - 12 - 31))));
+        assert_eq!(span("2024-02"), Some((date!(2024 - 02 - 01), date!(2024 - 02 - 29))));
+        assert_eq!(span("2024-02-03T23:59:00+14:00"), Some((date!(2024 - 02 - 03), date!(2024 - 02 - 03))));
+        assert_eq!(span("2024-13"), None);
     }
 
     #[test]
@@ -294,9 +429,11 @@ mod tests {
             verification_status: None,
             onset: None,
             recorded: None,
+            abatement: None,
             body_sites: vec![],
         };
-        assert!(c.is_active());
+        let today = date!(2026 - 11 - 23);
+        assert!(c.is_active(today));
         for (clinical, verification, active) in [
             (Some("active"), Some("confirmed"), true),
             (Some("relapse"), None, true),
@@ -308,7 +445,24 @@ mod tests {
         ] {
             c.clinical_status = clinical.map(str::to_string);
             c.verification_status = verification.map(str::to_string);
-            assert_eq!(c.is_active(), active, "{clinical:?} {verification:?}");
+            assert_eq!(c.is_active(today), active, "{clinical:?} {verification:?}");
         }
+        // With no clinical status, an abatement in the past ends it; one in the future does not.
+        c.clinical_status = None;
+        c.verification_status = None;
+        for (abatement, active) in [
+            (Abatement::Date(DateSpan::day(date!(2026 - 01 - 01))), false),
+            (Abatement::Date(DateSpan::day(date!(2027 - 01 - 01))), true),
+            (Abatement::Flag(true), false),
+            (Abatement::Flag(false), true),
+            (Abatement::Text("childhood".into()), false),
+        ] {
+            c.abatement = Some(abatement.clone());
+            assert_eq!(c.is_active(today), active, "{abatement:?}");
+        }
+        // A clinical status says more than an abatement.
+        c.clinical_status = Some("recurrence".into());
+        c.abatement = Some(Abatement::Flag(true));
+        assert!(c.is_active(today));
     }
 }
