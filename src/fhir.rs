@@ -524,8 +524,8 @@ impl<'de> Shape<'de> for EntryShape {
     }
 }
 
-fn first_date(candidates: &[Option<&str>]) -> Option<time::Date> {
-    candidates.iter().flatten().find_map(|s| parse_fhir_date(s))
+fn first_span(candidates: &[Option<&str>]) -> Option<crate::record::DateSpan> {
+    candidates.iter().flatten().find_map(|s| crate::record::parse_fhir_span(s))
 }
 
 fn period_start(p: &Option<RawPeriod>) -> Option<&str> {
@@ -583,8 +583,10 @@ fn from_raw(raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
             code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
             clinical_status: raw.clinical_status,
             verification_status: raw.verification_status,
-            onset: first_date(&[raw.onset_date_time.as_deref(), period_start(&raw.onset_period)]),
-            recorded: first_date(&[raw.recorded_date.as_deref(), raw.date_recorded.as_deref()]),
+            onset: first_span(&[raw.onset_date_time.as_deref(), period_start(&raw.onset_period)])
+                .map(crate::record::Onset::Date),
+            recorded: first_span(&[raw.recorded_date.as_deref(), raw.date_recorded.as_deref()]),
+            abatement: None,
             body_sites: raw.body_site.into_iter().map(RawConcept::into_concept).collect(),
         }),
         "MedicationStatement" | "MedicationRequest" | "MedicationOrder" => {
@@ -593,7 +595,7 @@ fn from_raw(raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
             } else {
                 MedicationSource::Request
             };
-            let date = first_date(&[
+            let date = first_span(&[
                 raw.effective_date_time.as_deref(),
                 period_start(&raw.effective_period),
                 raw.authored_on.as_deref(),
@@ -610,7 +612,11 @@ fn from_raw(raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
                 id: raw.id,
                 source,
                 code,
+                medication_reference: None,
                 status: raw.status,
+                intent: None,
+                taken: None,
+                not_taken: false,
                 date,
             })
         }
@@ -618,7 +624,8 @@ fn from_raw(raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
             id: raw.id,
             code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
             status: raw.status,
-            date: first_date(&[raw.performed_date_time.as_deref(), period_start(&raw.performed_period)]),
+            not_done: false,
+            date: first_span(&[raw.performed_date_time.as_deref(), period_start(&raw.performed_period)]),
         }),
         "ServiceRequest" | "ProcedureRequest" => {
             let mut reason_codes: Vec<Concept> = raw.reason_code.into_iter().map(RawConcept::into_concept).collect();

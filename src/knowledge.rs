@@ -45,10 +45,12 @@ pub enum CardId {
     MyofascialMayConsider,
     NotFirstLineCareMissing,
     NotFirstLineCareDocumented,
+    ConfirmDuration,
+    IndicationNotDocumented,
 }
 
 impl CardId {
-    pub const ALL: [CardId; 10] = [
+    pub const ALL: [CardId; 12] = [
         CardId::AgainstChronicLowBackPain,
         CardId::AgainstOsteoarthritis,
         CardId::AgainstPatellofemoralPain,
@@ -59,6 +61,8 @@ impl CardId {
         CardId::MyofascialMayConsider,
         CardId::NotFirstLineCareMissing,
         CardId::NotFirstLineCareDocumented,
+        CardId::ConfirmDuration,
+        CardId::IndicationNotDocumented,
     ];
 
     pub fn file_stem(self) -> &'static str {
@@ -73,6 +77,8 @@ impl CardId {
             CardId::MyofascialMayConsider => "myofascial-may-consider",
             CardId::NotFirstLineCareMissing => "not-first-line-care-missing",
             CardId::NotFirstLineCareDocumented => "not-first-line-care-documented",
+            CardId::ConfirmDuration => "confirm-duration",
+            CardId::IndicationNotDocumented => "indication-not-documented",
         }
     }
 }
@@ -95,11 +101,16 @@ pub enum ValueSet {
     Analgesic,
     NotAnAnalgesicTrial,
     HeatTherapy,
+    HotOrColdPack,
     SelfCare,
+    SiteNeck,
+    SiteLowBack,
+    ManualTherapy,
+    TherapeuticExercise,
 }
 
 impl ValueSet {
-    const ALL: [ValueSet; 16] = [
+    const ALL: [ValueSet; 21] = [
         ValueSet::DryNeedlingOrder,
         ValueSet::NotDryNeedlingOrder,
         ValueSet::LowBackPain,
@@ -115,8 +126,18 @@ impl ValueSet {
         ValueSet::Analgesic,
         ValueSet::NotAnAnalgesicTrial,
         ValueSet::HeatTherapy,
+        ValueSet::HotOrColdPack,
         ValueSet::SelfCare,
+        ValueSet::SiteNeck,
+        ValueSet::SiteLowBack,
+        ValueSet::ManualTherapy,
+        ValueSet::TherapeuticExercise,
     ];
+
+    /// Sets that may be empty: body-site codes are a complement to body-site text.
+    fn optional(self) -> bool {
+        matches!(self, ValueSet::SiteNeck | ValueSet::SiteLowBack)
+    }
 
     fn bit(self) -> u32 {
         1 << (self as u32)
@@ -147,7 +168,12 @@ impl ValueSet {
             ],
             ValueSet::NotAnAnalgesicTrial => &["med.do_not_count_as_analgesic_trial"],
             ValueSet::HeatTherapy => &["proc.heat_therapy"],
+            ValueSet::HotOrColdPack => &["proc.hot_or_cold_pack"],
             ValueSet::SelfCare => &["proc.self_care_education_activity"],
+            ValueSet::SiteNeck => &["site.neck"],
+            ValueSet::SiteLowBack => &["site.low_back"],
+            ValueSet::ManualTherapy => &["proc.manual_therapy"],
+            ValueSet::TherapeuticExercise => &["proc.therapeutic_exercise"],
         }
     }
 }
@@ -157,38 +183,152 @@ fn canonical_system(system: &str) -> &str {
     match system {
         "urn:oid:2.16.840.1.113883.6.96" => "http://snomed.info/sct",
         "urn:oid:2.16.840.1.113883.6.90" => "http://hl7.org/fhir/sid/icd-10-cm",
+        "urn:oid:2.16.840.1.113883.6.103" | "http://hl7.org/fhir/sid/icd-9" => "http://hl7.org/fhir/sid/icd-9-cm",
         "urn:oid:2.16.840.1.113883.6.12" => "http://www.ama-assn.org/go/cpt",
         "urn:oid:2.16.840.1.113883.6.88" => "http://www.nlm.nih.gov/research/umls/rxnorm",
         other => other,
     }
 }
 
-/// ICD-10-CM codes arrive with and without the dot, in either case.
+/// ICD-10-CM and ICD-9-CM codes arrive with and without the dot, in either case.
 fn canonical_code<'a>(system: &str, code: &'a str) -> std::borrow::Cow<'a, str> {
-    if system == "http://hl7.org/fhir/sid/icd-10-cm" {
+    if matches!(system, "http://hl7.org/fhir/sid/icd-10-cm" | "http://hl7.org/fhir/sid/icd-9-cm") {
         std::borrow::Cow::Owned(code.trim().replace('.', "").to_ascii_uppercase())
     } else {
         std::borrow::Cow::Borrowed(code.trim())
     }
 }
 
-/// Text fallbacks for data without recognised codes (`cards/valuesets/keywords.toml`). A keyword matches at
-/// the start of a word, so `needl` matches "needling" and `heat` does not match "wheat".
+/// Code systems whose codes say what a condition is: a concept coded in one of these is classified by its codes
+/// alone, never re-read from its display (`cards/valuesets/keywords.toml`).
+pub fn is_standard_system(system: &str) -> bool {
+    matches!(
+        canonical_system(system),
+        "http://snomed.info/sct" | "http://hl7.org/fhir/sid/icd-10-cm" | "http://hl7.org/fhir/sid/icd-9-cm"
+    )
+}
+
+/// Phrases that find a meaning in text (`cards/valuesets/keywords.toml`). A phrase matches at the start of a
+/// word, so `needl` matches "needling" and `heat` does not match "wheat"; an `exclude` phrase in the same text
+/// vetoes the match; an `exact` phrase must be the whole text.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhraseSet {
+    #[serde(default)]
+    pub phrases: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub exact: Vec<String>,
+}
+
+impl PhraseSet {
+    /// True when one text (already lower-case) matches.
+    pub fn matches(&self, text: &str) -> bool {
+        let trimmed = text.trim();
+        if self.exact.iter().any(|e| e == trimmed) {
+            return true;
+        }
+        has_keyword(text, &self.phrases) && !has_keyword(text, &self.exclude)
+    }
+
+    /// True when any of the texts (already lower-case) matches.
+    pub fn matches_any<'t>(&self, texts: impl IntoIterator<Item = &'t str>) -> bool {
+        texts.into_iter().any(|t| self.matches(t))
+    }
+
+    fn lists_mut(&mut self) -> [&mut Vec<String>; 3] {
+        [&mut self.phrases, &mut self.exclude, &mut self.exact]
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPhrases {
+    pub dry_needling: PhraseSet,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionPhrases {
+    pub low_back: PhraseSet,
+    pub lumbar_degenerative: PhraseSet,
+    pub neck: PhraseSet,
+    pub myofascial: PhraseSet,
+    pub myalgia: PhraseSet,
+    pub chronic_pain: PhraseSet,
+    pub osteoarthritis: PhraseSet,
+    pub patellofemoral: PhraseSet,
+    pub headache: PhraseSet,
+}
+
+/// Region phrases by name. `low_back` and `neck` must be there (the guideline's two regions); the others
+/// (`thoracic`, `knee`, …) only tell that a pain is somewhere else.
+pub type RegionPhrases = BTreeMap<String, PhraseSet>;
+
+/// The bit of a region name in [`Regions`](crate::assess::Regions): low back 0, neck 1, the others in the
+/// order of their names.
+pub fn region_bit(regions: &RegionPhrases, name: &str) -> Option<u32> {
+    match name {
+        "low_back" => Some(0),
+        "neck" => Some(1),
+        _ => regions
+            .keys()
+            .filter(|k| *k != "low_back" && *k != "neck")
+            .position(|k| k == name)
+            .map(|i| i as u32 + 2),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MedicationPhrases {
+    pub analgesic: PhraseSet,
+    pub not_an_analgesic_trial: PhraseSet,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcedurePhrases {
+    pub heat_therapy: PhraseSet,
+    pub self_care: PhraseSet,
+}
+
+/// Text phrases for what codes cannot say (`cards/valuesets/keywords.toml`, which says where each is read).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Keywords {
-    pub dry_needling_order: Vec<String>,
-    pub low_back: Vec<String>,
-    pub neck: Vec<String>,
-    pub myofascial: Vec<String>,
-    pub osteoarthritis: Vec<String>,
-    pub patellofemoral: Vec<String>,
-    pub headache: Vec<String>,
-    pub chronic: Vec<String>,
-    pub analgesic: Vec<String>,
-    pub not_an_analgesic_trial: Vec<String>,
-    pub heat_therapy: Vec<String>,
-    pub self_care: Vec<String>,
+    pub order: OrderPhrases,
+    pub condition: ConditionPhrases,
+    pub chronic: PhraseSet,
+    pub region: RegionPhrases,
+    pub medication: MedicationPhrases,
+    pub procedure: ProcedurePhrases,
+}
+
+impl Keywords {
+    fn sets_mut(&mut self) -> Vec<&mut PhraseSet> {
+        let c = &mut self.condition;
+        let mut sets: Vec<&mut PhraseSet> = self.region.values_mut().collect();
+        sets.extend([
+            &mut self.order.dry_needling,
+            &mut c.low_back,
+            &mut c.lumbar_degenerative,
+            &mut c.neck,
+            &mut c.myofascial,
+            &mut c.myalgia,
+            &mut c.chronic_pain,
+            &mut c.osteoarthritis,
+            &mut c.patellofemoral,
+            &mut c.headache,
+            &mut self.chronic,
+            &mut self.medication.analgesic,
+            &mut self.medication.not_an_analgesic_trial,
+            &mut self.procedure.heat_therapy,
+            &mut self.procedure.self_care,
+        ]);
+        sets
+    }
 }
 
 /// True when `keyword` occurs in `text` (both lower-case) at the start of a word.
@@ -228,6 +368,17 @@ impl Terminology {
     /// True when the coding is known to any of the project's value sets.
     pub fn is_known(&self, coding: &Coding) -> bool {
         self.lookup(coding) != 0
+    }
+
+    /// True when two procedure codes name the same therapy (the same code, or both manual therapy, or both
+    /// therapeutic exercise), so that a card does not suggest what is already drafted or done.
+    pub fn same_procedure(&self, a: &Coding, b: &Coding) -> bool {
+        let same_code = canonical_system(&a.system) == canonical_system(&b.system)
+            && canonical_code(canonical_system(&a.system), &a.code) == canonical_code(canonical_system(&b.system), &b.code);
+        same_code
+            || [ValueSet::ManualTherapy, ValueSet::TherapeuticExercise]
+                .into_iter()
+                .any(|set| self.contains(set, a) && self.contains(set, b))
     }
 
     /// True when a value-set code's own display says the condition is chronic (e.g. 278860009).
@@ -286,16 +437,31 @@ impl Terminology {
             }
             *codes.entry(system).or_default().entry(code).or_default() |= bits;
         }
-        if let Some(i) = seen.iter().position(|n| *n == 0) {
+        if let Some(i) = seen
+            .iter()
+            .enumerate()
+            .position(|(i, n)| *n == 0 && !ValueSet::ALL[i].optional())
+        {
             return Err(invalid(CSV, format!("value set {:?} has no codes", ValueSet::ALL[i])));
         }
         const KEYWORDS: &str = "valuesets/keywords.toml";
         let mut keywords: Keywords = toml::from_str(keywords_text).map_err(|e| invalid(KEYWORDS, e.to_string()))?;
-        for list in keywords_mut(&mut keywords) {
-            for keyword in list.iter_mut() {
-                *keyword = keyword.trim().to_lowercase();
-                if keyword.is_empty() {
-                    return Err(invalid(KEYWORDS, "empty keyword"));
+        for required in ["low_back", "neck"] {
+            if !keywords.region.contains_key(required) {
+                return Err(invalid(KEYWORDS, format!("[region.{required}] is required")));
+            }
+        }
+        if keywords.region.len() > 32 {
+            return Err(invalid(KEYWORDS, "at most 32 regions"));
+        }
+        for set in keywords.sets_mut() {
+            for list in set.lists_mut() {
+                for keyword in list.iter_mut() {
+                    // Leading spaces are kept out; a trailing space ("pm ") is meaningful.
+                    *keyword = keyword.trim_start().to_lowercase();
+                    if keyword.trim().is_empty() {
+                        return Err(invalid(KEYWORDS, "empty keyword"));
+                    }
                 }
             }
         }
@@ -305,23 +471,6 @@ impl Terminology {
             keywords,
         })
     }
-}
-
-fn keywords_mut(k: &mut Keywords) -> [&mut Vec<String>; 12] {
-    [
-        &mut k.dry_needling_order,
-        &mut k.low_back,
-        &mut k.neck,
-        &mut k.myofascial,
-        &mut k.osteoarthritis,
-        &mut k.patellofemoral,
-        &mut k.headache,
-        &mut k.chronic,
-        &mut k.analgesic,
-        &mut k.not_an_analgesic_trial,
-        &mut k.heat_therapy,
-        &mut k.self_care,
-    ]
 }
 
 /// `{{name}}` placeholders in card text.
@@ -376,14 +525,18 @@ impl Template {
 }
 
 /// Placeholders a card's summary may use, and the longest value each can take (see `render`).
-pub const SUMMARY_VARS: &[(&str, usize)] = &[("indication", 60)];
+/// The indication gets at least its length here and more when the rest of the summary leaves room.
+pub const SUMMARY_VARS: &[(&str, usize)] = &[("indication", 40), ("missing", 56)];
 /// Placeholders a card's detail may use.
 pub const DETAIL_VARS: &[&str] = &[
     "indication",
     "conditions",
     "care_found",
+    "care_not_counted",
     "care_missing",
+    "missing",
     "first_line",
+    "duration",
     "notes",
 ];
 
@@ -403,6 +556,9 @@ struct CardFile {
     detail: String,
     #[serde(default)]
     suggestions: Vec<SuggestionTemplate>,
+    /// Override reasons offered on this card besides the service's (e.g. "already done" where care is missing).
+    #[serde(default)]
+    extra_override_reasons: Vec<CodingText>,
 }
 
 /// One suggestion of a card: remove the order, create resources from `cards/resources/`, or both.
@@ -424,6 +580,7 @@ pub struct CardTemplate {
     pub summary: Template,
     pub detail: Template,
     pub suggestions: Vec<SuggestionTemplate>,
+    pub extra_override_reasons: Vec<CodingText>,
 }
 
 /// A FHIR Coding in content files.
@@ -453,7 +610,16 @@ pub struct Phrases {
     pub analgesic: String,
     pub heat_therapy: String,
     pub self_care: String,
-    pub heat_not_required: String,
+    pub heat_region_unknown: String,
+    pub analgesic_short: String,
+    pub self_care_short: String,
+    pub heat_short: String,
+    pub care_short: String,
+    pub not_counted_heading: String,
+    pub reason_not_done: String,
+    pub reason_future: String,
+    pub reason_earlier: String,
+    pub reason_undated: String,
     pub first_line: String,
     pub first_line_low_back: String,
     pub nothing_found: String,
@@ -462,16 +628,34 @@ pub struct Phrases {
     pub history_unavailable: String,
     pub conditions_unavailable: String,
     pub skipped_entries: String,
-    pub onset_unknown: String,
     pub reason_unresolved: String,
+    pub from_problem_list: String,
+    pub source_footer: String,
     pub unknown_indication: String,
     pub remove_action: String,
     pub create_action: String,
 }
 
+/// Clinical choices the guideline leaves open, set in `cards/service.toml` `[policy]` so that a site's CDS team
+/// can review and change them with the card texts.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Conservative care older than this (in days before today) does not count for the current episode when
+    /// the episode's onset is not known. When it is known, care must be on or after the onset.
+    pub care_max_age_days: u16,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { care_max_age_days: 180 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceFile {
+    policy: Policy,
     source_label: String,
     source_topic: CodingText,
     override_reasons: Vec<CodingText>,
@@ -491,6 +675,7 @@ pub struct Knowledge {
     pub override_reasons: Vec<CodingText>,
     pub services: Vec<ServiceText>,
     pub phrases: Phrases,
+    pub policy: Policy,
 }
 
 /// Where the content comes from.
@@ -554,6 +739,7 @@ impl Knowledge {
             override_reasons: service.override_reasons,
             services: service.services,
             phrases: service.phrases,
+            policy: service.policy,
         })
     }
 
@@ -705,6 +891,7 @@ fn parse_card(
         summary,
         detail,
         suggestions: file.suggestions,
+        extra_override_reasons: file.extra_override_reasons,
     })
 }
 

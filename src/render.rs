@@ -8,36 +8,42 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde_json::{Value, json};
-use time::Date;
 use uuid::Uuid;
 
-use crate::assess::{Assessment, CareStatus, Chronicity, Evidence, Indication, Note, Origin};
-use crate::knowledge::{CardTemplate, Indicator, Knowledge, Phrases, SUMMARY_VARS};
-use crate::record::{Coding, Concept, DataKind, Order};
-use crate::wire::{Action, Card, Source, Suggestion, WireCoding};
+use crate::assess::{
+    Assessment, CareStatus, ChronicBy, DateSource, Element, EpisodeLength, Evidence, EvidenceSource, HeatRequirement,
+    Indication, IndicationKind, NotCounted, Note, Origin,
+};
+use crate::knowledge::{Indicator, Knowledge, Phrases, SUMMARY_VARS};
+use crate::record::{Coding, Concept, DataKind, DateSpan, Order};
+use crate::wire::{Action, Card, CardExtension, Source, Suggestion, WireCoding};
 
 /// What the card needs from the request besides the assessment.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFacts {
     pub patient_id: Option<String>,
     pub encounter_id: Option<String>,
+    /// The codes of every other draft order of the request (order-sign sends them all), so that a card does not
+    /// suggest what is already drafted.
+    pub other_draft_codes: Vec<Coding>,
 }
 
 fn system_label(system: &str) -> &str {
     match system {
-        "http://snomed.info/sct" => "SNOMED CT",
-        "http://hl7.org/fhir/sid/icd-10-cm" => "ICD-10-CM",
-        "http://www.ama-assn.org/go/cpt" => "CPT",
-        "http://www.nlm.nih.gov/research/umls/rxnorm" => "RxNorm",
+        "http://snomed.info/sct" | "urn:oid:2.16.840.1.113883.6.96" => "SNOMED CT",
+        "http://hl7.org/fhir/sid/icd-10-cm" | "urn:oid:2.16.840.1.113883.6.90" => "ICD-10-CM",
+        "http://hl7.org/fhir/sid/icd-9-cm" | "urn:oid:2.16.840.1.113883.6.103" => "ICD-9-CM",
+        "http://www.ama-assn.org/go/cpt" | "urn:oid:2.16.840.1.113883.6.12" => "CPT",
+        "http://www.nlm.nih.gov/research/umls/rxnorm" | "urn:oid:2.16.840.1.113883.6.88" => "RxNorm",
         "http://www.whocc.no/atc" => "ATC",
-        "" => "code",
-        other => other,
+        // Local code systems (OIDs, EHR URLs) mean nothing to a clinician.
+        _ => "local code",
     }
 }
 
 fn code_label(coding: &Option<Coding>) -> String {
     match coding {
-        Some(c) => format!(" ({} {})", system_label(&c.system), c.code),
+        Some(c) => format!(" ({} {})", system_label(&c.system), escape(&c.code)),
         None => String::new(),
     }
 }
@@ -74,8 +80,8 @@ fn escape(text: &str) -> String {
 fn kind_label(kind: DataKind) -> &'static str {
     match kind {
         DataKind::Conditions => "conditions",
-        DataKind::MedicationStatements => "medication statements",
-        DataKind::MedicationRequests => "medication orders",
+        DataKind::MedicationStatements => "medication lists",
+        DataKind::MedicationRequests => "prescriptions",
         DataKind::Procedures => "procedures",
     }
 }
@@ -84,25 +90,62 @@ fn kinds_label(kinds: &[DataKind]) -> String {
     kinds.iter().map(|k| kind_label(*k)).collect::<Vec<_>>().join(", ")
 }
 
-fn chronicity_label(c: Chronicity) -> &'static str {
-    match c {
-        Chronicity::Acute => "acute (under 6 weeks)",
-        Chronicity::Subacute => "subacute (6 to 12 weeks)",
-        Chronicity::Chronic => "chronic (12 weeks or more)",
-        Chronicity::Unknown => "duration not recorded",
-    }
-}
-
 fn origin_label(o: Origin) -> &'static str {
     match o {
         Origin::OrderReason => "reason on the order",
-        Origin::OrderBodySite => "body site on the order",
-        Origin::Record => "patient's active conditions",
+        Origin::OrderBodySite => "body site or target muscle on the order",
+        Origin::Record => "patient's problem list",
     }
 }
 
-fn date_label(date: Option<Date>) -> String {
-    date.map(|d| d.to_string()).unwrap_or_else(|| "no date".to_string())
+fn span_label(span: DateSpan) -> String {
+    if span.first == span.last {
+        span.first.to_string()
+    } else if span.first.year() == span.last.year() && span.first.month() == span.last.month() {
+        format!("{}-{:02}", span.first.year(), span.first.month() as u8)
+    } else {
+        format!("{}", span.first.year())
+    }
+}
+
+fn date_source_label(source: DateSource) -> &'static str {
+    match source {
+        DateSource::Onset => "onset by",
+        DateSource::Recorded => "on the problem list since",
+        DateSource::OnsetAge => "onset age places it by",
+        DateSource::OnsetText => "typed onset places it by",
+    }
+}
+
+/// What the record shows about how long the episode has lasted, in words.
+fn duration_label(c: &Indication) -> String {
+    match c.length {
+        EpisodeLength::Chronic(ChronicBy::Said) => "chronic (the record says so)".to_string(),
+        EpisodeLength::Chronic(ChronicBy::Date(e)) => {
+            format!("chronic (12 weeks or more): {} {}", date_source_label(e.source), e.date)
+        }
+        EpisodeLength::Established { since, days } => {
+            let label = if days >= 42 { "subacute (6 to 12 weeks)" } else { "acute (under 6 weeks)" };
+            format!("{label}: onset {since}, {} weeks ago", days / 7)
+        }
+        EpisodeLength::Unknown => {
+            let own = match c.dating.existed_by {
+                Some(e) if e.source == DateSource::Recorded => format!("entry recorded {}, onset not recorded", e.date),
+                Some(e) => format!("{} {}", date_source_label(e.source), e.date),
+                None if c.origin == Origin::Record => "no onset or recorded date".to_string(),
+                None => "no date on the order".to_string(),
+            };
+            format!("**how long it has lasted is not established** ({own})")
+        }
+    }
+}
+
+/// Whether the card's verdict turns on duration for this kind of indication.
+fn duration_matters(kind: IndicationKind) -> bool {
+    !matches!(
+        kind,
+        IndicationKind::Osteoarthritis | IndicationKind::PatellofemoralPain | IndicationKind::Headache
+    )
 }
 
 fn conditions_list(candidates: &[Indication], phrases: &Phrases) -> String {
@@ -111,84 +154,142 @@ fn conditions_list(candidates: &[Indication], phrases: &Phrases) -> String {
     }
     let mut out = String::new();
     for c in candidates {
+        let duration = if duration_matters(c.kind) {
+            format!(": {}", duration_label(c))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "- **{}**{}: {}, since {}; from the {}",
+            "- **{}**{}{duration}; from the {}",
             escape(plain_name(&c.name)),
             code_label(&c.coding),
-            chronicity_label(c.chronicity),
-            date_label(c.since),
             origin_label(c.origin),
         );
     }
     out
 }
 
+fn source_label(source: EvidenceSource) -> &'static str {
+    match source {
+        EvidenceSource::MedicationRecord => "on the medication list",
+        EvidenceSource::Prescription => "prescription",
+        EvidenceSource::Procedure => "procedure",
+    }
+}
+
+fn not_counted_label(reason: NotCounted, phrases: &Phrases) -> &str {
+    match reason {
+        NotCounted::NotDone => &phrases.reason_not_done,
+        NotCounted::Future => &phrases.reason_future,
+        NotCounted::Earlier => &phrases.reason_earlier,
+        NotCounted::Undated => &phrases.reason_undated,
+    }
+}
+
+fn date_label(date: Option<DateSpan>) -> String {
+    date.map(span_label).unwrap_or_else(|| "undated".to_string())
+}
+
 /// One line per distinct product or procedure: real records repeat the same prescription many times.
-fn evidence_lines(label: &str, evidence: &[Evidence], out: &mut String) {
-    let mut groups: BTreeMap<(String, String), Vec<&Evidence>> = BTreeMap::new();
+fn evidence_lines(label: &str, evidence: &[&Evidence], phrases: &Phrases, out: &mut String) {
+    let mut groups: BTreeMap<(String, String, Option<NotCounted>), Vec<&Evidence>> = BTreeMap::new();
     for e in evidence {
         groups
-            .entry((e.name.clone(), code_label(&e.coding)))
+            .entry((e.name.clone(), code_label(&e.coding), e.not_counted))
             .or_default()
             .push(e);
     }
-    for ((name, code), items) in groups {
+    for ((name, code, not_counted), items) in groups {
         // The status and date shown are those of the most recent record, so they describe the same fact.
         let latest = items.iter().copied().max_by_key(|e| e.date).unwrap_or(items[0]);
-        let status = latest.status.as_deref().map(|s| format!(", {s}")).unwrap_or_default();
+        let status = latest.status.as_deref().map(|s| format!(", {}", escape(s))).unwrap_or_default();
         let count = if items.len() > 1 {
             format!(", {} records, latest", items.len())
         } else {
             String::new()
         };
+        let why = not_counted
+            .map(|r| format!(" ({})", not_counted_label(r, phrases)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "- {label}: {}{code}, {}{status}{count} {}",
+            "- {label}: {}{code}, {}{status}{count} {}{why}",
             escape(plain_name(&name)),
-            latest.resource_type,
+            source_label(latest.source),
             date_label(latest.date),
         );
     }
 }
 
-fn care_lists(assessment: &Assessment, phrases: &Phrases) -> (String, String) {
+/// The care lists: found (counted), found but not counted, and missing (only what is required).
+fn care_lists(assessment: &Assessment, phrases: &Phrases) -> (String, String, String) {
     let Some(care) = &assessment.care else {
-        return (String::new(), String::new());
+        return (String::new(), String::new(), String::new());
     };
     let mut found = String::new();
+    let mut not_counted = String::new();
     let mut missing = String::new();
-    let elements = [
-        (&phrases.analgesic, &care.analgesic, true),
-        (&phrases.self_care, &care.self_care, true),
-        (&phrases.heat_therapy, &care.heat, care.heat_required),
+    let heat_label = match care.heat_requirement {
+        HeatRequirement::RegionUnknown => phrases.heat_region_unknown.as_str(),
+        _ => phrases.heat_therapy.as_str(),
+    };
+    let elements: [(&str, &str, &Element, bool); 3] = [
+        (&phrases.analgesic, &phrases.analgesic, &care.analgesic, true),
+        (&phrases.self_care, &phrases.self_care, &care.self_care, true),
+        (&phrases.heat_therapy, heat_label, &care.heat, care.heat_required()),
     ];
-    for (label, status, required) in elements {
-        match status {
-            CareStatus::Found(evidence) => evidence_lines(label, evidence, &mut found),
+    for (label, missing_label, element, required) in elements {
+        let counted: Vec<&Evidence> = element.evidence.iter().filter(|e| e.not_counted.is_none()).collect();
+        let other: Vec<&Evidence> = element.evidence.iter().filter(|e| e.not_counted.is_some()).collect();
+        evidence_lines(label, &counted, phrases, &mut found);
+        evidence_lines(label, &other, phrases, &mut not_counted);
+        match &element.status {
             CareStatus::NotFound if required => {
-                let _ = writeln!(missing, "- {label}");
+                let _ = writeln!(missing, "- {missing_label}");
             }
             CareStatus::Unknown(kinds) if required => {
                 let _ = writeln!(
                     missing,
-                    "- {label}: could not be checked ({} unavailable)",
+                    "- {missing_label}: could not be checked ({} unavailable)",
                     kinds_label(kinds)
                 );
             }
             _ => {}
         }
     }
-    if !care.heat_required && !matches!(care.heat, CareStatus::Found(_)) {
-        let _ = writeln!(missing, "- {}", phrases.heat_not_required);
-    }
     if found.is_empty() {
         found = format!("- {}\n", phrases.nothing_found);
+    }
+    if !not_counted.is_empty() {
+        not_counted = format!("{}\n\n{not_counted}", phrases.not_counted_heading);
     }
     if missing.is_empty() {
         missing = format!("- {}\n", phrases.nothing_missing);
     }
-    (found, missing)
+    (found, not_counted, missing)
+}
+
+/// The required elements that are missing, for a summary ("heat therapy", "an analgesic trial and heat
+/// therapy").
+fn missing_summary(assessment: &Assessment, phrases: &Phrases) -> String {
+    let Some(care) = &assessment.care else {
+        return String::new();
+    };
+    let parts: Vec<&str> = [
+        (&care.analgesic, phrases.analgesic_short.as_str(), true),
+        (&care.self_care, phrases.self_care_short.as_str(), true),
+        (&care.heat, phrases.heat_short.as_str(), care.heat_required()),
+    ]
+    .into_iter()
+    .filter(|(e, _, required)| *required && e.status != CareStatus::Found)
+    .map(|(_, label, _)| label)
+    .collect();
+    match parts.as_slice() {
+        [] => phrases.care_short.clone(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
 }
 
 fn notes_text(notes: &[Note], phrases: &Phrases) -> String {
@@ -198,10 +299,10 @@ fn notes_text(notes: &[Note], phrases: &Phrases) -> String {
             Note::HistoryUnavailable(kinds) => phrases.history_unavailable.replace("{kinds}", &kinds_label(kinds)),
             Note::ConditionsUnavailable => phrases.conditions_unavailable.clone(),
             Note::Skipped(count) => phrases.skipped_entries.replace("{count}", &count.to_string()),
-            Note::OnsetUnknown => phrases.onset_unknown.clone(),
             Note::ReasonUnresolved(references) => phrases
                 .reason_unresolved
                 .replace("{count}", &references.len().to_string()),
+            Note::FromProblemList => phrases.from_problem_list.clone(),
         };
         let _ = write!(out, "\n> {line}\n");
     }
@@ -215,6 +316,19 @@ fn truncate(text: &str, max_chars: usize) -> String {
     let mut out: String = text.chars().take(max_chars.saturating_sub(1)).collect();
     out.push('…');
     out
+}
+
+/// Truncates at a word boundary where one is near, so a summary does not end mid-word.
+fn truncate_words(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max_chars.saturating_sub(1)).collect();
+    let at_word = match cut.rfind([' ', ',', ';']) {
+        Some(i) if cut[..i].chars().count() * 3 >= max_chars * 2 => cut[..i].trim_end_matches([',', ';', ' ']).to_string(),
+        _ => cut,
+    };
+    format!("{at_word}…")
 }
 
 fn indicator(i: Indicator) -> &'static str {
@@ -258,9 +372,10 @@ fn concept_json(c: &Concept) -> Value {
     Value::Object(out)
 }
 
-/// A suggested ServiceRequest: the template from `cards/resources/`, for this patient and encounter, with
-/// the dry-needling order's reasons carried over.
-fn suggested_resource(template: &Value, order: &Order, facts: &RequestFacts) -> Value {
+/// A suggested ServiceRequest: the template from `cards/resources/`, for this patient and encounter, with the
+/// dry-needling order's reasons (codes, else references, else the condition that decided the card) and body
+/// sites carried over.
+fn suggested_resource(template: &Value, order: &Order, decisive: Option<&Indication>, facts: &RequestFacts) -> Value {
     let mut resource = template.clone();
     if let Some(patient) = &facts.patient_id {
         resource["subject"] = json!({"reference": format!("Patient/{patient}")});
@@ -268,20 +383,50 @@ fn suggested_resource(template: &Value, order: &Order, facts: &RequestFacts) -> 
     if let Some(encounter) = &facts.encounter_id {
         resource["encounter"] = json!({"reference": format!("Encounter/{encounter}")});
     }
-    let reasons: Vec<Value> = order
-        .reason_codes
-        .iter()
-        .map(concept_json)
-        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
-        .collect();
+    let non_empty = |v: &Value| v.as_object().is_some_and(|o| !o.is_empty());
+    let reasons: Vec<Value> = order.reason_codes.iter().map(concept_json).filter(non_empty).collect();
     if !reasons.is_empty() {
         resource["reasonCode"] = Value::Array(reasons);
+    } else if !order.reason_references.is_empty() {
+        let references = order.reason_references.iter().map(|r| json!({"reference": r})).collect();
+        resource["reasonReference"] = Value::Array(references);
+    } else if let Some(d) = decisive {
+        let concept = Concept {
+            codings: d.coding.iter().cloned().collect(),
+            text: Some(plain_name(&d.name).to_string()),
+        };
+        resource["reasonCode"] = json!([concept_json(&concept)]);
+    }
+    let sites: Vec<Value> = order.body_sites.iter().map(concept_json).filter(non_empty).collect();
+    if !sites.is_empty() {
+        resource["bodySite"] = Value::Array(sites);
     }
     resource
 }
 
-fn suggestions(template: &CardTemplate, order: &Order, facts: &RequestFacts, knowledge: &Knowledge) -> Vec<Suggestion> {
+/// True when a suggested resource's own order is already drafted in this request or was done in recent weeks.
+fn already_there(resource: &Value, assessment: &Assessment, facts: &RequestFacts, knowledge: &Knowledge) -> bool {
+    let terms = &knowledge.terminology;
+    let Some(codings) = resource.pointer("/code/coding").and_then(Value::as_array) else {
+        return false;
+    };
+    codings.iter().any(|c| {
+        let coding = Coding {
+            system: c["system"].as_str().unwrap_or_default().to_string(),
+            code: c["code"].as_str().unwrap_or_default().to_string(),
+            display: None,
+        };
+        facts
+            .other_draft_codes
+            .iter()
+            .chain(&assessment.recent_procedures)
+            .any(|other| terms.same_procedure(&coding, other))
+    })
+}
+
+fn suggestions(assessment: &Assessment, order: &Order, facts: &RequestFacts, knowledge: &Knowledge) -> Vec<Suggestion> {
     let phrases = &knowledge.phrases;
+    let template = knowledge.card(assessment.card);
     let mut out = Vec::new();
     for s in &template.suggestions {
         let mut actions = Vec::new();
@@ -297,8 +442,13 @@ fn suggestions(template: &CardTemplate, order: &Order, facts: &RequestFacts, kno
                 resource_id: Some(reference),
             });
         }
+        let mut skipped = false;
         for name in &s.create {
-            let resource = suggested_resource(&knowledge.resources[name], order, facts);
+            let resource = suggested_resource(&knowledge.resources[name], order, assessment.decisive.as_ref(), facts);
+            if already_there(&resource, assessment, facts, knowledge) {
+                skipped = true;
+                continue;
+            }
             let what = resource
                 .pointer("/code/text")
                 .and_then(Value::as_str)
@@ -311,6 +461,11 @@ fn suggestions(template: &CardTemplate, order: &Order, facts: &RequestFacts, kno
                 resource_id: None,
             });
         }
+        // A replacement whose alternatives are all drafted or done already is only a removal, which the card
+        // offers on its own.
+        if skipped && !actions.iter().any(|a| a.kind == "create") {
+            continue;
+        }
         out.push(Suggestion {
             label: s.label.clone(),
             uuid: Uuid::new_v4().to_string(),
@@ -321,40 +476,84 @@ fn suggestions(template: &CardTemplate, order: &Order, facts: &RequestFacts, kno
     out
 }
 
+/// "Myofascial pain syndrome" reads "myofascial pain syndrome" mid-sentence; "MPS" and "ICD" stay as they are.
+fn mid_sentence(name: &str) -> String {
+    let mut chars = name.chars();
+    match (chars.next(), chars.next()) {
+        (Some(first), Some(second)) if first.is_uppercase() && second.is_lowercase() => {
+            first.to_lowercase().chain(name.chars().skip(1)).collect()
+        }
+        _ => name.to_string(),
+    }
+}
+
+fn summary_max(var: &str) -> usize {
+    SUMMARY_VARS.iter().find(|(v, _)| *v == var).map_or(0, |(_, n)| *n)
+}
+
 /// Renders the card for one assessed order.
 pub fn render_card(assessment: &Assessment, order: &Order, facts: &RequestFacts, knowledge: &Knowledge) -> Card {
     let phrases = &knowledge.phrases;
     let template = knowledge.card(assessment.card);
-    let indication_max = SUMMARY_VARS
-        .iter()
-        .find(|(v, _)| *v == "indication")
-        .map_or(60, |(_, n)| *n);
     let indication = match &assessment.decisive {
         Some(d) => plain_name(&d.name).to_string(),
         None => phrases.unknown_indication.clone(),
     };
-    let summary = truncate(&template.summary.render(|_| truncate(&indication, indication_max)), 139);
-    let (care_found, care_missing) = care_lists(assessment, phrases);
+    let missing = truncate(&missing_summary(assessment, phrases), summary_max("missing"));
+    let render_summary = |indication: &str| {
+        template.summary.render(|var| match var {
+            "indication" => indication.to_string(),
+            _ => missing.clone(),
+        })
+    };
+    // "…for chronic low back pain (Chronic low back pain)": the name adds nothing, so it is left out.
+    let bare = render_summary("").replace(" ()", "");
+    let summary = if bare.to_lowercase().contains(&indication.to_lowercase()) {
+        bare
+    } else {
+        // The indication gets whatever room the rest of the summary leaves (at least its minimum).
+        let room = 139usize
+            .saturating_sub(render_summary("").chars().count())
+            .max(summary_max("indication"));
+        render_summary(&truncate_words(&mid_sentence(&indication), room))
+    };
+    let summary = truncate(&summary, 139);
+    let (care_found, care_not_counted, care_missing) = care_lists(assessment, phrases);
     let first_line = if assessment.low_back_first_line {
         format!("{} {}", phrases.first_line, phrases.first_line_low_back)
     } else {
         phrases.first_line.clone()
     };
+    let duration = assessment
+        .decisive
+        .as_ref()
+        .map(duration_label)
+        .unwrap_or_else(|| phrases.no_conditions.clone());
     let detail = template.detail.render(|var| match var {
         "indication" => escape(&indication),
         "conditions" => conditions_list(&assessment.candidates, phrases),
         "care_found" => care_found.clone(),
+        "care_not_counted" => care_not_counted.clone(),
         "care_missing" => care_missing.clone(),
+        "missing" => missing_summary(assessment, phrases),
         "first_line" => first_line.clone(),
+        "duration" => duration.clone(),
         "notes" => notes_text(&assessment.notes, phrases),
         _ => String::new(),
     });
-    let suggestions = suggestions(template, order, facts, knowledge);
+    let detail = format!("{}\n\n{}", detail.trim(), phrases.source_footer);
+    let suggestions = suggestions(assessment, order, facts, knowledge);
     let warning = template.indicator != Indicator::Info;
+    let mut override_reasons: Vec<WireCoding> = if warning {
+        knowledge.override_reasons.iter().map(wire_coding).collect()
+    } else {
+        vec![]
+    };
+    override_reasons.extend(template.extra_override_reasons.iter().map(wire_coding));
     Card {
         uuid: Uuid::new_v4().to_string(),
         summary,
-        detail: Some(detail.trim().to_string()),
+        detail: Some(collapse_blank_lines(&detail)),
         indicator: indicator(template.indicator),
         source: Source {
             label: knowledge.source_label.clone(),
@@ -362,12 +561,30 @@ pub fn render_card(assessment: &Assessment, order: &Order, facts: &RequestFacts,
         },
         selection_behavior: (!suggestions.is_empty()).then_some("at-most-one"),
         suggestions,
-        override_reasons: if warning {
-            knowledge.override_reasons.iter().map(wire_coding).collect()
-        } else {
-            vec![]
+        override_reasons,
+        extension: CardExtension {
+            card: assessment.card.file_stem(),
         },
     }
+}
+
+/// Empty placeholders leave runs of blank lines; Markdown renders them the same, but the JSON is for reading.
+fn collapse_blank_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut blank = 0;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            blank += 1;
+            if blank > 1 {
+                continue;
+            }
+        } else {
+            blank = 0;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.trim().to_string()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::assess::{Outcome, assess, is_dry_needling};
 use crate::fetch::{Allowlist, Fetched, Fetcher, Start, Target};
 use crate::fhir::{Contents, Resource, parse_contents};
 use crate::knowledge::{Knowledge, ServiceText};
-use crate::record::{Availability, DataKind, Order, PatientRecord};
+use crate::record::{Availability, Coding, DataKind, Order, PatientRecord};
 use crate::render::{RequestFacts, render_card};
 use crate::wire::{CardsResponse, HookRequest, PrefetchValue, RequestError, parse_hook_request};
 
@@ -55,21 +55,25 @@ pub fn find_service<'k>(knowledge: &'k Knowledge, id: &str) -> Option<&'k Servic
     knowledge.services.iter().find(|s| s.id == id)
 }
 
-/// The dry-needling orders among the draft orders, selected or not. An unreadable Bundle has none; unreadable
+/// The dry-needling orders among the draft orders, selected or not, and the codes of the other draft orders
+/// (so that a card does not suggest what is already drafted). An unreadable Bundle has none; unreadable
 /// entries are skipped.
-fn dry_needling_drafts(draft_orders: &serde_json::value::RawValue, knowledge: &Knowledge) -> Vec<Order> {
+fn dry_needling_drafts(draft_orders: &serde_json::value::RawValue, knowledge: &Knowledge) -> (Vec<Order>, Vec<Coding>) {
     let Ok(contents) = parse_contents(draft_orders.get()) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
-    contents
-        .resources
-        .into_iter()
-        .filter_map(|r| match r {
-            Resource::Order(order) => Some(order),
-            _ => None,
-        })
-        .filter(|order| is_dry_needling(order, &knowledge.terminology))
-        .collect()
+    let mut orders = Vec::new();
+    let mut others = Vec::new();
+    for resource in contents.resources {
+        if let Resource::Order(order) = resource {
+            if is_dry_needling(&order, &knowledge.terminology) {
+                orders.push(order);
+            } else {
+                others.extend(order.code.codings);
+            }
+        }
+    }
+    (orders, others)
 }
 
 /// The orders this call is about: the selected ones for order-select, all for order-sign.
@@ -157,6 +161,8 @@ pub fn add_contents(record: &mut PatientRecord, contents: Contents) -> Availabil
 pub struct Prepared<'a> {
     pub request: HookRequest<'a>,
     pub orders: Vec<Order>,
+    /// The codes of the draft orders that are not dry needling.
+    pub other_draft_codes: Vec<Coding>,
     pub record: PatientRecord,
     /// Prefetched Bundles whose `next` pages were not sent.
     next_pages: Vec<(DataKind, String)>,
@@ -190,8 +196,9 @@ pub fn prepare<'a>(knowledge: &Knowledge, service_id: &str, body: &'a [u8]) -> R
     // The draft orders are read as soon as the parser meets them: when one is a dry-needling order, the prefetch
     // (if it comes later, as clients send it) is read in the same pass.
     let mut drafts = Vec::new();
+    let mut other_draft_codes = Vec::new();
     let mut request = parse_hook_request(body, |draft_orders| {
-        drafts = dry_needling_drafts(draft_orders, knowledge);
+        (drafts, other_draft_codes) = dry_needling_drafts(draft_orders, knowledge);
         !drafts.is_empty()
     })?;
     // Recorded as soon as it is known, so that 400s and 412s are traceable too.
@@ -215,6 +222,7 @@ pub fn prepare<'a>(knowledge: &Knowledge, service_id: &str, body: &'a [u8]) -> R
     Ok(Prepared {
         request,
         orders,
+        other_draft_codes,
         record,
         next_pages,
         summary,
@@ -288,6 +296,7 @@ pub fn finish(
     let Prepared {
         request,
         orders,
+        other_draft_codes,
         record,
         mut summary,
         ..
@@ -299,11 +308,12 @@ pub fn finish(
     let facts = RequestFacts {
         patient_id: request.context.patient_id.clone(),
         encounter_id: request.context.encounter_id.clone(),
+        other_draft_codes,
     };
     let mut cards = Vec::new();
     let mut missing = BTreeSet::new();
     for order in &orders {
-        match assess(order, &record, today, &knowledge.terminology) {
+        match assess(order, &record, today, &knowledge.terminology, &knowledge.policy) {
             Outcome::Card(assessment) => cards.push(render_card(&assessment, order, &facts, knowledge)),
             Outcome::NeedsData(kinds) => missing.extend(kinds),
         }

@@ -345,6 +345,15 @@ pub struct Card {
     pub selection_behavior: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub override_reasons: Vec<WireCoding>,
+    /// CDS Hooks 2.0 `extension`: which card template answered, a stable id for integrators, feedback
+    /// analytics and tests (the summary's wording may change; this does not).
+    pub extension: CardExtension,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CardExtension {
+    #[serde(rename = "dry-needling-cds-card")]
+    pub card: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,0 +1,349 @@
+//! The clinical-concept layer: every coded or typed concept the rules meet (a Condition's code and body site,
+//! the order's reason, body site and code text) is classified here, once and by the same code, into the kinds
+//! of pain the guideline names, the body regions it is in, and whether it says it is chronic.
+//!
+//! Why one place: the guideline's verdicts turn on meaning (chronic low back pain, a myofascial pain of the
+//! neck), and real records state the same meaning under SNOMED CT, ICD-10-CM, ICD-9-CM, local codes or typed
+//! text. Classifying each concept the same way wherever it appears is what lets the rules compare an order's
+//! reason with the problem list across code systems.
+//!
+//! The reading order is a safety choice: kinds come from value sets when a concept carries any code of a
+//! standard system (so "Fracture of neck of femur", SNOMED 5913000, is never read as neck pain), and from
+//! phrases only for local codes and typed text. Regions and "chronic" are read from every text and display,
+//! because a region only places a concept that already is a pain, and "chronic" can only make a verdict
+//! stricter.
+
+use crate::knowledge::{Terminology, ValueSet, is_standard_system};
+use crate::record::Concept;
+
+/// A kind of condition the guideline speaks of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    LowBackPain,
+    LumbarDegenerative,
+    NeckPain,
+    Myofascial,
+    Myalgia,
+    /// Chronic pain as a diagnosis: chronic pain syndrome, fibromyalgia, chronic widespread pain.
+    ChronicPain,
+    Osteoarthritis,
+    Patellofemoral,
+    Headache,
+}
+
+impl Kind {
+    const ALL: [Kind; 9] = [
+        Kind::LowBackPain,
+        Kind::LumbarDegenerative,
+        Kind::NeckPain,
+        Kind::Myofascial,
+        Kind::Myalgia,
+        Kind::ChronicPain,
+        Kind::Osteoarthritis,
+        Kind::Patellofemoral,
+        Kind::Headache,
+    ];
+
+    fn bit(self) -> u16 {
+        1 << self as u16
+    }
+
+    /// Pains of the back, neck and muscles: the ones whose duration decides between "not recommended" and
+    /// "conservative care first". Their facts form episodes.
+    pub fn is_spinal_or_muscle_pain(self) -> bool {
+        matches!(
+            self,
+            Kind::LowBackPain
+                | Kind::LumbarDegenerative
+                | Kind::NeckPain
+                | Kind::Myofascial
+                | Kind::Myalgia
+                | Kind::ChronicPain
+        )
+    }
+
+    /// Kinds that name the same problem for matching an order's reason with the record.
+    fn group(self) -> u8 {
+        match self {
+            Kind::LowBackPain | Kind::LumbarDegenerative => 0,
+            Kind::NeckPain => 1,
+            Kind::Myofascial | Kind::Myalgia => 2,
+            Kind::ChronicPain => 3,
+            Kind::Osteoarthritis => 4,
+            Kind::Patellofemoral => 5,
+            Kind::Headache => 6,
+        }
+    }
+}
+
+/// A set of [`Kind`]s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Kinds(u16);
+
+impl Kinds {
+    pub fn has(self, kind: Kind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+    pub fn add(&mut self, kind: Kind) {
+        self.0 |= kind.bit();
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn union(self, other: Kinds) -> Kinds {
+        Kinds(self.0 | other.0)
+    }
+    pub fn iter(self) -> impl Iterator<Item = Kind> {
+        Kind::ALL.into_iter().filter(move |k| self.has(*k))
+    }
+    pub fn any_pain(self) -> bool {
+        self.iter().any(Kind::is_spinal_or_muscle_pain)
+    }
+    /// True when both name the same problem (same kind or the same group, e.g. myofascial pain and myalgia).
+    pub fn shares_group(self, other: Kinds) -> bool {
+        self.iter().any(|a| other.iter().any(|b| a.group() == b.group()))
+    }
+}
+
+/// The body regions a concept names: the guideline's two (low back, neck), and others only as "elsewhere"
+/// (thorax, knee, shoulder… each its own bit, from `cards/valuesets/keywords.toml`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Regions(u32);
+
+impl Regions {
+    pub const LOW_BACK: Regions = Regions(1);
+    pub const NECK: Regions = Regions(2);
+
+    pub fn low_back(self) -> bool {
+        self.0 & 1 != 0
+    }
+    pub fn neck(self) -> bool {
+        self.0 & 2 != 0
+    }
+    /// Names a region other than the low back and the neck.
+    pub fn elsewhere(self) -> bool {
+        self.0 & !3 != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn union(self, other: Regions) -> Regions {
+        Regions(self.0 | other.0)
+    }
+    pub fn overlaps(self, other: Regions) -> bool {
+        self.0 & other.0 != 0
+    }
+}
+
+/// What a concept means for the guideline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meaning {
+    pub kinds: Kinds,
+    pub regions: Regions,
+    /// A code, display or text says the condition is chronic.
+    pub says_chronic: bool,
+    /// The kinds came from phrases in text, not from codes.
+    pub from_text: bool,
+}
+
+/// The lower-cased texts of a concept: its text, then each display.
+fn texts(concept: &Concept) -> Vec<String> {
+    concept
+        .text
+        .iter()
+        .chain(concept.codings.iter().filter_map(|c| c.display.as_ref()))
+        .map(|t| t.to_lowercase())
+        .collect()
+}
+
+/// The regions named by a concept: by body-site codes, by the pain value sets that imply one, or by phrases.
+pub fn regions(concept: &Concept, terms: &Terminology) -> Regions {
+    let texts = texts(concept);
+    let text = || texts.iter().map(String::as_str);
+    let any = |set| concept.codings.iter().any(|c| terms.contains(set, c));
+    let mut bits = 0;
+    if any(ValueSet::SiteLowBack) || any(ValueSet::LowBackPain) || any(ValueSet::LumbarDegenerative) {
+        bits |= 1;
+    }
+    if any(ValueSet::SiteNeck) || any(ValueSet::NeckPain) {
+        bits |= 2;
+    }
+    let region_phrases = &terms.keywords.region;
+    for (name, phrases) in region_phrases {
+        if phrases.matches_any(text()) {
+            if let Some(bit) = crate::knowledge::region_bit(region_phrases, name) {
+                bits |= 1 << bit;
+            }
+        }
+    }
+    Regions(bits)
+}
+
+/// Classifies a condition-like concept (a Condition's code, an order's reason).
+pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
+    let codings = &concept.codings;
+    if codings.iter().any(|c| terms.contains(ValueSet::NotBackPain, c)) {
+        return Meaning::default();
+    }
+    let texts = texts(concept);
+    let text = || texts.iter().map(String::as_str);
+    let mut meaning = Meaning {
+        regions: regions(concept, terms),
+        says_chronic: terms.keywords.chronic.matches_any(text()) || codings.iter().any(|c| terms.says_chronic(c)),
+        ..Meaning::default()
+    };
+    let coded = codings.iter().any(|c| is_standard_system(&c.system));
+    let kinds = &mut meaning.kinds;
+    if coded {
+        let sets = [
+            (ValueSet::LowBackPain, Kind::LowBackPain),
+            (ValueSet::LumbarDegenerative, Kind::LumbarDegenerative),
+            (ValueSet::NeckPain, Kind::NeckPain),
+            (ValueSet::Myofascial, Kind::Myofascial),
+            (ValueSet::Myalgia, Kind::Myalgia),
+            (ValueSet::ChronicPain, Kind::ChronicPain),
+            (ValueSet::Osteoarthritis, Kind::Osteoarthritis),
+            (ValueSet::PatellofemoralPain, Kind::Patellofemoral),
+            (ValueSet::Headache, Kind::Headache),
+        ];
+        for (set, kind) in sets {
+            if codings.iter().any(|c| terms.contains(set, c)) {
+                kinds.add(kind);
+            }
+        }
+    } else {
+        let kw = &terms.keywords.condition;
+        let phrases = [
+            (&kw.low_back, Kind::LowBackPain),
+            (&kw.lumbar_degenerative, Kind::LumbarDegenerative),
+            (&kw.neck, Kind::NeckPain),
+            (&kw.myofascial, Kind::Myofascial),
+            (&kw.myalgia, Kind::Myalgia),
+            (&kw.chronic_pain, Kind::ChronicPain),
+            (&kw.osteoarthritis, Kind::Osteoarthritis),
+            (&kw.patellofemoral, Kind::Patellofemoral),
+            (&kw.headache, Kind::Headache),
+        ];
+        for (set, kind) in phrases {
+            if set.matches_any(text()) {
+                kinds.add(kind);
+            }
+        }
+        meaning.from_text = !kinds.is_empty();
+    }
+    // Spinal osteoarthritis of the low back is degenerative lumbar disease too (terminology/NOTES.md).
+    if kinds.has(Kind::Osteoarthritis) && meaning.regions.low_back() && !meaning.regions.neck() {
+        kinds.add(Kind::LumbarDegenerative);
+    }
+    meaning
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge::Knowledge;
+    use crate::record::Coding;
+
+    fn coded(system: &str, code: &str, display: &str) -> Concept {
+        Concept {
+            codings: vec![Coding {
+                system: system.into(),
+                code: code.into(),
+                display: Some(display.into()),
+            }],
+            text: None,
+        }
+    }
+
+    fn typed(text: &str) -> Concept {
+        Concept {
+            codings: vec![],
+            text: Some(text.into()),
+        }
+    }
+
+    const SCT: &str = "http://snomed.info/sct";
+    const ICD: &str = "http://hl7.org/fhir/sid/icd-10-cm";
+
+    #[test]
+    fn standard_codes_are_never_reread_from_their_display() {
+        let k = Knowledge::embedded().unwrap();
+        let t = &k.terminology;
+        for concept in [
+            coded(SCT, "5913000", "Fracture of neck of femur (disorder)"),
+            coded(ICD, "N87.1", "Moderate cervical dysplasia"),
+        ] {
+            let m = classify(&concept, t);
+            assert!(m.kinds.is_empty(), "{concept:?}");
+            assert!(!m.regions.neck(), "{concept:?}");
+        }
+        // The same words typed or under a local code are not neck pain either: the phrases exclude them.
+        for text in ["Fracture of neck of femur", "cervical dysplasia, moderate", "Neck of humerus fracture"] {
+            let m = classify(&typed(text), t);
+            assert!(m.kinds.is_empty() && !m.regions.neck(), "{text}");
+        }
+    }
+
+    #[test]
+    fn one_meaning_across_code_systems_and_text() {
+        let k = Knowledge::embedded().unwrap();
+        let t = &k.terminology;
+        let low_back_myofascial = [
+            coded(SCT, "279041008", "Myofascial pain syndrome of lower back (disorder)"),
+            typed("Myofascial pain, lumbar paraspinals"),
+            typed("trigger points, low back"),
+        ];
+        for concept in low_back_myofascial {
+            let m = classify(&concept, t);
+            assert!(m.kinds.has(Kind::Myofascial), "{concept:?}");
+            assert!(m.regions.low_back() && !m.regions.neck(), "{concept:?}");
+        }
+        let chronic_lbp = [
+            coded(SCT, "278860009", "Chronic low back pain (finding)"),
+            typed("Chronic low back pain"),
+            Concept {
+                text: Some("Chronic midline low back pain without sciatica".into()),
+                ..coded(ICD, "M54.50", "Low back pain, unspecified")
+            },
+        ];
+        for concept in chronic_lbp {
+            let m = classify(&concept, t);
+            assert!(m.kinds.has(Kind::LowBackPain) && m.says_chronic, "{concept:?}");
+        }
+        let fibromyalgia = [coded(SCT, "203082005", "Fibromyalgia (disorder)"), typed("fibromyalgia")];
+        for concept in fibromyalgia {
+            assert!(classify(&concept, t).kinds.has(Kind::ChronicPain), "{concept:?}");
+        }
+        let cervical_oa = [
+            coded(SCT, "1343604001", "Osteoarthritis of cervical spine (disorder)"),
+            typed("Osteoarthritis of cervical spine"),
+        ];
+        for concept in cervical_oa {
+            let m = classify(&concept, t);
+            assert!(m.kinds.has(Kind::Osteoarthritis) && m.regions.neck(), "{concept:?}");
+        }
+    }
+
+    #[test]
+    fn target_muscles_and_body_sites_name_regions() {
+        let k = Knowledge::embedded().unwrap();
+        let t = &k.terminology;
+        for (text, low_back, neck, elsewhere) in [
+            ("Upper trapezius, left", false, true, false),
+            ("levator scapulae", false, true, false),
+            ("Scalenes", false, true, false),
+            ("Neck", false, true, false),
+            ("quadratus lumborum", true, false, false),
+            ("Lumbar paraspinals", true, false, false),
+            ("Lower back structure", true, false, false),
+            ("Right knee", false, false, true),
+            ("thoracic paraspinals", false, false, true),
+            ("neck of femur", false, false, true),
+        ] {
+            let r = regions(&typed(text), t);
+            assert_eq!((r.low_back(), r.neck(), r.elsewhere()), (low_back, neck, elsewhere), "{text}");
+        }
+        // Knee and thorax are different regions.
+        assert!(!regions(&typed("knee"), t).overlaps(regions(&typed("thoracic spine"), t)));
+    }
+}

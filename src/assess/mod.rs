@@ -1,0 +1,538 @@
+//! The guideline as pure functions: (order, patient record, today) → an [`Outcome`].
+//!
+//! Why pure: this is the part clinicians review and the part that must never fail, so it does no I/O, knows
+//! neither HTTP nor CDS Hooks JSON, and every branch is reachable from a plain unit test. It cannot fail: when
+//! data the verdict needs is missing it says so ([`Outcome::NeedsData`]) and the caller decides what that
+//! means on the wire (412).
+//!
+//! The steps, from the guideline summary in `../shared/clinical-source/`:
+//! 1. **Facts.** The order's reasons (codes and resolved `reasonReference`s), its body site and target muscle,
+//!    and the patient's active conditions are classified once by [`concept`] into kinds of pain and regions.
+//! 2. **Relevance.** When the order names a kind or a region, the record's conditions of the same kind or
+//!    region join it; otherwise every active condition counts and the most restrictive wins.
+//! 3. **Episodes.** Facts of compatible regions form an episode; its duration is the earliest evidence of it
+//!    anywhere in the record ([`dating`]). A code or text that says chronic wins; unknown stays unknown.
+//! 4. **Verdict.** Chronic low back pain or degenerative lumbar disease, osteoarthritis, patellofemoral pain,
+//!    headache and chronic pain: not recommended. Neck pain: manual therapy plus exercise first. Otherwise
+//!    conservative care ([`care`]) must be documented, and the only permissive cards need a [`Permit`], which
+//!    exists only for a duration *established* under 12 weeks with every required element of care counted.
+
+pub mod care;
+pub mod concept;
+pub mod dating;
+
+use time::Date;
+
+pub use care::{CareCheck, CareStatus, Element, Evidence, EvidenceSource, HeatRequirement, NotCounted};
+pub use concept::{Kind, Kinds, Meaning, Regions};
+pub use dating::{ChronicBy, DateEvidence, DateSource, Dating, EpisodeLength};
+
+use crate::knowledge::{CardId, Policy, Terminology, ValueSet};
+use crate::record::{Coding, Concept, Condition, DataKind, Order, PatientRecord};
+
+/// How long the condition has lasted, as the card says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chronicity {
+    Acute,
+    Subacute,
+    Chronic,
+    /// Not established by the record.
+    Unknown,
+}
+
+impl From<EpisodeLength> for Chronicity {
+    fn from(length: EpisodeLength) -> Chronicity {
+        match length {
+            EpisodeLength::Chronic(_) => Chronicity::Chronic,
+            EpisodeLength::Established { days, .. } if days >= dating::SUBACUTE_DAYS => Chronicity::Subacute,
+            EpisodeLength::Established { .. } => Chronicity::Acute,
+            EpisodeLength::Unknown => Chronicity::Unknown,
+        }
+    }
+}
+
+/// What a candidate indication means for dry needling, most restrictive first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IndicationKind {
+    ChronicLowBackPain,
+    Osteoarthritis,
+    PatellofemoralPain,
+    Headache,
+    ChronicPain,
+    NeckPain,
+    Myofascial,
+    OtherPain,
+}
+
+/// Where an indication was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    OrderReason,
+    /// The order's body site, or a target muscle named on it.
+    OrderBodySite,
+    Record,
+}
+
+/// One condition the rules considered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Indication {
+    pub kind: IndicationKind,
+    pub name: String,
+    pub coding: Option<Coding>,
+    pub origin: Origin,
+    pub regions: Regions,
+    /// What this fact itself says about its dates.
+    pub dating: Dating,
+    /// The duration of the episode it belongs to.
+    pub length: EpisodeLength,
+}
+
+impl Indication {
+    pub fn chronicity(&self) -> Chronicity {
+        self.length.into()
+    }
+}
+
+/// Something the card should say about how it was reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// The verdict did not need these kinds of data, and they could not be checked.
+    HistoryUnavailable(Vec<DataKind>),
+    /// The conditions could not be read; the order alone was used.
+    ConditionsUnavailable,
+    /// Entries of the record were unreadable and skipped.
+    Skipped(usize),
+    /// Reason references that match no condition in the record.
+    ReasonUnresolved(Vec<String>),
+    /// The order names no reason or region that the rules recognise: the verdict comes from the problem list.
+    FromProblemList,
+}
+
+/// How far a card goes toward allowing dry needling; the property tests check that more evidence of
+/// chronicity or less evidence of care never moves an answer up this scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stance {
+    NotRecommended,
+    PreferAlternative,
+    NotYet,
+    MayConsider,
+}
+
+/// The stance of each card.
+pub fn stance(card: CardId) -> Stance {
+    match card {
+        CardId::AgainstChronicLowBackPain
+        | CardId::AgainstOsteoarthritis
+        | CardId::AgainstPatellofemoralPain
+        | CardId::AgainstHeadache
+        | CardId::AgainstChronicPain => Stance::NotRecommended,
+        CardId::NeckPainPreferManualTherapy => Stance::PreferAlternative,
+        CardId::MyofascialCareMissing
+        | CardId::NotFirstLineCareMissing
+        | CardId::ConfirmDuration
+        | CardId::IndicationNotDocumented => Stance::NotYet,
+        CardId::MyofascialMayConsider | CardId::NotFirstLineCareDocumented => Stance::MayConsider,
+    }
+}
+
+/// The result of assessing one order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    pub card: CardId,
+    /// The most restrictive candidate, which decided the card.
+    pub decisive: Option<Indication>,
+    /// Every candidate considered, most restrictive first.
+    pub candidates: Vec<Indication>,
+    /// The conservative-care check, when the verdict depends on it.
+    pub care: Option<CareCheck>,
+    /// Acute low back pain: name the further first-line options (massage, acupuncture, spinal manipulation).
+    pub low_back_first_line: bool,
+    pub notes: Vec<Note>,
+    /// Codes of procedures done in the last six weeks, so that a card does not suggest them again.
+    pub recent_procedures: Vec<Coding>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Card(Box<Assessment>),
+    /// The verdict needs these kinds of data, which could not be had.
+    NeedsData(Vec<DataKind>),
+}
+
+mod permit {
+    //! The only way to a permissive card. A [`Permit`] cannot be built outside this module, and only
+    //! [`Permit::grant`] builds one: for an episode whose duration is established under 12 weeks and whose
+    //! required conservative care is all counted. A missing fact can never reach it.
+    use super::{CareCheck, EpisodeLength, dating::CHRONIC_DAYS};
+
+    pub struct Permit(());
+
+    impl Permit {
+        pub fn grant(length: EpisodeLength, care: &CareCheck) -> Option<Permit> {
+            match length {
+                EpisodeLength::Established { days, .. } if days < CHRONIC_DAYS && care.complete() => Some(Permit(())),
+                _ => None,
+            }
+        }
+    }
+}
+
+pub use permit::Permit;
+
+/// The permissive card for an indication, given a permit.
+fn permitted(kind: IndicationKind, _permit: Permit) -> CardId {
+    if kind == IndicationKind::Myofascial {
+        CardId::MyofascialMayConsider
+    } else {
+        CardId::NotFirstLineCareDocumented
+    }
+}
+
+/// True when the order is dry needling: CPT 20560/20561 or SNOMED 231082000, else a local order whose name
+/// says so. Acupuncture and trigger-point injections are related but are not dry needling.
+pub fn is_dry_needling(order: &Order, terms: &Terminology) -> bool {
+    let codings = &order.code.codings;
+    if codings.iter().any(|c| terms.contains(ValueSet::DryNeedlingOrder, c)) {
+        return true;
+    }
+    if codings.iter().any(|c| terms.contains(ValueSet::NotDryNeedlingOrder, c)) {
+        return false;
+    }
+    let texts = order
+        .code
+        .text
+        .iter()
+        .chain(codings.iter().filter_map(|c| c.display.as_ref()))
+        .map(|t| t.to_lowercase());
+    let phrases = &terms.keywords.order.dry_needling;
+    texts.into_iter().any(|t| phrases.matches(&t))
+}
+
+/// A classified fact before its episode is known.
+struct Fact {
+    meaning: Meaning,
+    dating: Dating,
+    origin: Origin,
+    name: String,
+    coding: Option<Coding>,
+}
+
+fn best_coding(concept: &Concept, terms: &Terminology) -> Option<Coding> {
+    concept
+        .codings
+        .iter()
+        .find(|c| terms.is_known(c))
+        .or(concept.codings.first())
+        .cloned()
+}
+
+fn condition_fact(c: &Condition, origin: Origin, record: &PatientRecord, today: Date, terms: &Terminology) -> Fact {
+    let mut meaning = concept::classify(&c.code, terms);
+    for site in &c.body_sites {
+        meaning.regions = meaning.regions.union(concept::regions(site, terms));
+    }
+    let mut dating = dating::condition_dating(c, record.birth_date, today, terms);
+    dating.says_chronic |= meaning.says_chronic;
+    Fact {
+        meaning,
+        dating,
+        origin,
+        name: c.code.name(),
+        coding: best_coding(&c.code, terms),
+    }
+}
+
+/// Resolves `Condition/123`, an absolute URL ending so, or `urn:uuid:123` against the record.
+fn resolve<'a>(reference: &str, record: &'a PatientRecord) -> Option<&'a Condition> {
+    let id = reference.strip_prefix("urn:uuid:").unwrap_or(reference);
+    let typed = id.contains('/') && !id.contains("Condition/");
+    if typed {
+        return None;
+    }
+    let id = id.rsplit('/').next().unwrap_or(id);
+    record.conditions.iter().find(|c| c.id.as_deref() == Some(id))
+}
+
+/// What the indication is, given the episode's chronicity; `None` when it is not one the guideline names.
+fn indication_kind(kinds: Kinds, regions: Regions, chronic: bool) -> Option<IndicationKind> {
+    let pain_of_back = kinds.has(Kind::LowBackPain)
+        || kinds.has(Kind::Myofascial)
+        || kinds.has(Kind::Myalgia)
+        || kinds.has(Kind::ChronicPain);
+    let kind = if kinds.has(Kind::LumbarDegenerative)
+        || (kinds.has(Kind::LowBackPain) && chronic)
+        || (regions.low_back() && pain_of_back && chronic)
+    {
+        IndicationKind::ChronicLowBackPain
+    } else if kinds.has(Kind::Osteoarthritis) {
+        IndicationKind::Osteoarthritis
+    } else if kinds.has(Kind::Patellofemoral) {
+        IndicationKind::PatellofemoralPain
+    } else if kinds.has(Kind::Headache) {
+        IndicationKind::Headache
+    } else if kinds.has(Kind::ChronicPain) || (chronic && (kinds.has(Kind::Myofascial) || kinds.has(Kind::Myalgia))) {
+        IndicationKind::ChronicPain
+    } else if kinds.has(Kind::NeckPain) || (regions.neck() && kinds.any_pain()) {
+        IndicationKind::NeckPain
+    } else if kinds.has(Kind::Myofascial) {
+        IndicationKind::Myofascial
+    } else if kinds.has(Kind::LowBackPain) || kinds.has(Kind::Myalgia) {
+        IndicationKind::OtherPain
+    } else {
+        return None;
+    };
+    Some(kind)
+}
+
+/// Two facts can be the same episode when their regions agree or one has none.
+fn same_episode(a: &Fact, b: &Fact) -> bool {
+    a.meaning.regions.is_empty() || b.meaning.regions.is_empty() || a.meaning.regions.overlaps(b.meaning.regions)
+}
+
+/// Assesses one dry-needling order against the patient's record on `today`.
+pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Terminology, policy: &Policy) -> Outcome {
+    let mut notes = Vec::new();
+    let conditions_known = record.availability(DataKind::Conditions).is_known();
+
+    // 1. What the order says: its region (body site, target muscle in its name) and its reasons.
+    let mut order_regions = concept::regions(&order.code, terms);
+    for site in &order.body_sites {
+        order_regions = order_regions.union(concept::regions(site, terms));
+    }
+    let mut facts: Vec<Fact> = Vec::new();
+    for reason in &order.reason_codes {
+        let meaning = concept::classify(reason, terms);
+        facts.push(Fact {
+            dating: Dating {
+                says_chronic: meaning.says_chronic,
+                ..Dating::default()
+            },
+            meaning,
+            origin: Origin::OrderReason,
+            name: reason.name(),
+            coding: best_coding(reason, terms),
+        });
+    }
+    let mut resolved_ids = Vec::new();
+    let mut unresolved = Vec::new();
+    for reference in &order.reason_references {
+        match resolve(reference, record) {
+            Some(c) if !matches!(c.verification_status.as_deref(), Some("refuted" | "entered-in-error")) => {
+                resolved_ids.extend(c.id.clone());
+                facts.push(condition_fact(c, Origin::OrderReason, record, today, terms));
+            }
+            Some(_) => {}
+            None => unresolved.push(reference.clone()),
+        }
+    }
+    if !unresolved.is_empty() {
+        if order.reason_codes.is_empty() && unresolved.len() == order.reason_references.len() && !conditions_known {
+            return Outcome::NeedsData(vec![DataKind::Conditions]);
+        }
+        notes.push(Note::ReasonUnresolved(unresolved));
+    }
+    for fact in &mut facts {
+        if fact.meaning.regions.is_empty() {
+            fact.meaning.regions = order_regions;
+        }
+    }
+    let reason_kinds = facts.iter().fold(Kinds::default(), |k, f| k.union(f.meaning.kinds));
+    let target_regions = facts.iter().fold(order_regions, |r, f| r.union(f.meaning.regions));
+    // A body site or target muscle of the low back or neck, without a recognised reason, stands for a pain of
+    // that region.
+    if reason_kinds.is_empty() && (order_regions.low_back() || order_regions.neck()) {
+        let site = order
+            .body_sites
+            .iter()
+            .find(|s| !concept::regions(s, terms).is_empty())
+            .unwrap_or(&order.code);
+        let mut kinds = Kinds::default();
+        if order_regions.low_back() {
+            kinds.add(Kind::LowBackPain);
+        }
+        if order_regions.neck() {
+            kinds.add(Kind::NeckPain);
+        }
+        facts.push(Fact {
+            meaning: Meaning {
+                kinds,
+                regions: order_regions,
+                ..Meaning::default()
+            },
+            dating: Dating::default(),
+            origin: Origin::OrderBodySite,
+            name: site.name(),
+            coding: site.codings.first().cloned(),
+        });
+    }
+    let has_target = !reason_kinds.is_empty() || !target_regions.is_empty();
+    if !conditions_known {
+        if !has_target {
+            return Outcome::NeedsData(vec![DataKind::Conditions]);
+        }
+        notes.push(Note::ConditionsUnavailable);
+    }
+
+    // 2. The record's active conditions that bear on this order.
+    for c in record.conditions.iter().filter(|c| c.is_active(today)) {
+        if c.id.as_ref().is_some_and(|id| resolved_ids.contains(id)) {
+            continue;
+        }
+        let fact = condition_fact(c, Origin::Record, record, today, terms);
+        let m = &fact.meaning;
+        let relevant = !has_target
+            || m.regions.overlaps(target_regions)
+            || m.kinds.shares_group(reason_kinds)
+            || (m.kinds.has(Kind::ChronicPain) && m.regions.is_empty())
+            || (target_regions.is_empty() && reason_kinds.any_pain() && m.kinds.any_pain());
+        if relevant && !m.kinds.is_empty() {
+            facts.push(fact);
+        }
+    }
+    if !has_target && facts.iter().any(|f| !f.meaning.kinds.is_empty()) {
+        notes.push(Note::FromProblemList);
+    }
+
+    // 3. Episodes, and each candidate's indication.
+    let mut candidates: Vec<(Indication, Regions)> = Vec::new();
+    for fact in facts.iter().filter(|f| !f.meaning.kinds.is_empty()) {
+        let episode: Vec<&Fact> = facts
+            .iter()
+            .filter(|other| other.meaning.kinds.any_pain() && same_episode(fact, other))
+            .collect();
+        let length = if fact.meaning.kinds.any_pain() {
+            dating::episode_duration(episode.iter().map(|f| f.dating), today)
+        } else {
+            dating::episode_duration([fact.dating], today)
+        };
+        let episode_regions = episode.iter().fold(fact.meaning.regions, |r, f| r.union(f.meaning.regions));
+        let chronic = matches!(length, EpisodeLength::Chronic(_));
+        let Some(kind) = indication_kind(fact.meaning.kinds, fact.meaning.regions, chronic) else {
+            continue;
+        };
+        candidates.push((
+            Indication {
+                kind,
+                name: fact.name.clone(),
+                coding: fact.coding.clone(),
+                origin: fact.origin,
+                regions: fact.meaning.regions,
+                dating: fact.dating,
+                length,
+            },
+            episode_regions,
+        ));
+    }
+    // Most restrictive first; the same condition recorded many times (common in real data) is listed once,
+    // with its earliest evidence.
+    candidates.sort_by(|(a, _), (b, _)| {
+        a.kind
+            .cmp(&b.kind)
+            .then(a.name.cmp(&b.name))
+            .then(existed(a).is_none().cmp(&existed(b).is_none()))
+            .then(existed(a).cmp(&existed(b)))
+    });
+    candidates.dedup_by(|(later, _), (first, _)| later.kind == first.kind && later.name == first.name);
+    let decisive = candidates.first().cloned();
+    let decisive_regions = decisive.as_ref().map(|(_, r)| *r).unwrap_or_default();
+    let decisive = decisive.map(|(d, _)| d);
+    let candidates: Vec<Indication> = candidates.into_iter().map(|(c, _)| c).collect();
+    if record.skipped > 0 {
+        notes.push(Note::Skipped(record.skipped));
+    }
+
+    // 4. The verdict.
+    let decided_by_indication = match decisive.as_ref().map(|d| d.kind) {
+        Some(IndicationKind::ChronicLowBackPain) => Some(CardId::AgainstChronicLowBackPain),
+        Some(IndicationKind::Osteoarthritis) => Some(CardId::AgainstOsteoarthritis),
+        Some(IndicationKind::PatellofemoralPain) => Some(CardId::AgainstPatellofemoralPain),
+        Some(IndicationKind::Headache) => Some(CardId::AgainstHeadache),
+        Some(IndicationKind::ChronicPain) => Some(CardId::AgainstChronicPain),
+        Some(IndicationKind::NeckPain) => Some(CardId::NeckPainPreferManualTherapy),
+        Some(IndicationKind::Myofascial | IndicationKind::OtherPain) | None => None,
+    };
+    if let Some(card) = decided_by_indication {
+        let unknown: Vec<DataKind> = record.unknown_kinds();
+        if !unknown.is_empty() {
+            notes.push(Note::HistoryUnavailable(unknown));
+        }
+        return Outcome::Card(Box::new(Assessment {
+            card,
+            decisive,
+            candidates,
+            care: None,
+            low_back_first_line: false,
+            notes,
+            recent_procedures: recent_procedures(record, today),
+        }));
+    }
+
+    // From here the verdict turns on duration and care, which the order alone cannot show.
+    if !conditions_known {
+        return Outcome::NeedsData(vec![DataKind::Conditions]);
+    }
+    let length = decisive.as_ref().map_or(EpisodeLength::Unknown, |d| d.length);
+    let heat = if decisive_regions.low_back() {
+        HeatRequirement::LowBack
+    } else if !decisive_regions.is_empty() {
+        HeatRequirement::NotRequired
+    } else {
+        HeatRequirement::RegionUnknown
+    };
+    let onset = match length {
+        EpisodeLength::Established { since, .. } => Some(since),
+        _ => None,
+    };
+    let window = care::window_start(onset, today, policy);
+    let care = care::check_care(record, heat, window, today, terms);
+    let kind = decisive.as_ref().map(|d| d.kind);
+    let myofascial = kind == Some(IndicationKind::Myofascial);
+    let unknown = care.unknown_kinds();
+    let card = if kind.is_some() && length == EpisodeLength::Unknown {
+        CardId::ConfirmDuration
+    } else if care.any_missing() {
+        if myofascial {
+            CardId::MyofascialCareMissing
+        } else {
+            CardId::NotFirstLineCareMissing
+        }
+    } else if !unknown.is_empty() {
+        return Outcome::NeedsData(unknown);
+    } else {
+        match kind {
+            None => CardId::IndicationNotDocumented,
+            Some(kind) => match Permit::grant(length, &care) {
+                Some(permit) => permitted(kind, permit),
+                None => CardId::ConfirmDuration,
+            },
+        }
+    };
+    if !unknown.is_empty() {
+        notes.push(Note::HistoryUnavailable(unknown));
+    }
+    let low_back_first_line = decisive_regions.low_back() && length != EpisodeLength::Unknown;
+    Outcome::Card(Box::new(Assessment {
+        card,
+        decisive,
+        candidates,
+        care: Some(care),
+        low_back_first_line,
+        notes,
+        recent_procedures: recent_procedures(record, today),
+    }))
+}
+
+fn recent_procedures(record: &PatientRecord, today: Date) -> Vec<Coding> {
+    let since = today - time::Duration::days(dating::SUBACUTE_DAYS);
+    record
+        .procedures
+        .iter()
+        .filter(|p| !p.not_done && matches!(p.status.as_deref(), Some("completed" | "in-progress")))
+        .filter(|p| p.date.is_some_and(|d| d.first >= since && d.first <= today))
+        .flat_map(|p| p.code.codings.iter().cloned())
+        .collect()
+}
+
+fn existed(i: &Indication) -> Option<Date> {
+    i.dating.existed_by.map(|e| e.date).or(i.dating.onset_from)
+}

@@ -1,0 +1,70 @@
+//! The clinical review set (`fixtures/review/`): requests shaped like real EHR exports, each with the verdict
+//! the guideline calls for written in `expected.csv` before the service was run on it. One test runs them all
+//! and reports every disagreement, marking those that err toward permitting dry needling.
+
+mod common;
+
+use common::*;
+
+/// How far a card goes toward allowing dry needling (as `assess::stance`), from its template id.
+fn stance(card: &str) -> u8 {
+    match card {
+        c if c.starts_with("against-") => 0,
+        "neck-pain-prefer-manual-therapy" => 1,
+        "myofascial-may-consider" | "not-first-line-care-documented" => 3,
+        _ => 2,
+    }
+}
+
+#[tokio::test]
+async fn the_review_set_gets_the_guideline_answers() {
+    let dir = format!("{}/fixtures/review", env!("CARGO_MANIFEST_DIR"));
+    let table = std::fs::read_to_string(format!("{dir}/expected.csv")).expect("expected.csv");
+    let mut reader = csv::Reader::from_reader(table.as_bytes());
+    let mut failures = Vec::new();
+    let mut harmful = 0;
+    let mut cases = 0;
+    for row in reader.records() {
+        let row = row.expect("a CSV row");
+        let (file, expected, why) = (&row[0], &row[1], &row[3]);
+        cases += 1;
+        let body = fixture(&format!("review/{file}"));
+        let reply = post(path_for(&body), body).await;
+        let got: Vec<String> = match reply.status.as_u16() {
+            200 => {
+                let json = reply.json();
+                let cards = json["cards"].as_array().cloned().unwrap_or_default();
+                if cards.is_empty() {
+                    vec!["none".to_string()]
+                } else {
+                    cards
+                        .iter()
+                        .map(|c| c["extension"]["dry-needling-cds-card"].as_str().unwrap_or("?").to_string())
+                        .collect()
+                }
+            }
+            status => vec![status.to_string()],
+        };
+        let expected: Vec<&str> = expected.split(';').map(str::trim).collect();
+        if got != expected {
+            let toward_harm = got
+                .iter()
+                .zip(&expected)
+                .any(|(g, e)| stance(g) > stance(e) && !matches!(*e, "412" | "none"));
+            if toward_harm {
+                harmful += 1;
+            }
+            failures.push(format!(
+                "{}{file}: got {got:?}, expected {expected:?} ({why})",
+                if toward_harm { "HARM " } else { "" }
+            ));
+        }
+    }
+    assert!(cases >= 60, "the review set has {cases} cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} review cases disagree with the guideline, {harmful} toward harm:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
