@@ -192,7 +192,10 @@ fn canonical_system(system: &str) -> &str {
 
 /// ICD-10-CM and ICD-9-CM codes arrive with and without the dot, in either case.
 fn canonical_code<'a>(system: &str, code: &'a str) -> std::borrow::Cow<'a, str> {
-    if matches!(system, "http://hl7.org/fhir/sid/icd-10-cm" | "http://hl7.org/fhir/sid/icd-9-cm") {
+    if matches!(
+        system,
+        "http://hl7.org/fhir/sid/icd-10-cm" | "http://hl7.org/fhir/sid/icd-9-cm"
+    ) {
         std::borrow::Cow::Owned(code.trim().replace('.', "").to_ascii_uppercase())
     } else {
         std::borrow::Cow::Borrowed(code.trim())
@@ -374,7 +377,8 @@ impl Terminology {
     /// therapeutic exercise), so that a card does not suggest what is already drafted or done.
     pub fn same_procedure(&self, a: &Coding, b: &Coding) -> bool {
         let same_code = canonical_system(&a.system) == canonical_system(&b.system)
-            && canonical_code(canonical_system(&a.system), &a.code) == canonical_code(canonical_system(&b.system), &b.code);
+            && canonical_code(canonical_system(&a.system), &a.code)
+                == canonical_code(canonical_system(&b.system), &b.code);
         same_code
             || [ValueSet::ManualTherapy, ValueSet::TherapeuticExercise]
                 .into_iter()

@@ -416,7 +416,10 @@ mod tests {
         let span = |s| parse_fhir_span(s).map(|s| (s.first, s.last));
         assert_eq!(span("2019"), Some((date!(2019 - 01 - 01), date!(2019 - 12 - 31))));
         assert_eq!(span("2024-02"), Some((date!(2024 - 02 - 01), date!(2024 - 02 - 29))));
-        assert_eq!(span("2024-02-03T23:59:00+14:00"), Some((date!(2024 - 02 - 03), date!(2024 - 02 - 03))));
+        assert_eq!(
+            span("2024-02-03T23:59:00+14:00"),
+            Some((date!(2024 - 02 - 03), date!(2024 - 02 - 03)))
+        );
         assert_eq!(span("2024-13"), None);
     }
 

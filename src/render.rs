@@ -110,22 +110,33 @@ fn span_label(span: DateSpan) -> String {
 
 fn date_source_label(source: DateSource) -> &'static str {
     match source {
-        DateSource::Onset => "onset by",
+        DateSource::Onset => "onset",
         DateSource::Recorded => "on the problem list since",
-        DateSource::OnsetAge => "onset age places it by",
-        DateSource::OnsetText => "typed onset places it by",
+        DateSource::OnsetAge => "the onset age places it by",
+        DateSource::OnsetText => "the typed onset places it by",
     }
 }
 
 /// What the record shows about how long the episode has lasted, in words.
 fn duration_label(c: &Indication) -> String {
     match c.length {
-        EpisodeLength::Chronic(ChronicBy::Said) => "chronic (the record says so)".to_string(),
+        EpisodeLength::Chronic(ChronicBy::Said) => match c.dating.existed_by {
+            Some(e) => format!(
+                "chronic (the record says so; {} {})",
+                date_source_label(e.source),
+                e.date
+            ),
+            None => "chronic (the record says so)".to_string(),
+        },
         EpisodeLength::Chronic(ChronicBy::Date(e)) => {
             format!("chronic (12 weeks or more): {} {}", date_source_label(e.source), e.date)
         }
         EpisodeLength::Established { since, days } => {
-            let label = if days >= 42 { "subacute (6 to 12 weeks)" } else { "acute (under 6 weeks)" };
+            let label = if days >= 42 {
+                "subacute (6 to 12 weeks)"
+            } else {
+                "acute (under 6 weeks)"
+            };
             format!("{label}: onset {since}, {} weeks ago", days / 7)
         }
         EpisodeLength::Unknown => {
@@ -203,7 +214,11 @@ fn evidence_lines(label: &str, evidence: &[&Evidence], phrases: &Phrases, out: &
     for ((name, code, not_counted), items) in groups {
         // The status and date shown are those of the most recent record, so they describe the same fact.
         let latest = items.iter().copied().max_by_key(|e| e.date).unwrap_or(items[0]);
-        let status = latest.status.as_deref().map(|s| format!(", {}", escape(s))).unwrap_or_default();
+        let status = latest
+            .status
+            .as_deref()
+            .map(|s| format!(", {}", escape(s)))
+            .unwrap_or_default();
         let count = if items.len() > 1 {
             format!(", {} records, latest", items.len())
         } else {
@@ -325,7 +340,9 @@ fn truncate_words(text: &str, max_chars: usize) -> String {
     }
     let cut: String = text.chars().take(max_chars.saturating_sub(1)).collect();
     let at_word = match cut.rfind([' ', ',', ';']) {
-        Some(i) if cut[..i].chars().count() * 3 >= max_chars * 2 => cut[..i].trim_end_matches([',', ';', ' ']).to_string(),
+        Some(i) if cut[..i].chars().count() * 3 >= max_chars * 2 => {
+            cut[..i].trim_end_matches([',', ';', ' ']).to_string()
+        }
         _ => cut,
     };
     format!("{at_word}…")
@@ -388,7 +405,11 @@ fn suggested_resource(template: &Value, order: &Order, decisive: Option<&Indicat
     if !reasons.is_empty() {
         resource["reasonCode"] = Value::Array(reasons);
     } else if !order.reason_references.is_empty() {
-        let references = order.reason_references.iter().map(|r| json!({"reference": r})).collect();
+        let references = order
+            .reason_references
+            .iter()
+            .map(|r| json!({"reference": r}))
+            .collect();
         resource["reasonReference"] = Value::Array(references);
     } else if let Some(d) = decisive {
         let concept = Concept {

@@ -39,7 +39,12 @@ async fn the_review_set_gets_the_guideline_answers() {
                 } else {
                     cards
                         .iter()
-                        .map(|c| c["extension"]["dry-needling-cds-card"].as_str().unwrap_or("?").to_string())
+                        .map(|c| {
+                            c["extension"]["dry-needling-cds-card"]
+                                .as_str()
+                                .unwrap_or("?")
+                                .to_string()
+                        })
                         .collect()
                 }
             }

@@ -26,8 +26,8 @@ const fn card(indicator: &'static str, summary: &'static str, detail: &'static [
 }
 
 const AGAINST_CLBP: &str = "not recommended for chronic low back pain";
-const NOT_FIRST_LINE: &str = "not first-line care";
-const MYOFASCIAL_MISSING: &str = "conservative care is not documented yet";
+const NOT_FIRST_LINE: &str = "not first line";
+const MYOFASCIAL_MISSING: &str = "not yet documented";
 const MAY_CONSIDER: &str = "may be considered";
 
 fn cases() -> Vec<(&'static str, Vec<Expect>)> {
@@ -50,7 +50,7 @@ fn cases() -> Vec<(&'static str, Vec<Expect>)> {
             vec![card(
                 "warning",
                 AGAINST_CLBP,
-                &["since 2025-01-10", "chronic (12 weeks or more)"],
+                &["onset 2025-01-10", "chronic (12 weeks or more)"],
             )],
         ),
         // …and does not fire for acute low back pain, which gets the first-line options including massage.
@@ -112,7 +112,7 @@ fn cases() -> Vec<(&'static str, Vec<Expect>)> {
                 MAY_CONSIDER,
                 &[
                     "60 hours",
-                    "ultrasound",
+                    "Ultrasound",
                     "80 %",
                     "12 weeks or less",
                     "ibuprofen 600 MG Oral Tablet (RxNorm 197806)",
@@ -171,11 +171,12 @@ fn cases() -> Vec<(&'static str, Vec<Expect>)> {
             )],
         ),
         (
+            // No indication at all is not permission, whatever care is documented.
             "rules/no-indication-care-documented.json",
             vec![card(
-                "info",
-                "supported only for acute or subacute myofascial pain",
-                &["acetaminophen 500 MG Oral Tablet (RxNorm 198440), MedicationStatement"],
+                "warning",
+                "no qualifying indication recorded",
+                &["acetaminophen 500 MG Oral Tablet (RxNorm 198440), on the medication list"],
             )],
         ),
         // Several candidates: the most restrictive wins and every candidate is named; resolved and refuted ones are not.
@@ -216,9 +217,16 @@ fn cases() -> Vec<(&'static str, Vec<Expect>)> {
             }],
         ),
         // Which orders count, and which are assessed.
+        // A local orderable named for the trapezius is dry needling of the neck: the knee osteoarthritis on the
+        // problem list is another region and does not decide it.
         (
             "rules/local-code-text.json",
-            vec![card("warning", "not recommended for osteoarthritis", &[])],
+            vec![Expect {
+                indicator: "warning",
+                summary: "manual therapy plus exercise",
+                detail: &["trapezius"],
+                not_in_detail: &["Osteoarthritis"],
+            }],
         ),
         ("rules/not-dry-needling-exercise.json", vec![]),
         ("rules/not-dry-needling-acupuncture.json", vec![]),
@@ -247,7 +255,7 @@ fn cases() -> Vec<(&'static str, Vec<Expect>)> {
                 MYOFASCIAL_MISSING,
                 &[
                     "- Self-care education and activity modification\n",
-                    "medication statements, medication orders unavailable",
+                    "medication lists, prescriptions unavailable",
                 ],
             )],
         ),
@@ -273,7 +281,7 @@ fn cases() -> Vec<(&'static str, Vec<Expect>)> {
         ),
         (
             "real/clbp-neck-tylenol.order-select.json",
-            vec![card("warning", AGAINST_CLBP, &["since 2020-09-03"])],
+            vec![card("warning", AGAINST_CLBP, &["2020-09-03"])],
         ),
         (
             "real/oa-knee-naproxen.order-select.json",
@@ -289,7 +297,11 @@ fn cases() -> Vec<(&'static str, Vec<Expect>)> {
         ),
         (
             "real/brenda-jackson-low-back.order-select.json",
-            vec![card("warning", AGAINST_CLBP, &["ICD-10-CM M54.5", "since 2013-02-28"])],
+            vec![card(
+                "warning",
+                AGAINST_CLBP,
+                &["ICD-10-CM M54.5", "on the problem list since 2013-02-27"],
+            )],
         ),
         (
             "real/jacki-feil-chronic-pain.order-sign.json",
@@ -390,7 +402,7 @@ async fn every_card_is_conformant() {
             );
         }
     }
-    // Every card template is reachable from the fixtures.
+    // Nearly every card template is reachable from the rule fixtures (the review set reaches the rest).
     assert!(seen_summaries.len() >= 10, "{seen_summaries:#?}");
 }
 

@@ -149,7 +149,13 @@ fn lower_texts(concept: &Concept, skip: impl Fn(&Coding) -> bool) -> Vec<String>
     concept
         .text
         .iter()
-        .chain(concept.codings.iter().filter(|c| !skip(c)).filter_map(|c| c.display.as_ref()))
+        .chain(
+            concept
+                .codings
+                .iter()
+                .filter(|c| !skip(c))
+                .filter_map(|c| c.display.as_ref()),
+        )
         .map(|t| t.to_lowercase())
         .collect()
 }
@@ -163,10 +169,14 @@ pub fn is_analgesic(code: &Concept, terms: &Terminology) -> bool {
     }
     let texts = lower_texts(code, |_| false);
     let kw = &terms.keywords.medication;
-    if texts.iter().any(|t| kw.not_an_analgesic_trial.matches(t) || low_dose_aspirin(t)) {
+    if texts
+        .iter()
+        .any(|t| kw.not_an_analgesic_trial.matches(t) || low_dose_aspirin(t))
+    {
         return false;
     }
-    codings.iter().any(|c| terms.contains(ValueSet::Analgesic, c)) || kw.analgesic.matches_any(texts.iter().map(String::as_str))
+    codings.iter().any(|c| terms.contains(ValueSet::Analgesic, c))
+        || kw.analgesic.matches_any(texts.iter().map(String::as_str))
 }
 
 /// Whether a medication fact shows the drug was taken or prescribed (per FHIR version).
@@ -181,10 +191,12 @@ fn medication_done(m: &Medication) -> bool {
         }
         MedicationSource::Request | MedicationSource::Order => {
             status_ok
-                && m
-                    .intent
-                    .as_deref()
-                    .is_none_or(|i| matches!(i, "order" | "original-order" | "reflex-order" | "filler-order" | "instance-order"))
+                && m.intent.as_deref().is_none_or(|i| {
+                    matches!(
+                        i,
+                        "order" | "original-order" | "reflex-order" | "filler-order" | "instance-order"
+                    )
+                })
         }
     }
 }
@@ -201,7 +213,8 @@ fn is_heat(p: &Procedure, terms: &Terminology) -> bool {
     if texts.iter().any(|t| has_cold(t)) && !heat.matches_any(texts.iter().map(String::as_str)) {
         return false;
     }
-    codings.iter().any(|c| terms.contains(ValueSet::HeatTherapy, c)) || heat.matches_any(texts.iter().map(String::as_str))
+    codings.iter().any(|c| terms.contains(ValueSet::HeatTherapy, c))
+        || heat.matches_any(texts.iter().map(String::as_str))
 }
 
 fn has_cold(text: &str) -> bool {
@@ -334,7 +347,12 @@ mod tests {
         ] {
             assert!(low_dose_aspirin(text), "{text}");
         }
-        for text in ["aspirin 325 mg oral tablet", "ibuprofen 200 mg", "aspirin 500 mg / caffeine 65 mg", "aspirin"] {
+        for text in [
+            "aspirin 325 mg oral tablet",
+            "ibuprofen 200 mg",
+            "aspirin 500 mg / caffeine 65 mg",
+            "aspirin",
+        ] {
             assert!(!low_dose_aspirin(text), "{text}");
         }
     }

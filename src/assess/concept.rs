@@ -278,7 +278,11 @@ mod tests {
             assert!(!m.regions.neck(), "{concept:?}");
         }
         // The same words typed or under a local code are not neck pain either: the phrases exclude them.
-        for text in ["Fracture of neck of femur", "cervical dysplasia, moderate", "Neck of humerus fracture"] {
+        for text in [
+            "Fracture of neck of femur",
+            "cervical dysplasia, moderate",
+            "Neck of humerus fracture",
+        ] {
             let m = classify(&typed(text), t);
             assert!(m.kinds.is_empty() && !m.regions.neck(), "{text}");
         }
@@ -310,7 +314,10 @@ mod tests {
             let m = classify(&concept, t);
             assert!(m.kinds.has(Kind::LowBackPain) && m.says_chronic, "{concept:?}");
         }
-        let fibromyalgia = [coded(SCT, "203082005", "Fibromyalgia (disorder)"), typed("fibromyalgia")];
+        let fibromyalgia = [
+            coded(SCT, "203082005", "Fibromyalgia (disorder)"),
+            typed("fibromyalgia"),
+        ];
         for concept in fibromyalgia {
             assert!(classify(&concept, t).kinds.has(Kind::ChronicPain), "{concept:?}");
         }
@@ -341,7 +348,11 @@ mod tests {
             ("neck of femur", false, false, true),
         ] {
             let r = regions(&typed(text), t);
-            assert_eq!((r.low_back(), r.neck(), r.elsewhere()), (low_back, neck, elsewhere), "{text}");
+            assert_eq!(
+                (r.low_back(), r.neck(), r.elsewhere()),
+                (low_back, neck, elsewhere),
+                "{text}"
+            );
         }
         // Knee and thorax are different regions.
         assert!(!regions(&typed("knee"), t).overlaps(regions(&typed("thoracic spine"), t)));

@@ -147,7 +147,9 @@ pub fn condition_dating(c: &Condition, birth: Option<DateSpan>, today: Date, ter
                     dating.onset_from = Some(from);
                 }
                 // An age of 40 years means before the 41st birthday.
-                let by = high.and_then(|h| add_age(birth.last, h, 1)).and_then(|d| d.previous_day());
+                let by = high
+                    .and_then(|h| add_age(birth.last, h, 1))
+                    .and_then(|d| d.previous_day());
                 if let Some(by) = by.filter(|by| from.is_none_or(|f| f <= today) && *by >= birth.first) {
                     dating.existed(by.min(today), DateSource::OnsetAge);
                 }
@@ -285,7 +287,10 @@ mod tests {
 
     #[test]
     fn partial_dates_prove_only_what_all_their_days_prove() {
-        assert!(matches!(duration(on("2026-10"), None, None), EpisodeLength::Established { days: 53, .. }));
+        assert!(matches!(
+            duration(on("2026-10"), None, None),
+            EpisodeLength::Established { days: 53, .. }
+        ));
         // All of 2026: it may have begun in January (chronic) or last week.
         assert_eq!(duration(on("2026"), None, None), EpisodeLength::Unknown);
         assert!(is_chronic(duration(on("2025"), None, None)));
@@ -299,26 +304,50 @@ mod tests {
 
     #[test]
     fn ages_need_a_birth_date() {
-        let age = |v| Some(Onset::Age {
-            low: Some(Age { value: v, unit: AgeUnit::Years }),
-            high: Some(Age { value: v, unit: AgeUnit::Years }),
-        });
+        let age = |v| {
+            Some(Onset::Age {
+                low: Some(Age {
+                    value: v,
+                    unit: AgeUnit::Years,
+                }),
+                high: Some(Age {
+                    value: v,
+                    unit: AgeUnit::Years,
+                }),
+            })
+        };
         assert_eq!(duration(age(40.0), None, None), EpisodeLength::Unknown);
         assert!(is_chronic(duration(age(40.0), None, Some("1970-06-01"))));
         // Born 1986-11-01: at 40 means from 2026-11-01 to 2027-10-31, so begun at most 22 days ago but
         // maybe later: only a lower bound on the onset and no proof it existed earlier.
-        assert!(matches!(duration(age(40.0), None, Some("1986-11-01")), EpisodeLength::Established { days: 22, .. }));
-        let range = Some(Onset::Age { low: Some(Age { value: 30.0, unit: AgeUnit::Years }), high: None });
+        assert!(matches!(
+            duration(age(40.0), None, Some("1986-11-01")),
+            EpisodeLength::Established { days: 22, .. }
+        ));
+        let range = Some(Onset::Age {
+            low: Some(Age {
+                value: 30.0,
+                unit: AgeUnit::Years,
+            }),
+            high: None,
+        });
         assert_eq!(duration(range, None, Some("1970-06-01")), EpisodeLength::Unknown);
     }
 
     #[test]
     fn typed_onsets() {
         let text = |s: &str| Some(Onset::Text(s.into()));
-        assert!(is_chronic(duration(text("several years, worse since 2019"), None, None)));
+        assert!(is_chronic(duration(
+            text("several years, worse since 2019"),
+            None,
+            None
+        )));
         assert!(is_chronic(duration(text("4 months ago"), None, None)));
         assert!(is_chronic(duration(text("long-standing"), None, None)));
-        assert_eq!(duration(text("after lifting a box"), None, None), EpisodeLength::Unknown);
+        assert_eq!(
+            duration(text("after lifting a box"), None, None),
+            EpisodeLength::Unknown
+        );
         assert_eq!(duration(text("2 weeks ago"), None, None), EpisodeLength::Unknown);
     }
 

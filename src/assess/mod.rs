@@ -405,7 +405,14 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         } else {
             dating::episode_duration([fact.dating], today)
         };
-        let episode_regions = episode.iter().fold(fact.meaning.regions, |r, f| r.union(f.meaning.regions));
+        // A fact that is chronic by its own date is shown with that date rather than the episode's earliest.
+        let length = match (length, dating::episode_duration([fact.dating], today)) {
+            (EpisodeLength::Chronic(ChronicBy::Date(_)), own @ EpisodeLength::Chronic(ChronicBy::Date(_))) => own,
+            _ => length,
+        };
+        let episode_regions = episode
+            .iter()
+            .fold(fact.meaning.regions, |r, f| r.union(f.meaning.regions));
         let chronic = matches!(length, EpisodeLength::Chronic(_));
         let Some(kind) = indication_kind(fact.meaning.kinds, fact.meaning.regions, chronic) else {
             continue;

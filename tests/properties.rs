@@ -1,0 +1,417 @@
+//! Invariants of the guideline that must hold whatever the record says, checked on generated records
+//! (proptest): more evidence of chronicity, less evidence of care, or older dates never make an answer more
+//! permissive; the same meaning in another code system gives the same answer; an unknown duration never
+//! reaches a permissive card; and every card meets CDS Hooks 2.0.
+//!
+//! Generated dates are never after today: a future date is no evidence at all, so moving it into the past
+//! can rightly add evidence, and the "earlier" invariant is about the record seen later, not about plans.
+
+use dry_needling_cds::Knowledge;
+use dry_needling_cds::assess::{EpisodeLength, Outcome, Stance, assess, stance};
+use dry_needling_cds::record::{
+    Availability, Coding, Concept, Condition, DataKind, DateSpan, Medication, MedicationSource, Onset, Order,
+    PatientRecord, Procedure,
+};
+use dry_needling_cds::render::{RequestFacts, render_card};
+use proptest::prelude::*;
+use std::sync::LazyLock;
+use time::{Date, Duration};
+
+const TODAY: Date = time::macros::date!(2026 - 11 - 23);
+static KNOWLEDGE: LazyLock<Knowledge> = LazyLock::new(|| Knowledge::embedded().expect("embedded content"));
+
+const SCT: &str = "http://snomed.info/sct";
+const ICD: &str = "http://hl7.org/fhir/sid/icd-10-cm";
+const RX: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
+const CPT: &str = "http://www.ama-assn.org/go/cpt";
+
+fn coded(system: &str, code: &str, display: &str) -> Concept {
+    Concept {
+        codings: vec![Coding {
+            system: system.into(),
+            code: code.into(),
+            display: Some(display.into()),
+        }],
+        text: None,
+    }
+}
+
+fn typed(text: &str) -> Concept {
+    Concept {
+        codings: vec![],
+        text: Some(text.into()),
+    }
+}
+
+/// Meanings, each as SNOMED CT, ICD-10-CM (where one code means exactly that) and typed text.
+fn meanings() -> Vec<Vec<Concept>> {
+    vec![
+        vec![
+            coded(SCT, "279039007", "Low back pain (finding)"),
+            coded(ICD, "M54.50", "Low back pain, unspecified"),
+            typed("low back pain"),
+        ],
+        vec![
+            coded(SCT, "278860009", "Chronic low back pain (finding)"),
+            typed("Chronic low back pain"),
+        ],
+        vec![
+            coded(SCT, "726531007", "Myofascial pain syndrome (disorder)"),
+            typed("myofascial pain syndrome"),
+        ],
+        vec![
+            coded(SCT, "279041008", "Myofascial pain syndrome of lower back (disorder)"),
+            typed("myofascial pain syndrome of lower back"),
+        ],
+        vec![
+            coded(SCT, "81680005", "Neck pain (finding)"),
+            coded(ICD, "M54.2", "Cervicalgia"),
+            typed("neck pain"),
+        ],
+        vec![
+            coded(SCT, "239873007", "Osteoarthritis of knee (disorder)"),
+            typed("osteoarthritis of knee"),
+        ],
+        vec![coded(SCT, "37796009", "Migraine (disorder)"), typed("migraine")],
+        vec![
+            coded(SCT, "203082005", "Fibromyalgia (disorder)"),
+            coded(ICD, "M79.7", "Fibromyalgia"),
+            typed("fibromyalgia"),
+        ],
+        vec![
+            coded(SCT, "38341003", "Hypertensive disorder (disorder)"),
+            typed("hypertension"),
+        ],
+    ]
+}
+
+fn day(days_ago: i64) -> DateSpan {
+    DateSpan::day(TODAY - Duration::days(days_ago))
+}
+
+#[derive(Debug, Clone)]
+struct ConditionSpec {
+    meaning: usize,
+    variant: usize,
+    onset_days_ago: Option<i64>,
+    recorded_days_ago: Option<i64>,
+    status: Option<&'static str>,
+}
+
+fn condition_spec() -> impl Strategy<Value = ConditionSpec> {
+    (
+        0..meanings().len(),
+        0usize..3,
+        prop::option::of(0i64..2000),
+        prop::option::of(0i64..2000),
+        prop::option::of(prop::sample::select(vec!["active", "resolved", "recurrence"])),
+    )
+        .prop_map(|(meaning, variant, onset, recorded, status)| ConditionSpec {
+            meaning,
+            variant,
+            onset_days_ago: onset,
+            recorded_days_ago: recorded,
+            status,
+        })
+}
+
+fn condition(spec: &ConditionSpec, id: usize) -> Condition {
+    let variants = &meanings()[spec.meaning];
+    Condition {
+        id: Some(format!("c{id}")),
+        code: variants[spec.variant % variants.len()].clone(),
+        clinical_status: spec.status.map(str::to_string),
+        verification_status: None,
+        onset: spec.onset_days_ago.map(|d| Onset::Date(day(d))),
+        recorded: spec.recorded_days_ago.map(day),
+        abatement: None,
+        body_sites: vec![],
+    }
+}
+
+fn medication_strategy() -> impl Strategy<Value = Medication> {
+    let drugs = vec![
+        coded(RX, "197806", "ibuprofen 600 MG Oral Tablet"),
+        coded(RX, "313782", "acetaminophen 325 MG Oral Tablet"),
+        coded(
+            RX,
+            "1049621",
+            "oxycodone hydrochloride 5 MG / acetaminophen 325 MG Oral Tablet",
+        ),
+        typed("Aspirin EC 81 mg"),
+        typed("naproxen 500 mg"),
+    ];
+    (
+        prop::sample::select(drugs),
+        prop::sample::select(vec!["active", "completed", "stopped", "draft", "intended", "cancelled"]),
+        prop::sample::select(vec![Some("order"), Some("plan"), Some("proposal"), None]),
+        prop::option::of(0i64..400),
+        any::<bool>(),
+    )
+        .prop_map(|(code, status, intent, days_ago, statement)| Medication {
+            id: None,
+            source: if statement {
+                MedicationSource::Statement
+            } else {
+                MedicationSource::Request
+            },
+            code,
+            medication_reference: None,
+            status: Some(status.into()),
+            intent: intent.map(str::to_string),
+            taken: None,
+            not_taken: false,
+            date: days_ago.map(day),
+        })
+}
+
+fn procedure_strategy() -> impl Strategy<Value = Procedure> {
+    let procedures = vec![
+        coded(SCT, "370848006", "Pain management education (procedure)"),
+        typed("Heating pad at home"),
+        coded(
+            CPT,
+            "97010",
+            "Application of a modality to 1 or more areas; hot or cold packs",
+        ),
+        Concept {
+            text: Some("Cold pack".into()),
+            ..coded(
+                CPT,
+                "97010",
+                "Application of a modality to 1 or more areas; hot or cold packs",
+            )
+        },
+        typed("Activity modification counselling"),
+    ];
+    (
+        prop::sample::select(procedures),
+        prop::sample::select(vec!["completed", "in-progress", "preparation", "not-done"]),
+        prop::option::of(0i64..400),
+    )
+        .prop_map(|(code, status, days_ago)| Procedure {
+            id: None,
+            code,
+            status: Some(status.into()),
+            not_done: false,
+            date: days_ago.map(day),
+        })
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    conditions: Vec<ConditionSpec>,
+    medications: Vec<Medication>,
+    procedures: Vec<Procedure>,
+    reason: Option<(usize, usize)>,
+    site: Option<&'static str>,
+    care_known: bool,
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(condition_spec(), 0..5),
+        prop::collection::vec(medication_strategy(), 0..4),
+        prop::collection::vec(procedure_strategy(), 0..4),
+        prop::option::of((0..meanings().len(), 0usize..3)),
+        prop::option::of(prop::sample::select(vec![
+            "Lumbar paraspinals",
+            "Upper trapezius",
+            "Right knee",
+        ])),
+        prop::bool::weighted(0.9),
+    )
+        .prop_map(|(conditions, medications, procedures, reason, site, care_known)| Case {
+            conditions,
+            medications,
+            procedures,
+            reason,
+            site,
+            care_known,
+        })
+}
+
+fn record(case: &Case) -> PatientRecord {
+    let mut record = PatientRecord {
+        conditions: case
+            .conditions
+            .iter()
+            .enumerate()
+            .map(|(i, c)| condition(c, i))
+            .collect(),
+        medications: case.medications.clone(),
+        procedures: case.procedures.clone(),
+        ..PatientRecord::default()
+    };
+    for kind in DataKind::ALL {
+        let known = kind == DataKind::Conditions || case.care_known;
+        record.set_availability(
+            kind,
+            if known {
+                Availability::Present
+            } else {
+                Availability::Missing
+            },
+        );
+    }
+    record
+}
+
+fn order(case: &Case) -> Order {
+    Order {
+        resource_type: "ServiceRequest".into(),
+        id: Some("dn-1".into()),
+        code: coded(
+            CPT,
+            "20560",
+            "Needle insertion(s) without injection(s); 1 or 2 muscle(s)",
+        ),
+        reason_codes: case
+            .reason
+            .map(|(m, v)| {
+                let variants = &meanings()[m];
+                variants[v % variants.len()].clone()
+            })
+            .into_iter()
+            .collect(),
+        reason_references: vec![],
+        body_sites: case.site.map(typed).into_iter().collect(),
+    }
+}
+
+/// The answer's place on the permissiveness scale (a 412 is "not yet": it never permits).
+fn rank(case: &Case) -> Stance {
+    let k = &*KNOWLEDGE;
+    match assess(&order(case), &record(case), TODAY, &k.terminology, &k.policy) {
+        Outcome::Card(a) => stance(a.card),
+        Outcome::NeedsData(_) => Stance::NotYet,
+    }
+}
+
+fn card_id(case: &Case) -> Option<&'static str> {
+    let k = &*KNOWLEDGE;
+    match assess(&order(case), &record(case), TODAY, &k.terminology, &k.policy) {
+        Outcome::Card(a) => Some(a.card.file_stem()),
+        Outcome::NeedsData(_) => None,
+    }
+}
+
+fn shift(span: &mut Option<DateSpan>, days: i64) {
+    if let Some(s) = span {
+        *s = DateSpan {
+            first: s.first - Duration::days(days),
+            last: s.last - Duration::days(days),
+        };
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_chronic_condition_of_the_same_region_never_permits_more(case in case_strategy(), variant in 0usize..3, which in 0usize..3) {
+        // Chronic low back pain, chronic myofascial pain of the low back (by its onset), or fibromyalgia.
+        let chronic = [
+            ConditionSpec { meaning: 1, variant, onset_days_ago: None, recorded_days_ago: Some(400), status: Some("active") },
+            ConditionSpec { meaning: 3, variant, onset_days_ago: Some(200), recorded_days_ago: None, status: None },
+            ConditionSpec { meaning: 7, variant, onset_days_ago: None, recorded_days_ago: None, status: Some("active") },
+        ];
+        let mut more = case.clone();
+        more.conditions.push(chronic[which].clone());
+        prop_assert!(rank(&more) <= rank(&case), "{:?} -> {:?}", card_id(&case), card_id(&more));
+    }
+
+    #[test]
+    fn removing_evidence_of_care_never_permits_more(case in case_strategy(), pick in any::<prop::sample::Index>()) {
+        let mut less = case.clone();
+        let total = less.medications.len() + less.procedures.len();
+        prop_assume!(total > 0);
+        let i = pick.index(total);
+        if i < less.medications.len() {
+            less.medications.remove(i);
+        } else {
+            less.procedures.remove(i - less.medications.len());
+        }
+        prop_assert!(rank(&less) <= rank(&case), "{:?} -> {:?}", card_id(&case), card_id(&less));
+    }
+
+    #[test]
+    fn moving_every_date_earlier_never_permits_more(case in case_strategy(), days in 0i64..400) {
+        let mut older = case.clone();
+        for c in &mut older.conditions {
+            c.onset_days_ago = c.onset_days_ago.map(|d| d + days);
+            c.recorded_days_ago = c.recorded_days_ago.map(|d| d + days);
+        }
+        for m in &mut older.medications {
+            shift(&mut m.date, days);
+        }
+        for p in &mut older.procedures {
+            shift(&mut p.date, days);
+        }
+        prop_assert!(rank(&older) <= rank(&case), "{:?} -> {:?}", card_id(&case), card_id(&older));
+    }
+
+    #[test]
+    fn the_same_meaning_in_another_code_system_gives_the_same_answer(case in case_strategy(), pick in any::<prop::sample::Index>(), to in 0usize..3) {
+        prop_assume!(!case.conditions.is_empty());
+        let mut recoded = case.clone();
+        let i = pick.index(recoded.conditions.len());
+        recoded.conditions[i].variant = to;
+        prop_assert_eq!(card_id(&recoded), card_id(&case));
+        // The order's reason too.
+        let mut reason = case.clone();
+        if let Some((m, _)) = reason.reason {
+            reason.reason = Some((m, to));
+            prop_assert_eq!(card_id(&reason), card_id(&case));
+        }
+    }
+
+    #[test]
+    fn an_unknown_duration_never_permits(case in case_strategy()) {
+        let mut undated = case.clone();
+        for c in &mut undated.conditions {
+            c.onset_days_ago = None;
+        }
+        prop_assert!(rank(&undated) < Stance::MayConsider, "{:?}", card_id(&undated));
+        // And whatever the dates, a permissive card always rests on an established duration.
+        let k = &*KNOWLEDGE;
+        if let Outcome::Card(a) = assess(&order(&case), &record(&case), TODAY, &k.terminology, &k.policy) {
+            if stance(a.card) == Stance::MayConsider {
+                let decisive = a.decisive.expect("a permissive card has an indication");
+                let established = matches!(decisive.length, EpisodeLength::Established { days, .. } if days < 84);
+                prop_assert!(established, "{:?}", decisive.length);
+            }
+        }
+    }
+
+    #[test]
+    fn every_card_meets_cds_hooks(case in case_strategy()) {
+        let k = &*KNOWLEDGE;
+        let order = order(&case);
+        if let Outcome::Card(a) = assess(&order, &record(&case), TODAY, &k.terminology, &k.policy) {
+            let facts = RequestFacts { patient_id: Some("p".into()), ..RequestFacts::default() };
+            let card = serde_json::to_value(render_card(&a, &order, &facts, k)).unwrap();
+            prop_assert!(uuid::Uuid::parse_str(card["uuid"].as_str().unwrap()).is_ok());
+            let summary = card["summary"].as_str().unwrap();
+            prop_assert!(!summary.is_empty() && summary.chars().count() < 140, "{}", summary);
+            prop_assert!(["info", "warning", "critical"].contains(&card["indicator"].as_str().unwrap()));
+            prop_assert!(card["source"]["label"].as_str().is_some_and(|l| !l.is_empty()));
+            prop_assert!(card["detail"].as_str().is_some_and(|d| !d.contains("{{")));
+            prop_assert_eq!(card["suggestions"].is_array(), card["selectionBehavior"] == "at-most-one");
+            for s in card["suggestions"].as_array().into_iter().flatten() {
+                prop_assert!(uuid::Uuid::parse_str(s["uuid"].as_str().unwrap()).is_ok());
+                prop_assert!(s["actions"].as_array().is_some_and(|a| !a.is_empty()));
+            }
+            fn no_empty(v: &serde_json::Value) -> bool {
+                match v {
+                    serde_json::Value::Null => false,
+                    serde_json::Value::String(s) => !s.is_empty(),
+                    serde_json::Value::Array(a) => !a.is_empty() && a.iter().all(no_empty),
+                    serde_json::Value::Object(o) => !o.is_empty() && o.values().all(no_empty),
+                    _ => true,
+                }
+            }
+            prop_assert!(no_empty(&card), "{}", card);
+        }
+    }
+}
