@@ -107,10 +107,11 @@ pub enum ValueSet {
     SiteLowBack,
     ManualTherapy,
     TherapeuticExercise,
+    BackPainOther,
 }
 
 impl ValueSet {
-    const ALL: [ValueSet; 21] = [
+    const ALL: [ValueSet; 22] = [
         ValueSet::DryNeedlingOrder,
         ValueSet::NotDryNeedlingOrder,
         ValueSet::LowBackPain,
@@ -132,6 +133,7 @@ impl ValueSet {
         ValueSet::SiteLowBack,
         ValueSet::ManualTherapy,
         ValueSet::TherapeuticExercise,
+        ValueSet::BackPainOther,
     ];
 
     /// Sets that may be empty: body-site codes are a complement to body-site text.
@@ -174,6 +176,7 @@ impl ValueSet {
             ValueSet::SiteLowBack => &["site.low_back"],
             ValueSet::ManualTherapy => &["proc.manual_therapy"],
             ValueSet::TherapeuticExercise => &["proc.therapeutic_exercise"],
+            ValueSet::BackPainOther => &["cond.back_pain_other"],
         }
     }
 }
@@ -255,6 +258,7 @@ pub struct OrderPhrases {
 #[serde(deny_unknown_fields)]
 pub struct ConditionPhrases {
     pub low_back: PhraseSet,
+    pub back: PhraseSet,
     pub lumbar_degenerative: PhraseSet,
     pub neck: PhraseSet,
     pub myofascial: PhraseSet,
@@ -316,6 +320,7 @@ impl Keywords {
         sets.extend([
             &mut self.order.dry_needling,
             &mut c.low_back,
+            &mut c.back,
             &mut c.lumbar_degenerative,
             &mut c.neck,
             &mut c.myofascial,

@@ -535,3 +535,40 @@ async fn prefetch_before_or_after_context_gives_the_same_answer() {
     }
     assert!(compared > 40, "{compared}");
 }
+
+/// The suggested orders carry the condition that decided the card when the dry-needling order has no reason
+/// codes, and an alternative already drafted beside the order (order-sign) is not suggested again.
+#[tokio::test]
+async fn suggestions_keep_the_indication_and_skip_what_is_already_drafted() {
+    let mut request: Value = serde_json::from_slice(&fixture("rules/neck-pain.json")).unwrap();
+    let order = &mut request["context"]["draftOrders"]["entry"][0]["resource"];
+    order.as_object_mut().unwrap().remove("reasonCode");
+    order["reasonReference"] = serde_json::json!([{"reference": "Condition/neck"}]);
+    let json = post(SELECT, request.to_string()).await.json();
+    let actions = json["cards"][0]["suggestions"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(actions.len(), 3, "{actions:#?}");
+    for action in &actions[1..] {
+        assert_eq!(action["resource"]["reasonReference"][0]["reference"], "Condition/neck");
+    }
+
+    // order-sign with manual therapy already drafted: only exercise is suggested with the replacement.
+    request["hook"] = "order-sign".into();
+    let manual_therapy = serde_json::json!({"resource": {"resourceType": "ServiceRequest", "id": "mt", "status": "draft",
+        "intent": "order", "subject": {"reference": "Patient/rule-patient"},
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97140", "display": "Manual therapy"}]}}});
+    request["context"]["draftOrders"]["entry"]
+        .as_array_mut()
+        .unwrap()
+        .push(manual_therapy);
+    let json = post(SIGN, request.to_string()).await.json();
+    let codes: Vec<&str> = json["cards"][0]["suggestions"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["resource"]["code"]["coding"][0]["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["97110"]);
+}

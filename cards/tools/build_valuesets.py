@@ -375,6 +375,11 @@ for (system, code), found in sorted(expansions.items()):
     if system == ICD10 and re.match(r"G43(\.|$)", code) and not re.match(r"G43\.[AD]", code):
         vsac("exclude.headache", ICD10, code, "migraine (VSAC 'Migraine Diagnosis'); G43.A/G43.D are not headache",
              ["1222.1552"])
+# Back pain outside the low back (thoracic, other dorsalgia): "any neck or back pain" is never first line for
+# dry needling (S1-39), so these are back pain indications of their own region (not low back pain).
+for code in ["M54.6", "M54.89"]:
+    vsac("cond.back_pain_other", ICD10, code, "back pain outside the low back (thoracic spine, other dorsalgia)",
+         ["1146.811"])
 vsac("exclude.headache", ICD10, "G44.22", "chronic tension-type headache (category code)", ["1222.1555"])
 
 # --- 5. ICD-9-CM ---------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ use crate::record::Concept;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     LowBackPain,
+    /// Back pain elsewhere than the low back (thoracic, unspecified dorsalgia).
+    BackPain,
     LumbarDegenerative,
     NeckPain,
     Myofascial,
@@ -32,8 +34,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 10] = [
         Kind::LowBackPain,
+        Kind::BackPain,
         Kind::LumbarDegenerative,
         Kind::NeckPain,
         Kind::Myofascial,
@@ -54,6 +57,7 @@ impl Kind {
         matches!(
             self,
             Kind::LowBackPain
+                | Kind::BackPain
                 | Kind::LumbarDegenerative
                 | Kind::NeckPain
                 | Kind::Myofascial
@@ -65,7 +69,7 @@ impl Kind {
     /// Kinds that name the same problem for matching an order's reason with the record.
     fn group(self) -> u8 {
         match self {
-            Kind::LowBackPain | Kind::LumbarDegenerative => 0,
+            Kind::LowBackPain | Kind::LumbarDegenerative | Kind::BackPain => 0,
             Kind::NeckPain => 1,
             Kind::Myofascial | Kind::Myalgia => 2,
             Kind::ChronicPain => 3,
@@ -197,6 +201,7 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
     if coded {
         let sets = [
             (ValueSet::LowBackPain, Kind::LowBackPain),
+            (ValueSet::BackPainOther, Kind::BackPain),
             (ValueSet::LumbarDegenerative, Kind::LumbarDegenerative),
             (ValueSet::NeckPain, Kind::NeckPain),
             (ValueSet::Myofascial, Kind::Myofascial),
@@ -215,6 +220,7 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
         let kw = &terms.keywords.condition;
         let phrases = [
             (&kw.low_back, Kind::LowBackPain),
+            (&kw.back, Kind::BackPain),
             (&kw.lumbar_degenerative, Kind::LumbarDegenerative),
             (&kw.neck, Kind::NeckPain),
             (&kw.myofascial, Kind::Myofascial),

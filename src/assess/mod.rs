@@ -256,6 +256,7 @@ fn resolve<'a>(reference: &str, record: &'a PatientRecord) -> Option<&'a Conditi
 /// What the indication is, given the episode's chronicity; `None` when it is not one the guideline names.
 fn indication_kind(kinds: Kinds, regions: Regions, chronic: bool) -> Option<IndicationKind> {
     let pain_of_back = kinds.has(Kind::LowBackPain)
+        || kinds.has(Kind::BackPain)
         || kinds.has(Kind::Myofascial)
         || kinds.has(Kind::Myalgia)
         || kinds.has(Kind::ChronicPain);
@@ -270,13 +271,15 @@ fn indication_kind(kinds: Kinds, regions: Regions, chronic: bool) -> Option<Indi
         IndicationKind::PatellofemoralPain
     } else if kinds.has(Kind::Headache) {
         IndicationKind::Headache
-    } else if kinds.has(Kind::ChronicPain) || (chronic && (kinds.has(Kind::Myofascial) || kinds.has(Kind::Myalgia))) {
+    } else if kinds.has(Kind::ChronicPain)
+        || (chronic && (kinds.has(Kind::Myofascial) || kinds.has(Kind::Myalgia) || kinds.has(Kind::BackPain)))
+    {
         IndicationKind::ChronicPain
     } else if kinds.has(Kind::NeckPain) || (regions.neck() && kinds.any_pain()) {
         IndicationKind::NeckPain
     } else if kinds.has(Kind::Myofascial) {
         IndicationKind::Myofascial
-    } else if kinds.has(Kind::LowBackPain) || kinds.has(Kind::Myalgia) {
+    } else if kinds.has(Kind::LowBackPain) || kinds.has(Kind::BackPain) || kinds.has(Kind::Myalgia) {
         IndicationKind::OtherPain
     } else {
         return None;
