@@ -12,7 +12,7 @@
 //! | request, discovery, card and feedback JSON | [`wire`] | CDS Hooks shapes |
 //! | FHIR JSON (R4, STU3, DSTU2) → record | [`fhir`] | FHIR shapes |
 //! | the patient record | [`record`] | plain types |
-//! | the guideline | [`assess`] | pure functions, no I/O, cannot fail |
+//! | the guideline: concepts, episodes, care, verdict | [`assess`] | pure functions, no I/O, cannot fail |
 //! | assessment → card | [`render`] | templates |
 //! | content in `cards/` | [`knowledge`] | files, validation |
 //! | one hook call end to end | [`service`] | the order of steps |
