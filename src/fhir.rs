@@ -15,7 +15,7 @@
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
-use crate::record::{Coding, Concept, Condition, Medication, MedicationSource, Order, Procedure, parse_fhir_date};
+use crate::record::{Coding, Concept, Condition, Medication, MedicationSource, Order, Procedure};
 
 /// A lenient reader for one JSON shape. It takes the JSON kinds it knows; any other kind is consumed and sets
 /// `bad` (the resource being read is malformed). `null` is absence, never malformed.

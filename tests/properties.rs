@@ -461,12 +461,12 @@ proptest! {
         prop_assert!(rank(&undated) < Stance::MayConsider, "{:?}", card_id(&undated));
         // And whatever the dates, a permissive card always rests on an established duration.
         let k = &*KNOWLEDGE;
-        if let Outcome::Card(a) = assess(&order(&case), &record(&case), TODAY, &k.terminology, &k.policy) {
-            if stance(a.card) == Stance::MayConsider {
-                let decisive = a.decisive.expect("a permissive card has an indication");
-                let established = matches!(decisive.length, EpisodeLength::Established { days, .. } if days < 84);
-                prop_assert!(established, "{:?}", decisive.length);
-            }
+        if let Outcome::Card(a) = assess(&order(&case), &record(&case), TODAY, &k.terminology, &k.policy)
+            && stance(a.card) == Stance::MayConsider
+        {
+            let decisive = a.decisive.expect("a permissive card has an indication");
+            let established = matches!(decisive.length, EpisodeLength::Established { days, .. } if days < 84);
+            prop_assert!(established, "{:?}", decisive.length);
         }
     }
 

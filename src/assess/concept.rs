@@ -174,10 +174,10 @@ pub fn regions(concept: &Concept, terms: &Terminology) -> Regions {
     }
     let region_phrases = &terms.keywords.region;
     for (name, phrases) in region_phrases {
-        if phrases.matches_any(text()) {
-            if let Some(bit) = crate::knowledge::region_bit(region_phrases, name) {
-                bits |= 1 << bit;
-            }
+        if phrases.matches_any(text())
+            && let Some(bit) = crate::knowledge::region_bit(region_phrases, name)
+        {
+            bits |= 1 << bit;
         }
     }
     Regions(bits)

@@ -123,7 +123,7 @@ fn duration_in(text: &str) -> Option<i64> {
         }
     }
     // "for years", "years ago": at least a year.
-    if longest.is_none() && words.iter().any(|w| *w == "years") {
+    if longest.is_none() && words.contains(&"years") {
         longest = Some(365);
     }
     longest
@@ -158,15 +158,15 @@ pub fn condition_dating(c: &Condition, birth: Option<DateSpan>, today: Date, ter
         Some(Onset::Text(text)) => {
             let lower = text.to_lowercase();
             dating.says_chronic |= terms.keywords.chronic.matches(&lower);
-            if let Some(year) = years_in(&lower).filter(|y| *y <= today.year()).min() {
-                if let Ok(end) = Date::from_calendar_date(year, time::Month::December, 31) {
-                    dating.existed(end.min(today), DateSource::OnsetText);
-                }
+            if let Some(year) = years_in(&lower).filter(|y| *y <= today.year()).min()
+                && let Ok(end) = Date::from_calendar_date(year, time::Month::December, 31)
+            {
+                dating.existed(end.min(today), DateSource::OnsetText);
             }
-            if let Some(days) = duration_in(&lower) {
-                if let Some(date) = today.checked_sub(Duration::days(days)) {
-                    dating.existed(date, DateSource::OnsetText);
-                }
+            if let Some(days) = duration_in(&lower)
+                && let Some(date) = today.checked_sub(Duration::days(days))
+            {
+                dating.existed(date, DateSource::OnsetText);
             }
         }
         _ => {}
@@ -204,10 +204,10 @@ pub fn episode_duration(facts: impl IntoIterator<Item = Dating>, today: Date) ->
     let mut onset_from: Option<Date> = None;
     for d in facts {
         said |= d.says_chronic;
-        if let Some(e) = d.existed_by {
-            if existed_by.is_none_or(|x| e.date < x.date) {
-                existed_by = Some(e);
-            }
+        if let Some(e) = d.existed_by
+            && existed_by.is_none_or(|x| e.date < x.date)
+        {
+            existed_by = Some(e);
         }
         if let Some(from) = d.onset_from {
             onset_from = Some(onset_from.map_or(from, |o: Date| o.min(from)));
