@@ -299,7 +299,11 @@ fn indication(
 }
 
 fn condition_since(c: &Condition) -> Option<Date> {
-    c.onset.or(c.recorded)
+    let onset = match &c.onset {
+        Some(crate::record::Onset::Date(span) | crate::record::Onset::NotAfter(span)) => Some(span.first),
+        _ => None,
+    };
+    onset.or(c.recorded.map(|d| d.first))
 }
 
 fn same_code(a: &Concept, b: &Concept) -> bool {
@@ -338,7 +342,7 @@ fn body_site_region(sites: &[Concept], terms: &Terminology) -> Option<Region> {
 pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Terminology) -> Outcome {
     let mut notes = Vec::new();
     let conditions_known = record.availability(DataKind::Conditions).is_known();
-    let active: Vec<&Condition> = record.conditions.iter().filter(|c| c.is_active()).collect();
+    let active: Vec<&Condition> = record.conditions.iter().filter(|c| c.is_active(today)).collect();
     let mut candidates: Vec<Indication> = Vec::new();
 
     if !order.reason_codes.is_empty() || !order.reason_references.is_empty() {
@@ -558,8 +562,9 @@ pub fn check_care(record: &PatientRecord, heat_required: bool, terms: &Terminolo
             let resource_type = match m.source {
                 MedicationSource::Statement => "MedicationStatement",
                 MedicationSource::Request => "MedicationRequest",
+                MedicationSource::Order => "MedicationOrder",
             };
-            evidence(&m.code, m.date, &m.status, resource_type, terms)
+            evidence(&m.code, m.date.map(|d| d.first), &m.status, resource_type, terms)
         })
         .collect();
     let procedures = |set, keywords: &[String]| -> Vec<Evidence> {
@@ -567,7 +572,7 @@ pub fn check_care(record: &PatientRecord, heat_required: bool, terms: &Terminolo
             .procedures
             .iter()
             .filter(|p| procedure_matches(p, set, keywords, terms))
-            .map(|p| evidence(&p.code, p.date, &p.status, "Procedure", terms))
+            .map(|p| evidence(&p.code, p.date.map(|d| d.first), &p.status, "Procedure", terms))
             .collect()
     };
     CareCheck {

@@ -93,7 +93,8 @@ pub enum Onset {
     Date(DateSpan),
     /// `onsetPeriod` with only an `end`: it began on or before that.
     NotAfter(DateSpan),
-    /// `onsetAge` (low = high) or `onsetRange` (either end may be missing): needs the birth date.
+    /// `onsetAge` or DSTU2 `onsetQuantity` (low = high; `<` gives only the high end, `>` only the low end), or
+    /// `onsetRange` (either end may be missing): needs the birth date.
     Age { low: Option<Age>, high: Option<Age> },
     /// `onsetString`, as typed ("several years", "since 2019").
     Text(String),
@@ -104,7 +105,7 @@ pub enum Onset {
 pub enum Abatement {
     /// `abatementDateTime`, or `abatementPeriod` (its start, else its end).
     Date(DateSpan),
-    /// `abatementAge`, or `abatementRange`'s low end.
+    /// `abatementAge` (DSTU2 `abatementQuantity`), or `abatementRange`'s low end (its high end when it has no low).
     Age(Age),
     /// STU3/DSTU2 `abatementBoolean`.
     Flag(bool),
@@ -416,7 +417,10 @@ mod tests {
         let span = |s| parse_fhir_span(s).map(|s| (s.first, s.last));
         assert_eq!(span("2019"), Some((date!(2019 - 01 - 01), date!(2019 - 12 - 31))));
         assert_eq!(span("2024-02"), Some((date!(2024 - 02 - 01), date!(2024 - 02 - 29))));
-        assert_eq!(span("2024-02-03T23:59:00+14:00"), Some((date!(2024 - 02 - 03), date!(2024 - 02 - 03))));
+        assert_eq!(
+            span("2024-02-03T23:59:00+14:00"),
+            Some((date!(2024 - 02 - 03), date!(2024 - 02 - 03)))
+        );
         assert_eq!(span("2024-13"), None);
     }
 

@@ -133,7 +133,9 @@ pub fn record_from_prefetch(
 }
 
 /// Adds a Bundle's (or a single resource's) contents to the record and says what it means for availability.
-/// Resources are routed by their type, whatever key or search they came from.
+/// Resources are routed by their type, whatever key or search they came from: Medication resources (such as
+/// those a search `_include`s) to [`PatientRecord::medication_definitions`], the first Patient's birth date
+/// to [`PatientRecord::birth_date`].
 pub fn add_contents(record: &mut PatientRecord, contents: Contents) -> Availability {
     record.skipped += contents.skipped;
     let mut failed = false;
@@ -142,8 +144,18 @@ pub fn add_contents(record: &mut PatientRecord, contents: Contents) -> Availabil
             Resource::Condition(c) => record.conditions.push(c),
             Resource::Medication(m) => record.medications.push(m),
             Resource::Procedure(p) => record.procedures.push(p),
+            Resource::MedicationDefinition { id: Some(id), code } => record.medication_definitions.push((id, code)),
+            Resource::Patient {
+                birth_date: Some(birth_date),
+            } => {
+                record.birth_date.get_or_insert(birth_date);
+            }
             Resource::Outcome { failed: true } => failed = true,
-            Resource::Outcome { failed: false } | Resource::Order(_) | Resource::Other => {}
+            Resource::Outcome { failed: false }
+            | Resource::MedicationDefinition { id: None, .. }
+            | Resource::Patient { birth_date: None }
+            | Resource::Order(_)
+            | Resource::Other => {}
         }
     }
     if failed {
