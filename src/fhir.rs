@@ -1718,6 +1718,59 @@ mod tests {
         );
     }
 
+    /// A prefetch as [`crate::service::record_from_prefetch`] takes it: (key, JSON).
+    fn prefetch(keys: &[(&str, &str)]) -> crate::record::PatientRecord {
+        let keys = keys
+            .iter()
+            .map(|(key, json)| {
+                let value = crate::wire::PrefetchValue::Read(parse_prefetch_value(json));
+                (key.to_string(), value)
+            })
+            .collect();
+        crate::service::record_from_prefetch(Some(keys)).0
+    }
+
+    #[test]
+    fn references_to_medications_in_the_same_bundle_resolve() {
+        let requests = r#"{"resourceType":"Bundle","type":"searchset","entry":[
+            {"resource":{"resourceType":"MedicationRequest","id":"r1","status":"active","intent":"order",
+              "medicationReference":{"reference":"Medication/med-ibu","display":"Ibuprofen"}},"search":{"mode":"match"}},
+            {"resource":{"resourceType":"MedicationRequest","id":"r2",
+              "medicationReference":{"reference":"https://ehr.example.org/fhir/Medication/med-nap"}}},
+            {"resource":{"resourceType":"MedicationRequest","id":"r3",
+              "medicationReference":{"reference":"urn:uuid:0a1b","display":"Tylenol"}}},
+            {"resource":{"resourceType":"MedicationRequest","id":"r4",
+              "medicationReference":{"reference":"Medication/elsewhere","display":"Aspirin EC 81 mg"}}},
+            {"fullUrl":"https://ehr.example.org/fhir/Medication/med-ibu",
+             "resource":{"resourceType":"Medication","id":"med-ibu","code":{"coding":[{"system":
+              "http://www.nlm.nih.gov/research/umls/rxnorm","code":"197806","display":"ibuprofen 600 MG Oral Tablet"}]}},
+             "search":{"mode":"include"}},
+            {"fullUrl":"urn:uuid:0a1b","resource":{"resourceType":"Medication","code":{"text":"acetaminophen 500 MG"}}}
+        ]}"#;
+        // A Medication sent under another key resolves references just the same.
+        let statements = r#"{"resourceType":"Bundle","entry":[
+            {"resource":{"resourceType":"MedicationStatement","id":"s1","medicationReference":{"reference":"Medication/med-ibu"}}},
+            {"resource":{"resourceType":"Medication","id":"med-nap","code":{"text":"naproxen"}}}
+        ]}"#;
+        let mut record = prefetch(&[("medicationRequests", requests), ("medicationStatements", statements)]);
+        assert_eq!(record.medication_definitions.len(), 3);
+        assert_eq!(record.skipped, 0);
+        // As service::finish does before assessing.
+        record.resolve_medication_references();
+        let by_id = |id: &str| record.medications.iter().find(|m| m.id.as_deref() == Some(id)).unwrap();
+        let ibuprofen = by_id("r1");
+        assert_eq!(ibuprofen.code.codings[0].code, "197806");
+        assert_eq!(ibuprofen.code.text.as_deref(), Some("Ibuprofen"));
+        assert_eq!(ibuprofen.medication_reference, None);
+        assert_eq!(by_id("r2").code.text.as_deref(), Some("naproxen"));
+        assert_eq!(by_id("r3").code.text.as_deref(), Some("acetaminophen 500 MG"));
+        assert_eq!(by_id("s1").code.codings[0].code, "197806");
+        // Not in the record: still named by its display, the reference kept.
+        let aspirin = by_id("r4");
+        assert_eq!(aspirin.code.text.as_deref(), Some("Aspirin EC 81 mg"));
+        assert_eq!(aspirin.medication_reference.as_deref(), Some("Medication/elsewhere"));
+    }
+
     #[test]
     fn one_bad_entry_does_not_spoil_the_bundle() {
         let bundle = r#"{"resourceType":"Bundle","entry":[

@@ -291,7 +291,8 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
     span.record("fetch_ms", started.elapsed().as_millis() as u64);
 }
 
-/// The second half: assess each order against the record and render the cards.
+/// The second half: resolve the record's `medicationReference`s against the Medications gathered with it
+/// (prefetched or fetched), then assess each order against the record and render the cards.
 pub fn finish(
     prepared: Prepared<'_>,
     knowledge: &Knowledge,
@@ -300,13 +301,14 @@ pub fn finish(
     let Prepared {
         request,
         orders,
-        record,
+        mut record,
         mut summary,
         ..
     } = prepared;
     if orders.is_empty() {
         return Ok((CardsResponse { cards: Vec::new() }, summary));
     }
+    record.resolve_medication_references();
     summary.skipped_entries = record.skipped;
     let facts = RequestFacts {
         patient_id: request.context.patient_id.clone(),
