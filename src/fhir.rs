@@ -1772,6 +1772,81 @@ mod tests {
     }
 
     #[test]
+    fn the_patient_key_gives_the_birth_date_and_nothing_else() {
+        use crate::record::{Availability, DataKind};
+        let patient = r#"{"resourceType":"Patient","id":"p1","birthDate":"1961-07-04","gender":"male"}"#;
+        let record = prefetch(&[("patient", patient)]);
+        assert_eq!(record.birth_date, Some(span("1961-07-04")));
+        assert_eq!(record.skipped, 0);
+        // It is not a kind of data: every kind is still missing, so nothing is settled by it.
+        for kind in DataKind::ALL {
+            assert_eq!(record.availability(kind), Availability::Missing);
+        }
+        // A Bundle with one (as a search would answer), DSTU2's partial birth dates.
+        let bundle =
+            r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Patient","birthDate":"1961"}}]}"#;
+        assert_eq!(prefetch(&[("patient", bundle)]).birth_date, Some(span("1961")));
+        // null, no birth date, an OperationOutcome: no birth date, nothing skipped.
+        for value in [
+            "null",
+            r#"{"resourceType":"Patient","birthDate":"unknown"}"#,
+            r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error"}]}"#,
+        ] {
+            let record = prefetch(&[("patient", value)]);
+            assert_eq!((record.birth_date, record.skipped), (None, 0), "{value}");
+        }
+        // Malformed or unreadable: skipped and counted, like any entry, and nothing else changes.
+        for value in [
+            r#"{"resourceType":"Patient","birthDate":1961}"#,
+            "17",
+            r#"{"resourceType":"Bundle","entry":5}"#,
+        ] {
+            let record = prefetch(&[("patient", value), ("procedures", "null")]);
+            assert_eq!((record.birth_date, record.skipped), (None, 1), "{value}");
+            assert_eq!(record.availability(DataKind::Procedures), Availability::NoData);
+        }
+    }
+
+    #[test]
+    fn the_fast_path_is_unaffected() {
+        use crate::wire::PrefetchValue;
+        let knowledge = crate::Knowledge::embedded().unwrap();
+        let request = |code: &str| {
+            format!(
+                r#"{{"hook":"order-select","hookInstance":"x","context":{{"patientId":"p1","selections":["ServiceRequest/o1"],
+                "draftOrders":{{"resourceType":"Bundle","entry":[{{"resource":{{"resourceType":"ServiceRequest","id":"o1",
+                "code":{{"coding":[{{"system":"http://www.ama-assn.org/go/cpt","code":"{code}"}}]}}}}}}]}}}},
+                "prefetch":{{"patient":{{"resourceType":"Patient","birthDate":"1961-07-04"}},
+                "medicationRequests":{{"resourceType":"Bundle","entry":[{{"resource":{{"resourceType":"MedicationRequest",
+                "medicationReference":{{"reference":"Medication/m"}}}}}},{{"resource":{{"resourceType":"Medication","id":"m",
+                "code":{{"text":"ibuprofen"}}}}}}]}}}}}}"#
+            )
+        };
+        // Therapeutic exercise: no dry-needling order, so the prefetch (the patient key too) is only scanned.
+        let body = request("97110");
+        let prepared = crate::service::prepare(&knowledge, "dry-needling-order-select", body.as_bytes()).unwrap();
+        assert!(prepared.orders.is_empty());
+        assert!(prepared.wanted().is_empty());
+        assert_eq!(prepared.record.birth_date, None);
+        assert!(prepared.record.medications.is_empty());
+        let prefetch = prepared.request.prefetch.as_ref().unwrap();
+        assert_eq!(prefetch.len(), 2);
+        assert!(prefetch.iter().all(|(_, value)| matches!(value, PrefetchValue::Raw(_))));
+        let (cards, _) = crate::service::finish(prepared, &knowledge, time::macros::date!(2026 - 11 - 23)).unwrap();
+        assert!(cards.cards.is_empty());
+        // Dry needling: the same prefetch is read, in the request's own pass.
+        let body = request("20560");
+        let prepared = crate::service::prepare(&knowledge, "dry-needling-order-select", body.as_bytes()).unwrap();
+        assert_eq!(prepared.orders.len(), 1);
+        assert_eq!(prepared.record.birth_date, Some(span("1961-07-04")));
+        assert_eq!(prepared.record.medication_definitions.len(), 1);
+        assert_eq!(
+            prepared.record.medications[0].medication_reference.as_deref(),
+            Some("Medication/m")
+        );
+    }
+
+    #[test]
     fn one_bad_entry_does_not_spoil_the_bundle() {
         let bundle = r#"{"resourceType":"Bundle","entry":[
             {"resource":{"resourceType":"Procedure","code":{"text":"Heat"},"status":"completed"}},

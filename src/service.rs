@@ -50,6 +50,10 @@ pub fn prefetch_key(kind: DataKind) -> &'static str {
     }
 }
 
+/// The prefetch key for the Patient, whose birth date dates `onsetAge` and `onsetRange`. Not a [`DataKind`]: a
+/// record without it is still complete, so it never causes a 412 and is not fetched when missing.
+pub const PATIENT_KEY: &str = "patient";
+
 /// Finds the service for an id.
 pub fn find_service<'k>(knowledge: &'k Knowledge, id: &str) -> Option<&'k ServiceText> {
     knowledge.services.iter().find(|s| s.id == id)
@@ -95,7 +99,9 @@ fn selected_orders(request: &HookRequest, orders: Vec<Order>) -> Vec<Order> {
 /// Reads the record from prefetch. Each key: a Bundle or resource = present; `null` = no data; an
 /// OperationOutcome with an error (alone or as an entry) or an unreadable value = failed; absent = missing. A
 /// Bundle with a `next` page is only part of the data: it counts as failed until the rest is fetched, and the
-/// page is returned so that it can be.
+/// page is returned so that it can be. The [`PATIENT_KEY`] (a Patient, or a Bundle with one) gives the birth
+/// date, and changes no availability. `medicationReference`s are resolved later, by [`finish`], once the
+/// record is gathered.
 pub fn record_from_prefetch(
     prefetch: Option<Vec<(String, PrefetchValue<'_>)>>,
 ) -> (PatientRecord, Vec<(DataKind, String)>) {
@@ -128,6 +134,15 @@ pub fn record_from_prefetch(
             }
         };
         record.set_availability(kind, availability);
+    }
+    if let Some(at) = prefetch.iter().position(|(key, _)| key == PATIENT_KEY) {
+        match prefetch.swap_remove(at).1.read() {
+            None => {}
+            Some(Err(_)) => record.skipped += 1,
+            Some(Ok(contents)) => {
+                add_contents(&mut record, contents);
+            }
+        }
     }
     (record, next_pages)
 }

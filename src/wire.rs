@@ -401,9 +401,10 @@ pub struct Discovery {
     pub services: Vec<ServiceDescription>,
 }
 
-/// The prefetch templates every service declares, keyed as the record gathering expects. Only
-/// `{{context.patientId}}` is used, which every order hook provides.
-pub const PREFETCH: [(&str, &str); 4] = [
+/// The prefetch templates every service declares, keyed as the record gathering expects: one search per
+/// [`crate::record::DataKind`] ([`crate::service::prefetch_key`]), and the Patient ([`crate::service::PATIENT_KEY`]),
+/// which is optional. Only `{{context.patientId}}` is used, which every order hook provides.
+pub const PREFETCH: [(&str, &str); 5] = [
     ("conditions", "Condition?patient={{context.patientId}}"),
     (
         "medicationStatements",
@@ -411,6 +412,7 @@ pub const PREFETCH: [(&str, &str); 4] = [
     ),
     ("medicationRequests", "MedicationRequest?patient={{context.patientId}}"),
     ("procedures", "Procedure?patient={{context.patientId}}"),
+    ("patient", "Patient/{{context.patientId}}"),
 ];
 
 /// What one feedback entry said, for the log (no patient data: ids and codes only).

@@ -26,9 +26,14 @@ async fn discovery_lists_one_service_per_hook_with_prefetch() {
         for resource in ["Condition?", "MedicationStatement?", "MedicationRequest?", "Procedure?"] {
             assert!(queries.iter().any(|q| q.starts_with(resource)), "{resource}");
         }
-        // Only tokens the spec allows.
+        assert_eq!(prefetch["patient"], "Patient/{{context.patientId}}");
+        // Only tokens the spec allows, and only the one every order hook provides.
         for q in queries {
-            assert!(q.ends_with("patient={{context.patientId}}"), "{q}");
+            assert_eq!(q.matches("{{").count(), 1, "{q}");
+            assert!(
+                q.ends_with("patient={{context.patientId}}") || q.ends_with("/{{context.patientId}}"),
+                "{q}"
+            );
         }
     }
     insta::assert_json_snapshot!("discovery", json);
