@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use common::{SELECT, fixture, send_with, state, without_uuids};
 use dry_needling_cds::AppState;
 use dry_needling_cds::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
 use dry_needling_cds::service::{gather, prepare};
+use dry_needling_cds::wire::PREFETCH;
 use serde_json::Value;
 
 /// A real patient with conditions, medication requests and procedures.
@@ -95,15 +97,24 @@ async fn token_goes_to_the_fhir_server_and_queries_match_the_templates() {
     assert_eq!(status, 200);
     let patient: Value = serde_json::from_slice(&fixture(PATIENT)).unwrap();
     let patient_id = patient["context"]["patientId"].as_str().unwrap();
-    for logged in server.log() {
+    let log = server.log();
+    assert_eq!(log.len(), 4);
+    for logged in log {
         assert_eq!(logged.authorization.as_deref(), Some(&*format!("Bearer {TOKEN}")));
-        assert_eq!(logged.query.get("patient").map(String::as_str), Some(patient_id));
-        assert_eq!(
-            logged.query.len(),
-            1,
-            "only the template's parameter: {:?}",
-            logged.query
-        );
+        // Exactly the prefetch template's parameters (the medication searches' `_include` too).
+        let (_, template) = PREFETCH
+            .iter()
+            .find(|(_, t)| t.starts_with(&format!("{}?", logged.resource_type)))
+            .unwrap();
+        let (_, parameters) = template.split_once('?').unwrap();
+        let expected: HashMap<String, String> = parameters
+            .split('&')
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap();
+                (name.to_string(), value.replace("{{context.patientId}}", patient_id))
+            })
+            .collect();
+        assert_eq!(logged.query, expected, "{}", logged.resource_type);
         assert!(logged.accept.unwrap_or_default().contains("application/fhir+json"));
     }
 }
