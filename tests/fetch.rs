@@ -380,3 +380,79 @@ async fn a_failed_prefetch_key_is_searched_again_and_replaced_not_doubled() {
     let expected = prepare(&state.knowledge, "dry-needling-order-select", &clean).unwrap();
     assert_eq!(prepared.record.conditions.len(), expected.record.conditions.len());
 }
+
+/// MYOFASCIAL with its ibuprofen named only by `medicationReference`; `medication` is where the Medication is:
+/// `"include"` (an entry of the Bundle, as `_include` brings it), `"contained"`, or `"none"`.
+fn ibuprofen_by_reference(medication: &str) -> Value {
+    let mut request: Value = serde_json::from_slice(&fixture(MYOFASCIAL)).unwrap();
+    let entries = request["prefetch"]["medicationRequests"]["entry"]
+        .as_array_mut()
+        .unwrap();
+    let resource = entries[0]["resource"].as_object_mut().unwrap();
+    let code = resource.remove("medicationCodeableConcept").unwrap();
+    let definition = serde_json::json!({"resourceType": "Medication", "id": "med-ibu", "code": code});
+    match medication {
+        "include" => {
+            resource.insert(
+                "medicationReference".into(),
+                serde_json::json!({"reference": "Medication/med-ibu"}),
+            );
+            entries.push(serde_json::json!({"resource": definition, "search": {"mode": "include"}}));
+        }
+        "contained" => {
+            resource.insert(
+                "medicationReference".into(),
+                serde_json::json!({"reference": "#med-ibu"}),
+            );
+            resource.insert("contained".into(), serde_json::json!([definition]));
+        }
+        _ => {
+            resource.insert(
+                "medicationReference".into(),
+                serde_json::json!({"reference": "Medication/med-ibu"}),
+            );
+        }
+    }
+    request
+}
+
+#[tokio::test]
+async fn a_drug_named_by_reference_counts_as_if_coded_inline() {
+    let state = service(&[], &[], settings());
+    let (_, inline) = call(state.clone(), fixture(MYOFASCIAL)).await;
+    for medication in ["include", "contained"] {
+        let body = serde_json::to_vec(&ibuprofen_by_reference(medication)).unwrap();
+        let (status, answer) = call(state.clone(), body).await;
+        assert_eq!(status, 200, "{medication}: {answer}");
+        assert_eq!(without_uuids(answer), without_uuids(inline.clone()), "{medication}");
+    }
+    // The reference alone names nothing: the answer is not the same (so the Medication above was what counted).
+    let body = serde_json::to_vec(&ibuprofen_by_reference("none")).unwrap();
+    let (status, unresolved) = call(state, body).await;
+    assert_eq!(status, 200);
+    assert_ne!(without_uuids(unresolved), without_uuids(inline));
+}
+
+#[tokio::test]
+async fn fetched_searches_include_the_referenced_medications() {
+    let request = serde_json::to_vec(&ibuprofen_by_reference("include")).unwrap();
+    let server = FhirServer::start(&request).await;
+    let state = service(&[&server.origin()], &[], settings());
+    let mut body: Value = serde_json::from_slice(&request).unwrap();
+    body.as_object_mut().unwrap().remove("prefetch");
+    body["fhirServer"] = server.base().into();
+    body["fhirAuthorization"] = serde_json::json!({"access_token": TOKEN, "token_type": "Bearer"});
+    let (status, fetched) = call(state.clone(), serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(status, 200, "{fetched}");
+    let (_, inline) = call(state, fixture(MYOFASCIAL)).await;
+    assert_eq!(without_uuids(fetched), without_uuids(inline));
+    let requests = server
+        .log()
+        .into_iter()
+        .find(|l| l.resource_type == "MedicationRequest")
+        .unwrap();
+    assert_eq!(
+        requests.query.get("_include").map(String::as_str),
+        Some("MedicationRequest:medication")
+    );
+}
