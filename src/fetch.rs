@@ -330,10 +330,21 @@ pub async fn read_capped(response: &mut reqwest::Response, limit: usize) -> Resu
     Ok(body)
 }
 
-/// The prefetch template's search for one kind, with the patient id substituted (and encoded).
+/// The prefetch template's search for one kind, with the patient id substituted (and encoded): the medication
+/// searches `_include` the Medications their entries reference, as the templates do.
 pub fn search_url(base: &Url, kind: DataKind, patient_id: &str) -> Option<Url> {
     let mut url = base.join(kind.resource_type()).ok()?;
     url.query_pairs_mut().append_pair("patient", patient_id);
+    let include = match kind {
+        DataKind::MedicationStatements => Some("MedicationStatement:medication"),
+        DataKind::MedicationRequests => Some("MedicationRequest:medication"),
+        DataKind::Conditions | DataKind::Procedures => None,
+    };
+    if let Some(include) = include {
+        // Written as the template writes it (`:` needs no escape in a query).
+        let query = format!("{}&_include={include}", url.query().unwrap_or_default());
+        url.set_query(Some(&query));
+    }
     Some(url)
 }
 
@@ -421,7 +432,9 @@ mod tests {
         let url = search_url(&base, DataKind::MedicationStatements, "a b&c=d").unwrap();
         assert_eq!(
             url.as_str(),
-            "https://ehr.example.org/fhir/r4/MedicationStatement?patient=a+b%26c%3Dd"
+            "https://ehr.example.org/fhir/r4/MedicationStatement?patient=a+b%26c%3Dd&_include=MedicationStatement:medication"
         );
+        let url = search_url(&base, DataKind::Conditions, "p#1").unwrap();
+        assert_eq!(url.as_str(), "https://ehr.example.org/fhir/r4/Condition?patient=p%231");
     }
 }

@@ -11,17 +11,33 @@
 //! skipped and counted) and the Bundle need not be split into raw entries and scanned again. Only invalid JSON
 //! stops the read. Profiling showed that splitting first (the Bundle, then each entry) scanned every byte of a
 //! prefetched record three times (README "Performance").
+//!
+//! A resource's `contained` resources are read in the same pass, only for their Medications (a
+//! `medicationReference` to `#id` is resolved when the resource ends), and nothing in them marks their
+//! container malformed. Other references to Medications are kept for the record to resolve
+//! ([`crate::record::PatientRecord::resolve_medication_references`]), with their `display` as the drug's text.
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
-use crate::record::{Coding, Concept, Condition, Medication, MedicationSource, Order, Procedure};
+use crate::record::{
+    Abatement, Age, AgeUnit, Coding, Concept, Condition, DateSpan, Medication, MedicationSource, Onset, Order,
+    Procedure, parse_fhir_span,
+};
 
 /// A lenient reader for one JSON shape. It takes the JSON kinds it knows; any other kind is consumed and sets
 /// `bad` (the resource being read is malformed). `null` is absence, never malformed.
 trait Shape<'de>: Copy {
     type Out;
     fn string(self, _text: &str, bad: &mut bool) -> Option<Self::Out> {
+        *bad = true;
+        None
+    }
+    fn boolean(self, _flag: bool, bad: &mut bool) -> Option<Self::Out> {
+        *bad = true;
+        None
+    }
+    fn number(self, _number: f64, bad: &mut bool) -> Option<Self::Out> {
         *bad = true;
         None
     }
@@ -64,21 +80,17 @@ impl<'de, S: Shape<'de>> Visitor<'de> for Lenient<'_, S> {
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        *self.bad = true;
-        Ok(None)
+    fn visit_bool<E: de::Error>(self, flag: bool) -> Result<Self::Value, E> {
+        Ok(self.shape.boolean(flag, self.bad))
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        *self.bad = true;
-        Ok(None)
+    fn visit_i64<E: de::Error>(self, number: i64) -> Result<Self::Value, E> {
+        Ok(self.shape.number(number as f64, self.bad))
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        *self.bad = true;
-        Ok(None)
+    fn visit_u64<E: de::Error>(self, number: u64) -> Result<Self::Value, E> {
+        Ok(self.shape.number(number as f64, self.bad))
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        *self.bad = true;
-        Ok(None)
+    fn visit_f64<E: de::Error>(self, number: f64) -> Result<Self::Value, E> {
+        Ok(self.shape.number(number, self.bad))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         self.shape.map(map, self.bad)
@@ -127,6 +139,33 @@ enum Key {
     Issue,
     Entry,
     Link,
+    Value,
+    Unit,
+    Comparator,
+    Low,
+    High,
+    OnsetAge,
+    OnsetQuantity,
+    OnsetRange,
+    OnsetString,
+    AssertedDate,
+    AbatementDateTime,
+    AbatementPeriod,
+    AbatementAge,
+    AbatementQuantity,
+    AbatementRange,
+    AbatementBoolean,
+    AbatementString,
+    MedicationReference,
+    Contained,
+    Intent,
+    Taken,
+    WasNotTaken,
+    NotTaken,
+    NotDone,
+    NotPerformed,
+    BirthDate,
+    FullUrl,
     Other,
 }
 
@@ -169,6 +208,33 @@ impl Key {
             "issue" => Key::Issue,
             "entry" => Key::Entry,
             "link" => Key::Link,
+            "value" => Key::Value,
+            "unit" => Key::Unit,
+            "comparator" => Key::Comparator,
+            "low" => Key::Low,
+            "high" => Key::High,
+            "onsetAge" => Key::OnsetAge,
+            "onsetQuantity" => Key::OnsetQuantity,
+            "onsetRange" => Key::OnsetRange,
+            "onsetString" => Key::OnsetString,
+            "assertedDate" => Key::AssertedDate,
+            "abatementDateTime" => Key::AbatementDateTime,
+            "abatementPeriod" => Key::AbatementPeriod,
+            "abatementAge" => Key::AbatementAge,
+            "abatementQuantity" => Key::AbatementQuantity,
+            "abatementRange" => Key::AbatementRange,
+            "abatementBoolean" => Key::AbatementBoolean,
+            "abatementString" => Key::AbatementString,
+            "medicationReference" => Key::MedicationReference,
+            "contained" => Key::Contained,
+            "intent" => Key::Intent,
+            "taken" => Key::Taken,
+            "wasNotTaken" => Key::WasNotTaken,
+            "notTaken" => Key::NotTaken,
+            "notDone" => Key::NotDone,
+            "notPerformed" => Key::NotPerformed,
+            "birthDate" => Key::BirthDate,
+            "fullUrl" => Key::FullUrl,
             _ => Key::Other,
         }
     }
@@ -370,6 +436,195 @@ impl<'de> Shape<'de> for StatusShape {
     }
 }
 
+/// A boolean (`notDone`, `wasNotTaken`, `abatementBoolean`).
+#[derive(Clone, Copy)]
+struct Flag;
+
+impl<'de> Shape<'de> for Flag {
+    type Out = bool;
+    fn boolean(self, flag: bool, _: &mut bool) -> Option<bool> {
+        Some(flag)
+    }
+}
+
+/// A JSON number (a Quantity's `value`).
+#[derive(Clone, Copy)]
+struct Number;
+
+impl<'de> Shape<'de> for Number {
+    type Out = f64;
+    fn number(self, number: f64, _: &mut bool) -> Option<f64> {
+        Some(number)
+    }
+}
+
+/// The unit of an age: UCUM `a`, `mo`, `wk`, `d`, or the words senders spell out (`year(s)`, …).
+fn age_unit(unit: &str) -> Option<AgeUnit> {
+    let unit = unit.trim();
+    Some(match unit {
+        "a" => AgeUnit::Years,
+        "mo" => AgeUnit::Months,
+        "wk" => AgeUnit::Weeks,
+        "d" => AgeUnit::Days,
+        _ => match unit.to_ascii_lowercase().as_str() {
+            "year" | "years" => AgeUnit::Years,
+            "month" | "months" => AgeUnit::Months,
+            "week" | "weeks" => AgeUnit::Weeks,
+            "day" | "days" => AgeUnit::Days,
+            _ => return None,
+        },
+    })
+}
+
+/// What an age Quantity bounds: (low, high). An exact age bounds both ends; `<`/`<=` only the high end, `>`/`>=`
+/// only the low one. A quantity without a readable unit (by `code`, else `unit`) or without a finite,
+/// non-negative `value` bounds nothing.
+type AgeBounds = (Option<Age>, Option<Age>);
+
+/// An `Age` (or a DSTU2 `Quantity` standing for one), read as [`AgeBounds`].
+#[derive(Clone, Copy)]
+struct AgeShape;
+
+impl<'de> Shape<'de> for AgeShape {
+    type Out = AgeBounds;
+    fn map<A: MapAccess<'de>>(self, mut map: A, bad: &mut bool) -> Result<Option<AgeBounds>, A::Error> {
+        let (mut number, mut unit, mut code, mut comparator) = (None, None, None, None);
+        while let Some(key) = next_key(&mut map)? {
+            match key {
+                Key::Value => number = value(&mut map, Number, bad)?,
+                Key::Unit => unit = value(&mut map, Text, bad)?,
+                Key::Code => code = value(&mut map, Text, bad)?,
+                Key::Comparator => comparator = value(&mut map, Text, bad)?,
+                _ => skip(&mut map)?,
+            }
+        }
+        let unit = code
+            .as_deref()
+            .and_then(age_unit)
+            .or_else(|| unit.as_deref().and_then(age_unit));
+        let age = match (number, unit) {
+            (Some(value), Some(unit)) if value.is_finite() && value >= 0.0 => Age { value, unit },
+            _ => return Ok(Some((None, None))),
+        };
+        Ok(Some(match comparator.as_deref() {
+            Some("<" | "<=") => (None, Some(age)),
+            Some(">" | ">=") => (Some(age), None),
+            _ => (Some(age), Some(age)),
+        }))
+    }
+}
+
+/// A `Range` of ages: its `low` and `high` ends, each an age or nothing.
+#[derive(Clone, Copy)]
+struct AgeRangeShape;
+
+impl<'de> Shape<'de> for AgeRangeShape {
+    type Out = AgeBounds;
+    fn map<A: MapAccess<'de>>(self, mut map: A, bad: &mut bool) -> Result<Option<AgeBounds>, A::Error> {
+        let (mut low, mut high) = (None, None);
+        while let Some(key) = next_key(&mut map)? {
+            match key {
+                // A Range's ends take no comparator: each is the age it states.
+                Key::Low => low = value(&mut map, AgeShape, bad)?.and_then(|(low, high)| low.or(high)),
+                Key::High => high = value(&mut map, AgeShape, bad)?.and_then(|(low, high)| low.or(high)),
+                _ => skip(&mut map)?,
+            }
+        }
+        Ok(Some((low, high)))
+    }
+}
+
+/// A Reference: its `reference` and `display`.
+#[derive(Debug, Default)]
+struct RawReference {
+    reference: Option<String>,
+    display: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+struct ReferenceShape;
+
+impl<'de> Shape<'de> for ReferenceShape {
+    type Out = RawReference;
+    fn map<A: MapAccess<'de>>(self, mut map: A, bad: &mut bool) -> Result<Option<RawReference>, A::Error> {
+        let mut reference = RawReference::default();
+        while let Some(key) = next_key(&mut map)? {
+            match key {
+                Key::Reference => reference.reference = value(&mut map, Text, bad)?,
+                Key::Display => reference.display = value(&mut map, Text, bad)?,
+                _ => skip(&mut map)?,
+            }
+        }
+        Ok(Some(reference))
+    }
+}
+
+/// A resource's `contained` resources, of which only Medications matter (as `(id, code)`, for a
+/// `medicationReference` to `#id`). Wholly lenient: nothing in `contained` marks the containing resource
+/// malformed. A contained Medication whose `id` or `code` has the wrong kind is itself dropped; every other
+/// contained resource is skipped unread.
+#[derive(Clone, Copy)]
+struct Contained;
+
+impl<'de> Shape<'de> for Contained {
+    type Out = Vec<(String, RawConcept)>;
+    fn string(self, _: &str, _: &mut bool) -> Option<Self::Out> {
+        None
+    }
+    fn boolean(self, _: bool, _: &mut bool) -> Option<Self::Out> {
+        None
+    }
+    fn number(self, _: f64, _: &mut bool) -> Option<Self::Out> {
+        None
+    }
+    fn map<A: MapAccess<'de>>(self, map: A, _: &mut bool) -> Result<Option<Self::Out>, A::Error> {
+        Ok(Some(
+            ContainedMedication
+                .map(map, &mut false)?
+                .flatten()
+                .into_iter()
+                .collect(),
+        ))
+    }
+    fn seq<A: SeqAccess<'de>>(self, mut seq: A, _: &mut bool) -> Result<Option<Self::Out>, A::Error> {
+        let mut medications = Vec::new();
+        while let Some(item) = seq.next_element_seed(Lenient {
+            shape: ContainedMedication,
+            bad: &mut false,
+        })? {
+            medications.extend(item.flatten());
+        }
+        Ok(Some(medications))
+    }
+}
+
+/// One contained resource: `Some((id, code))` for a well-formed Medication with an id, else `None`.
+#[derive(Clone, Copy)]
+struct ContainedMedication;
+
+impl<'de> Shape<'de> for ContainedMedication {
+    type Out = Option<(String, RawConcept)>;
+    fn map<A: MapAccess<'de>>(self, mut map: A, _: &mut bool) -> Result<Option<Self::Out>, A::Error> {
+        let (mut medication, mut id, mut code, mut bad) = (None, None, None, false);
+        while let Some(key) = next_key(&mut map)? {
+            match key {
+                Key::ResourceType => {
+                    medication = Some(value(&mut map, Text, &mut bad)?.is_some_and(|t| t == "Medication"))
+                }
+                // Once the type is known not to be a Medication, nothing else is read.
+                _ if medication == Some(false) => skip(&mut map)?,
+                Key::Id => id = value(&mut map, Text, &mut bad)?,
+                Key::Code => code = value(&mut map, ConceptShape, &mut bad)?,
+                _ => skip(&mut map)?,
+            }
+        }
+        Ok(Some(match (medication, id) {
+            (Some(true), Some(id)) if !bad => Some((id, code.unwrap_or_default())),
+            _ => None,
+        }))
+    }
+}
+
 /// A Bundle link: (relation, url).
 #[derive(Clone, Copy)]
 struct LinkShape;
@@ -401,13 +656,32 @@ struct RawResource {
     verification_status: Option<String>,
     onset_date_time: Option<String>,
     onset_period: Option<RawPeriod>,
+    /// `onsetAge`, or DSTU2 `onsetQuantity`.
+    onset_age: Option<AgeBounds>,
+    onset_range: Option<AgeBounds>,
+    onset_string: Option<String>,
     recorded_date: Option<String>,
+    asserted_date: Option<String>,
     date_recorded: Option<String>,
+    abatement_date_time: Option<String>,
+    abatement_period: Option<RawPeriod>,
+    /// `abatementAge`, or DSTU2 `abatementQuantity`.
+    abatement_age: Option<AgeBounds>,
+    abatement_range: Option<AgeBounds>,
+    abatement_boolean: Option<bool>,
+    abatement_string: Option<String>,
     body_site: Vec<RawConcept>,
     reason_code: Vec<RawConcept>,
     reason_codeable_concept: Option<RawConcept>,
     reason_reference: Vec<Option<String>>,
     medication_codeable_concept: Option<RawConcept>,
+    medication_reference: Option<RawReference>,
+    /// Contained Medications: (id, code).
+    contained: Vec<(String, RawConcept)>,
+    intent: Option<String>,
+    taken: Option<String>,
+    /// DSTU2 `wasNotTaken` or STU3 `notTaken` is true.
+    not_taken: bool,
     authored_on: Option<String>,
     date_written: Option<String>,
     effective_date_time: Option<String>,
@@ -415,6 +689,9 @@ struct RawResource {
     date_asserted: Option<String>,
     performed_date_time: Option<String>,
     performed_period: Option<RawPeriod>,
+    /// STU3 `notDone` or DSTU2 `notPerformed` is true.
+    not_done: bool,
+    birth_date: Option<String>,
     issue: Vec<Option<String>>,
     /// Read only at the top level: a Bundle's entries, each already read (`Err` when unreadable).
     entry: Vec<Result<Resource, Unreadable>>,
@@ -447,8 +724,18 @@ impl<'de> Shape<'de> for ResourceShape {
                 Key::VerificationStatus => raw.verification_status = value(&mut map, StatusShape, bad)?,
                 Key::OnsetDateTime => raw.onset_date_time = value(&mut map, Text, bad)?,
                 Key::OnsetPeriod => raw.onset_period = value(&mut map, PeriodShape, bad)?,
+                Key::OnsetAge | Key::OnsetQuantity => raw.onset_age = value(&mut map, AgeShape, bad)?,
+                Key::OnsetRange => raw.onset_range = value(&mut map, AgeRangeShape, bad)?,
+                Key::OnsetString => raw.onset_string = value(&mut map, Text, bad)?,
                 Key::RecordedDate => raw.recorded_date = value(&mut map, Text, bad)?,
+                Key::AssertedDate => raw.asserted_date = value(&mut map, Text, bad)?,
                 Key::DateRecorded => raw.date_recorded = value(&mut map, Text, bad)?,
+                Key::AbatementDateTime => raw.abatement_date_time = value(&mut map, Text, bad)?,
+                Key::AbatementPeriod => raw.abatement_period = value(&mut map, PeriodShape, bad)?,
+                Key::AbatementAge | Key::AbatementQuantity => raw.abatement_age = value(&mut map, AgeShape, bad)?,
+                Key::AbatementRange => raw.abatement_range = value(&mut map, AgeRangeShape, bad)?,
+                Key::AbatementBoolean => raw.abatement_boolean = value(&mut map, Flag, bad)?,
+                Key::AbatementString => raw.abatement_string = value(&mut map, Text, bad)?,
                 Key::BodySite => raw.body_site = value(&mut map, Many(ConceptShape), bad)?.unwrap_or_default(),
                 Key::ReasonCode => raw.reason_code = value(&mut map, Many(ConceptShape), bad)?.unwrap_or_default(),
                 Key::ReasonCodeableConcept => raw.reason_codeable_concept = value(&mut map, ConceptShape, bad)?,
@@ -456,6 +743,11 @@ impl<'de> Shape<'de> for ResourceShape {
                     raw.reason_reference = value(&mut map, Many(FieldOf(Key::Reference)), bad)?.unwrap_or_default()
                 }
                 Key::MedicationCodeableConcept => raw.medication_codeable_concept = value(&mut map, ConceptShape, bad)?,
+                Key::MedicationReference => raw.medication_reference = value(&mut map, ReferenceShape, bad)?,
+                Key::Contained => raw.contained = value(&mut map, Contained, bad)?.unwrap_or_default(),
+                Key::Intent => raw.intent = value(&mut map, Text, bad)?,
+                Key::Taken => raw.taken = value(&mut map, Text, bad)?,
+                Key::WasNotTaken | Key::NotTaken => raw.not_taken |= value(&mut map, Flag, bad)?.unwrap_or(false),
                 Key::AuthoredOn => raw.authored_on = value(&mut map, Text, bad)?,
                 Key::DateWritten => raw.date_written = value(&mut map, Text, bad)?,
                 Key::EffectiveDateTime => raw.effective_date_time = value(&mut map, Text, bad)?,
@@ -463,6 +755,8 @@ impl<'de> Shape<'de> for ResourceShape {
                 Key::DateAsserted => raw.date_asserted = value(&mut map, Text, bad)?,
                 Key::PerformedDateTime => raw.performed_date_time = value(&mut map, Text, bad)?,
                 Key::PerformedPeriod => raw.performed_period = value(&mut map, PeriodShape, bad)?,
+                Key::NotDone | Key::NotPerformed => raw.not_done |= value(&mut map, Flag, bad)?.unwrap_or(false),
+                Key::BirthDate => raw.birth_date = value(&mut map, Text, bad)?,
                 Key::Issue => raw.issue = value(&mut map, Many(FieldOf(Key::Severity)), bad)?.unwrap_or_default(),
                 Key::Entry if self.top => {
                     let mut not_array = false;
@@ -502,7 +796,8 @@ impl<'de> Shape<'de> for Entries {
     }
 }
 
-/// One Bundle entry: its `resource`, read.
+/// One Bundle entry: its `resource`, read. A Medication without an `id` takes the id its `fullUrl` gives
+/// (`urn:uuid:…` in transaction and collection Bundles), since that is how the entries refer to it.
 #[derive(Clone, Copy)]
 struct EntryShape;
 
@@ -510,6 +805,7 @@ impl<'de> Shape<'de> for EntryShape {
     type Out = Result<Resource, Unreadable>;
     fn map<A: MapAccess<'de>>(self, mut map: A, _: &mut bool) -> Result<Option<Self::Out>, A::Error> {
         let mut resource = Err(Unreadable::Invalid);
+        let mut full_url = None;
         while let Some(key) = next_key(&mut map)? {
             match key {
                 Key::Resource => {
@@ -517,22 +813,113 @@ impl<'de> Shape<'de> for EntryShape {
                         resource = from_raw(raw, bad);
                     }
                 }
+                // Only a help for Medications without an id: a malformed one is ignored.
+                Key::FullUrl => full_url = value(&mut map, Text, &mut false)?,
                 _ => skip(&mut map)?,
             }
+        }
+        if let (Ok(Resource::MedicationDefinition { id: id @ None, .. }), Some(full_url)) = (&mut resource, full_url) {
+            let local = full_url.strip_prefix("urn:uuid:").unwrap_or(&full_url);
+            *id = local.rsplit('/').next().filter(|s| !s.is_empty()).map(str::to_owned);
         }
         Ok(Some(resource))
     }
 }
 
-fn first_span(candidates: &[Option<&str>]) -> Option<crate::record::DateSpan> {
-    candidates
-        .iter()
-        .flatten()
-        .find_map(|s| crate::record::parse_fhir_span(s))
+/// The first of `candidates` that reads as a date (see [`parse_fhir_span`]).
+fn first_span(candidates: &[Option<&str>]) -> Option<DateSpan> {
+    candidates.iter().flatten().find_map(|s| parse_fhir_span(s))
 }
 
-fn period_start(p: &Option<RawPeriod>) -> Option<&str> {
-    p.as_ref().and_then(|p| p.start.as_deref().or(p.end.as_deref()))
+/// A Period's start, else its end.
+fn start_else_end(p: &Option<RawPeriod>) -> Option<DateSpan> {
+    p.as_ref()
+        .and_then(|p| first_span(&[p.start.as_deref(), p.end.as_deref()]))
+}
+
+/// Text that says something: not empty or blank.
+fn non_blank(text: Option<String>) -> Option<String> {
+    text.filter(|t| !t.trim().is_empty())
+}
+
+/// `onset[x]`, in the order: `onsetDateTime`, `onsetPeriod` (its start; only an end: not after it),
+/// `onsetAge`/`onsetQuantity`, `onsetRange`, `onsetString`. A value that cannot be read as such is passed over.
+fn onset(raw: &mut RawResource) -> Option<Onset> {
+    if let Some(span) = first_span(&[raw.onset_date_time.as_deref()]) {
+        return Some(Onset::Date(span));
+    }
+    if let Some(period) = &raw.onset_period {
+        if let Some(start) = first_span(&[period.start.as_deref()]) {
+            return Some(Onset::Date(start));
+        }
+        if let Some(end) = first_span(&[period.end.as_deref()]) {
+            return Some(Onset::NotAfter(end));
+        }
+    }
+    let ages = [raw.onset_age, raw.onset_range];
+    if let Some((low, high)) = ages
+        .into_iter()
+        .flatten()
+        .find(|(low, high)| low.is_some() || high.is_some())
+    {
+        return Some(Onset::Age { low, high });
+    }
+    non_blank(raw.onset_string.take()).map(Onset::Text)
+}
+
+/// `abatement[x]`, in the order: `abatementDateTime`, `abatementPeriod` (its start, else its end),
+/// `abatementAge`/`abatementQuantity`, `abatementRange` (its low end, else its high end), `abatementBoolean`,
+/// `abatementString`.
+fn abatement(raw: &mut RawResource) -> Option<Abatement> {
+    if let Some(span) = first_span(&[raw.abatement_date_time.as_deref()]).or(start_else_end(&raw.abatement_period)) {
+        return Some(Abatement::Date(span));
+    }
+    let ages = [raw.abatement_age, raw.abatement_range];
+    if let Some(age) = ages.into_iter().flatten().find_map(|(low, high)| low.or(high)) {
+        return Some(Abatement::Age(age));
+    }
+    if let Some(flag) = raw.abatement_boolean {
+        return Some(Abatement::Flag(flag));
+    }
+    non_blank(raw.abatement_string.take()).map(Abatement::Text)
+}
+
+/// The drug of a medication resource, and its `medicationReference` while unresolved. A `medicationCodeableConcept`
+/// names it; else a reference to a contained Medication (`#id`) gives that Medication's code; else the reference
+/// is kept for [`crate::record::PatientRecord::resolve_medication_references`], with its `display` as the text.
+fn medication_code(raw: &mut RawResource) -> (Concept, Option<String>) {
+    if let Some(concept) = raw.medication_codeable_concept.take() {
+        return (concept.into_concept(), None);
+    }
+    let Some(reference) = raw.medication_reference.take() else {
+        return (Concept::default(), None);
+    };
+    let display = non_blank(reference.display);
+    let Some(target) = non_blank(reference.reference) else {
+        return (
+            Concept {
+                codings: Vec::new(),
+                text: display,
+            },
+            None,
+        );
+    };
+    if let Some(local) = target.strip_prefix('#')
+        && let Some(at) = raw.contained.iter().position(|(id, _)| id == local)
+    {
+        let mut code = raw.contained.swap_remove(at).1.into_concept();
+        if code.text.is_none() {
+            code.text = display;
+        }
+        return (code, None);
+    }
+    (
+        Concept {
+            codings: Vec::new(),
+            text: display,
+        },
+        Some(target),
+    )
 }
 
 /// A resource of a type the service reads, after lenient parsing.
@@ -540,14 +927,24 @@ fn period_start(p: &Option<RawPeriod>) -> Option<&str> {
 pub enum Resource {
     Condition(Condition),
     Medication(Medication),
+    /// A Medication resource (`_include`d by a search, or any entry): what a `medicationReference` points to.
+    /// `id` is the resource's id, else the last segment of its entry's `fullUrl`.
+    MedicationDefinition {
+        id: Option<String>,
+        code: Concept,
+    },
     Procedure(Procedure),
     Order(Order),
+    /// A Patient: only its `birthDate` is read.
+    Patient {
+        birth_date: Option<DateSpan>,
+    },
     /// An OperationOutcome: `failed` when it carries an error or fatal issue (a query failed), not when it is
     /// only informational (servers add those to successful searches).
     Outcome {
         failed: bool,
     },
-    /// A resource type the rules do not use (Patient, Observation…).
+    /// A resource type the rules do not use (Observation, Encounter…).
     Other,
 }
 
@@ -560,20 +957,22 @@ pub enum Unreadable {
 
 /// The resource types whose fields the rules read: only in these is a field of the wrong shape an error. Any
 /// other type may use the same field names with other shapes.
-const READ: [&str; 9] = [
+const READ: [&str; 11] = [
     "Condition",
     "MedicationStatement",
     "MedicationRequest",
     "MedicationOrder",
+    "Medication",
     "Procedure",
     "ServiceRequest",
     "ProcedureRequest",
+    "Patient",
     "OperationOutcome",
     "Bundle",
 ];
 
-fn from_raw(raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
-    let resource_type = raw.resource_type.ok_or(Unreadable::Invalid)?;
+fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
+    let resource_type = raw.resource_type.take().ok_or(Unreadable::Invalid)?;
     if !READ.contains(&resource_type.as_str()) {
         return Ok(Resource::Other);
     }
@@ -582,53 +981,55 @@ fn from_raw(raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
     }
     Ok(match resource_type.as_str() {
         "Condition" => Resource::Condition(Condition {
+            onset: onset(&mut raw),
+            recorded: first_span(&[
+                raw.recorded_date.as_deref(),
+                raw.asserted_date.as_deref(),
+                raw.date_recorded.as_deref(),
+            ]),
+            abatement: abatement(&mut raw),
             id: raw.id,
             code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
             clinical_status: raw.clinical_status,
             verification_status: raw.verification_status,
-            onset: first_span(&[raw.onset_date_time.as_deref(), period_start(&raw.onset_period)])
-                .map(crate::record::Onset::Date),
-            recorded: first_span(&[raw.recorded_date.as_deref(), raw.date_recorded.as_deref()]),
-            abatement: None,
             body_sites: raw.body_site.into_iter().map(RawConcept::into_concept).collect(),
         }),
         "MedicationStatement" | "MedicationRequest" | "MedicationOrder" => {
-            let source = if resource_type == "MedicationStatement" {
-                MedicationSource::Statement
-            } else {
-                MedicationSource::Request
+            let source = match resource_type.as_str() {
+                "MedicationStatement" => MedicationSource::Statement,
+                "MedicationRequest" => MedicationSource::Request,
+                _ => MedicationSource::Order,
             };
-            let date = first_span(&[
-                raw.effective_date_time.as_deref(),
-                period_start(&raw.effective_period),
-                raw.authored_on.as_deref(),
-                raw.date_written.as_deref(),
-                raw.date_asserted.as_deref(),
-            ]);
-            // A medicationReference is not resolved (searches rarely `_include` the Medication, and none of
-            // the real fixtures use one): such an entry has no code or text and never counts as evidence.
-            let code = raw
-                .medication_codeable_concept
-                .map(RawConcept::into_concept)
-                .unwrap_or_default();
+            let date = first_span(&[raw.effective_date_time.as_deref()])
+                .or(start_else_end(&raw.effective_period))
+                .or(first_span(&[
+                    raw.date_asserted.as_deref(),
+                    raw.authored_on.as_deref(),
+                    raw.date_written.as_deref(),
+                ]));
+            let (code, medication_reference) = medication_code(&mut raw);
             Resource::Medication(Medication {
                 id: raw.id,
                 source,
                 code,
-                medication_reference: None,
+                medication_reference,
                 status: raw.status,
-                intent: None,
-                taken: None,
-                not_taken: false,
+                intent: raw.intent,
+                taken: raw.taken,
+                not_taken: raw.not_taken,
                 date,
             })
         }
+        "Medication" => Resource::MedicationDefinition {
+            id: raw.id,
+            code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
+        },
         "Procedure" => Resource::Procedure(Procedure {
             id: raw.id,
             code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
             status: raw.status,
-            not_done: false,
-            date: first_span(&[raw.performed_date_time.as_deref(), period_start(&raw.performed_period)]),
+            not_done: raw.not_done,
+            date: first_span(&[raw.performed_date_time.as_deref()]).or(start_else_end(&raw.performed_period)),
         }),
         "ServiceRequest" | "ProcedureRequest" => {
             let mut reason_codes: Vec<Concept> = raw.reason_code.into_iter().map(RawConcept::into_concept).collect();
@@ -642,6 +1043,9 @@ fn from_raw(raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
                 body_sites: raw.body_site.into_iter().map(RawConcept::into_concept).collect(),
             })
         }
+        "Patient" => Resource::Patient {
+            birth_date: first_span(&[raw.birth_date.as_deref()]),
+        },
         "OperationOutcome" => Resource::Outcome {
             failed: raw
                 .issue
@@ -773,16 +1177,673 @@ mod tests {
             panic!()
         };
         assert_eq!(c.clinical_status.as_deref(), Some("active"));
-        assert_eq!(
-            c.onset,
-            crate::record::parse_fhir_span("2020-01-02").map(crate::record::Onset::Date)
-        );
+        assert_eq!(c.onset, parse_fhir_span("2020-01-02").map(Onset::Date));
         let Resource::Condition(c) = parse_resource(dstu2).unwrap() else {
             panic!()
         };
         assert_eq!(c.verification_status.as_deref(), Some("refuted"));
         assert_eq!(c.code.codings[0].code, "81680005");
-        assert_eq!(c.recorded, crate::record::parse_fhir_span("2019"));
+        assert_eq!(c.recorded, parse_fhir_span("2019"));
+    }
+
+    use crate::record::{Abatement, Age, AgeUnit, DateSpan, MedicationSource, Onset};
+
+    fn span(text: &str) -> DateSpan {
+        parse_fhir_span(text).unwrap()
+    }
+
+    /// Reads `fields` (the inside of a JSON object) as a resource of `resource_type`.
+    fn read(resource_type: &str, fields: &str) -> Resource {
+        let json = format!(
+            r#"{{"resourceType":"{resource_type}"{}{fields}}}"#,
+            if fields.is_empty() { "" } else { "," }
+        );
+        parse_resource(&json).unwrap_or_else(|_| panic!("unreadable: {json}"))
+    }
+
+    fn condition(fields: &str) -> Condition {
+        match read("Condition", fields) {
+            Resource::Condition(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn medication(resource_type: &str, fields: &str) -> Medication {
+        match read(resource_type, fields) {
+            Resource::Medication(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn procedure(fields: &str) -> Procedure {
+        match read("Procedure", fields) {
+            Resource::Procedure(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn age(value: f64, unit: AgeUnit) -> Option<Age> {
+        Some(Age { value, unit })
+    }
+
+    #[test]
+    fn onset_dates_and_periods() {
+        // R4/STU3/DSTU2 share these shapes.
+        let c = condition(r#""onsetDateTime":"2014-01-31T13:45:24-05:00""#);
+        assert_eq!(c.onset, Some(Onset::Date(span("2014-01-31"))));
+        let c = condition(r#""onsetDateTime":"2019""#);
+        assert_eq!(c.onset, Some(Onset::Date(span("2019"))));
+        let c = condition(r#""onsetPeriod":{"start":"2020-03","end":"2020-06-01"}"#);
+        assert_eq!(c.onset, Some(Onset::Date(span("2020-03"))));
+        // Only an end: it began on or before it.
+        let c = condition(r#""onsetPeriod":{"end":"2021-05-04"}"#);
+        assert_eq!(c.onset, Some(Onset::NotAfter(span("2021-05-04"))));
+        let c = condition(r#""onsetPeriod":{"start":"not a date","end":"2021"}"#);
+        assert_eq!(c.onset, Some(Onset::NotAfter(span("2021"))));
+        // Unreadable dates and empty periods are no onset; null is absence.
+        for fields in [
+            r#""onsetDateTime":"unknown""#,
+            r#""onsetPeriod":{}"#,
+            r#""onsetDateTime":null"#,
+            r#""onsetString":"  ""#,
+            "",
+        ] {
+            assert_eq!(condition(fields).onset, None, "{fields}");
+        }
+    }
+
+    #[test]
+    fn onset_ages_ranges_and_text() {
+        // R4/STU3 onsetAge, with the UCUM code.
+        let c = condition(r#""onsetAge":{"value":42,"unit":"yr","system":"http://unitsofmeasure.org","code":"a"}"#);
+        assert_eq!(
+            c.onset,
+            Some(Onset::Age {
+                low: age(42.0, AgeUnit::Years),
+                high: age(42.0, AgeUnit::Years)
+            })
+        );
+        // DSTU2 onsetQuantity, a unit spelled out and no code.
+        let c = condition(r#""onsetQuantity":{"value":3.5,"unit":"Months"}"#);
+        assert_eq!(
+            c.onset,
+            Some(Onset::Age {
+                low: age(3.5, AgeUnit::Months),
+                high: age(3.5, AgeUnit::Months)
+            })
+        );
+        // A comparator bounds one end only.
+        let c = condition(r#""onsetAge":{"value":5,"comparator":"<","code":"a"}"#);
+        assert_eq!(
+            c.onset,
+            Some(Onset::Age {
+                low: None,
+                high: age(5.0, AgeUnit::Years)
+            })
+        );
+        let c = condition(r#""onsetAge":{"value":60,"comparator":">=","unit":"years"}"#);
+        assert_eq!(
+            c.onset,
+            Some(Onset::Age {
+                low: age(60.0, AgeUnit::Years),
+                high: None
+            })
+        );
+        // onsetRange: both ends, one end missing, one end unreadable.
+        let c = condition(r#""onsetRange":{"low":{"value":30,"code":"a"},"high":{"value":35,"unit":"years"}}"#);
+        assert_eq!(
+            c.onset,
+            Some(Onset::Age {
+                low: age(30.0, AgeUnit::Years),
+                high: age(35.0, AgeUnit::Years)
+            })
+        );
+        let c = condition(r#""onsetRange":{"low":{"value":2,"unit":"wk","code":"wk"}}"#);
+        assert_eq!(
+            c.onset,
+            Some(Onset::Age {
+                low: age(2.0, AgeUnit::Weeks),
+                high: None
+            })
+        );
+        let c = condition(r#""onsetRange":{"low":null,"high":{"value":10,"unit":"days"}}"#);
+        assert_eq!(
+            c.onset,
+            Some(Onset::Age {
+                low: None,
+                high: age(10.0, AgeUnit::Days)
+            })
+        );
+        let c = condition(r#""onsetRange":{"low":{"value":30},"high":{"value":35,"code":"a"}}"#);
+        assert_eq!(
+            c.onset,
+            Some(Onset::Age {
+                low: None,
+                high: age(35.0, AgeUnit::Years)
+            })
+        );
+        // A quantity with no readable unit or value is no age, and a range of none is no onset.
+        for fields in [
+            r#""onsetAge":{"value":42}"#,
+            r#""onsetAge":{"value":42,"unit":"lightyears"}"#,
+            r#""onsetAge":{"unit":"a","code":"a"}"#,
+            r#""onsetAge":{"value":-1,"code":"a"}"#,
+            r#""onsetRange":{"low":{"unit":"years"},"high":{"value":3}}"#,
+            r#""onsetRange":{}"#,
+        ] {
+            assert_eq!(condition(fields).onset, None, "{fields}");
+        }
+        let c = condition(r#""onsetString":"several years, worse since 2019""#);
+        assert_eq!(c.onset, Some(Onset::Text("several years, worse since 2019".into())));
+    }
+
+    #[test]
+    fn age_units_by_code_else_unit() {
+        for (quantity, unit) in [
+            (r#"{"value":1,"code":"a"}"#, Some(AgeUnit::Years)),
+            (r#"{"value":1,"code":"mo"}"#, Some(AgeUnit::Months)),
+            (r#"{"value":1,"code":"wk"}"#, Some(AgeUnit::Weeks)),
+            (r#"{"value":1,"code":"d"}"#, Some(AgeUnit::Days)),
+            (r#"{"value":1,"unit":"year"}"#, Some(AgeUnit::Years)),
+            (r#"{"value":1,"unit":"years"}"#, Some(AgeUnit::Years)),
+            (r#"{"value":1,"unit":"month"}"#, Some(AgeUnit::Months)),
+            (r#"{"value":1,"unit":"Weeks"}"#, Some(AgeUnit::Weeks)),
+            (r#"{"value":1,"unit":" day "}"#, Some(AgeUnit::Days)),
+            (r#"{"value":1,"unit":"days"}"#, Some(AgeUnit::Days)),
+            (r#"{"value":1,"unit":"a"}"#, Some(AgeUnit::Years)),
+            // The code wins over the unit; an unknown code leaves the unit to decide.
+            (r#"{"value":1,"unit":"years","code":"mo"}"#, Some(AgeUnit::Months)),
+            (r#"{"value":1,"unit":"weeks","code":"258707000"}"#, Some(AgeUnit::Weeks)),
+            (r#"{"value":1,"unit":"min","code":"min"}"#, None),
+            (r#"{"value":1,"code":"A"}"#, None),
+        ] {
+            let c = condition(&format!(r#""onsetAge":{quantity}"#));
+            let read = match c.onset {
+                Some(Onset::Age { low, .. }) => low.map(|a| a.unit),
+                _ => None,
+            };
+            assert_eq!(read, unit, "{quantity}");
+        }
+    }
+
+    #[test]
+    fn recorded_dates_in_every_version() {
+        // R4 recordedDate, STU3 assertedDate, DSTU2 dateRecorded; never taken as the onset.
+        for (field, version) in [
+            ("recordedDate", "R4"),
+            ("assertedDate", "STU3"),
+            ("dateRecorded", "DSTU2"),
+        ] {
+            let c = condition(&format!(r#""{field}":"2014-06-02T10:00:00Z""#));
+            assert_eq!(c.recorded, Some(span("2014-06-02")), "{version}");
+            assert_eq!(c.onset, None, "{version}");
+        }
+        // The first that reads, in that order.
+        let c = condition(r#""dateRecorded":"2010","recordedDate":"2012-02","assertedDate":"2011""#);
+        assert_eq!(c.recorded, Some(span("2012-02")));
+        let c = condition(r#""recordedDate":"garbage","assertedDate":"2011""#);
+        assert_eq!(c.recorded, Some(span("2011")));
+    }
+
+    #[test]
+    fn abatement_in_every_shape() {
+        let cases = [
+            (
+                r#""abatementDateTime":"2020-02-02""#,
+                Some(Abatement::Date(span("2020-02-02"))),
+            ),
+            (
+                r#""abatementPeriod":{"start":"2020-01","end":"2020-03"}"#,
+                Some(Abatement::Date(span("2020-01"))),
+            ),
+            (
+                r#""abatementPeriod":{"end":"2020-03"}"#,
+                Some(Abatement::Date(span("2020-03"))),
+            ),
+            (
+                r#""abatementAge":{"value":12,"code":"a"}"#,
+                Some(Abatement::Age(Age {
+                    value: 12.0,
+                    unit: AgeUnit::Years,
+                })),
+            ),
+            (
+                r#""abatementQuantity":{"value":6,"unit":"months"}"#,
+                Some(Abatement::Age(Age {
+                    value: 6.0,
+                    unit: AgeUnit::Months,
+                })),
+            ),
+            (
+                r#""abatementRange":{"low":{"value":20,"code":"a"},"high":{"value":25,"code":"a"}}"#,
+                Some(Abatement::Age(Age {
+                    value: 20.0,
+                    unit: AgeUnit::Years,
+                })),
+            ),
+            (
+                r#""abatementRange":{"high":{"value":25,"code":"a"}}"#,
+                Some(Abatement::Age(Age {
+                    value: 25.0,
+                    unit: AgeUnit::Years,
+                })),
+            ),
+            // STU3 and DSTU2 abatementBoolean.
+            (r#""abatementBoolean":true"#, Some(Abatement::Flag(true))),
+            (r#""abatementBoolean":false"#, Some(Abatement::Flag(false))),
+            (
+                r#""abatementString":"in childhood""#,
+                Some(Abatement::Text("in childhood".into())),
+            ),
+            (r#""abatementString":"""#, None),
+            (r#""abatementAge":{"value":3}"#, None),
+            (r#""abatementDateTime":null"#, None),
+        ];
+        for (fields, abatement) in cases {
+            assert_eq!(condition(fields).abatement, abatement, "{fields}");
+        }
+    }
+
+    #[test]
+    fn statuses_as_codeable_concepts_or_codes() {
+        let r4 = condition(
+            r#""clinicalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/condition-clinical",
+            "code":"resolved"}]},"verificationStatus":{"coding":[{"code":"provisional"}],"text":"?"}"#,
+        );
+        assert_eq!(
+            (r4.clinical_status.as_deref(), r4.verification_status.as_deref()),
+            (Some("resolved"), Some("provisional"))
+        );
+        let stu3 = condition(r#""clinicalStatus":"remission","verificationStatus":"differential""#);
+        assert_eq!(
+            (stu3.clinical_status.as_deref(), stu3.verification_status.as_deref()),
+            (Some("remission"), Some("differential"))
+        );
+    }
+
+    #[test]
+    fn medication_sources_intents_and_what_was_not_taken() {
+        // R4 MedicationRequest.
+        let m = medication(
+            "MedicationRequest",
+            r#""status":"draft","intent":"proposal","authoredOn":"2026-11-01T09:00:00Z",
+            "medicationCodeableConcept":{"text":"ibuprofen"}"#,
+        );
+        assert_eq!(m.source, MedicationSource::Request);
+        assert_eq!(
+            (m.status.as_deref(), m.intent.as_deref()),
+            (Some("draft"), Some("proposal"))
+        );
+        assert_eq!(m.date, Some(span("2026-11-01")));
+        assert!(!m.not_taken);
+        // STU3 MedicationStatement: taken, notTaken.
+        let m = medication(
+            "MedicationStatement",
+            r#""status":"intended","taken":"n","effectivePeriod":{"end":"2025-05"},"dateAsserted":"2025-06-01""#,
+        );
+        assert_eq!(m.source, MedicationSource::Statement);
+        assert_eq!(m.taken.as_deref(), Some("n"));
+        assert_eq!(m.date, Some(span("2025-05")));
+        let m = medication("MedicationStatement", r#""notTaken":true"#);
+        assert!(m.not_taken);
+        // DSTU2 MedicationStatement wasNotTaken; DSTU2 MedicationOrder.
+        let m = medication("MedicationStatement", r#""wasNotTaken":true,"dateAsserted":"2015""#);
+        assert!(m.not_taken);
+        assert_eq!(m.date, Some(span("2015")));
+        let m = medication("MedicationStatement", r#""wasNotTaken":false,"notTaken":null"#);
+        assert!(!m.not_taken);
+        let m = medication(
+            "MedicationOrder",
+            r#""status":"draft","dateWritten":"2015-03-04","medicationCodeableConcept":{"text":"naproxen"}"#,
+        );
+        assert_eq!(m.source, MedicationSource::Order);
+        assert_eq!(m.date, Some(span("2015-03-04")));
+        assert_eq!(m.status.as_deref(), Some("draft"));
+    }
+
+    #[test]
+    fn medication_dates_in_order_of_preference() {
+        let all = r#""dateWritten":"2011","authoredOn":"2012","dateAsserted":"2013",
+            "effectivePeriod":{"start":"2014"},"effectiveDateTime":"2015""#;
+        assert_eq!(medication("MedicationStatement", all).date, Some(span("2015")));
+        for (fields, expected) in [
+            (r#""effectivePeriod":{"start":"2014"},"dateAsserted":"2013""#, "2014"),
+            (
+                r#""effectivePeriod":{"end":"2014-02"},"dateAsserted":"2013""#,
+                "2014-02",
+            ),
+            (
+                r#""effectiveDateTime":"?","dateAsserted":"2013","authoredOn":"2012""#,
+                "2013",
+            ),
+            (r#""authoredOn":"2012","dateWritten":"2011""#, "2012"),
+            (r#""dateWritten":"2011""#, "2011"),
+        ] {
+            assert_eq!(
+                medication("MedicationStatement", fields).date,
+                Some(span(expected)),
+                "{fields}"
+            );
+        }
+        assert_eq!(medication("MedicationRequest", "").date, None);
+    }
+
+    #[test]
+    fn medication_references_contained_before_or_after() {
+        let contained = r#""contained":[{"resourceType":"Organization","id":"org","name":7,"code":"x"},
+            {"resourceType":"Medication","id":"med1","code":{"coding":[{"system":"http://www.nlm.nih.gov/research/umls/rxnorm",
+            "code":"197806","display":"ibuprofen 600 MG Oral Tablet"}]}}]"#;
+        let reference = r##""medicationReference":{"reference":"#med1","display":"Ibuprofen 600"}"##;
+        for fields in [format!("{contained},{reference}"), format!("{reference},{contained}")] {
+            for resource_type in ["MedicationStatement", "MedicationRequest", "MedicationOrder"] {
+                let m = medication(resource_type, &fields);
+                assert_eq!(m.code.codings.len(), 1, "{resource_type} {fields}");
+                assert_eq!(m.code.codings[0].code, "197806");
+                // The display names the drug where the Medication's code has no text.
+                assert_eq!(m.code.text.as_deref(), Some("Ibuprofen 600"));
+                assert_eq!(m.medication_reference, None);
+            }
+        }
+        // A single contained object, and a contained Medication with its own text.
+        let m = medication(
+            "MedicationRequest",
+            r##""medicationReference":{"reference":"#m"},
+            "contained":{"resourceType":"Medication","id":"m","code":{"text":"Aspirin EC 81 mg"}}"##,
+        );
+        assert_eq!(m.code.text.as_deref(), Some("Aspirin EC 81 mg"));
+        // A contained Medication of another id leaves the reference open.
+        let m = medication(
+            "MedicationRequest",
+            r##""medicationReference":{"reference":"#other","display":"Tylenol"},
+            "contained":[{"resourceType":"Medication","id":"m","code":{"text":"Aspirin"}}]"##,
+        );
+        assert_eq!(m.code.text.as_deref(), Some("Tylenol"));
+        assert!(m.code.codings.is_empty());
+        assert_eq!(m.medication_reference.as_deref(), Some("#other"));
+    }
+
+    #[test]
+    fn medication_references_kept_named_by_their_display() {
+        let m = medication(
+            "MedicationStatement",
+            r#""medicationReference":{"reference":"Medication/42","display":"Naproxen sodium 220 MG"}"#,
+        );
+        assert_eq!(m.medication_reference.as_deref(), Some("Medication/42"));
+        assert_eq!(m.code.text.as_deref(), Some("Naproxen sodium 220 MG"));
+        // A display alone names the drug; there is nothing to resolve.
+        let m = medication(
+            "MedicationRequest",
+            r#""medicationReference":{"display":"Aspirin EC 81 mg"}"#,
+        );
+        assert_eq!(
+            (m.code.text.as_deref(), m.medication_reference),
+            (Some("Aspirin EC 81 mg"), None)
+        );
+        // No display: an empty code until resolved.
+        let m = medication(
+            "MedicationOrder",
+            r#""medicationReference":{"reference":"urn:uuid:abc"}"#,
+        );
+        assert_eq!(m.code, Concept::default());
+        assert_eq!(m.medication_reference.as_deref(), Some("urn:uuid:abc"));
+        // A medicationCodeableConcept wins over a reference (only one is allowed).
+        let m = medication(
+            "MedicationRequest",
+            r#""medicationReference":{"reference":"Medication/1"},"medicationCodeableConcept":{"text":"ibuprofen"}"#,
+        );
+        assert_eq!(
+            (m.code.text.as_deref(), m.medication_reference),
+            (Some("ibuprofen"), None)
+        );
+    }
+
+    #[test]
+    fn contained_resources_never_spoil_their_container() {
+        // Odd shapes anywhere in `contained` cost at most the contained Medication itself.
+        for contained in [
+            r#""x""#,
+            "17",
+            "true",
+            r#"[1,"a",null,[],{"resourceType":5},{"resourceType":"Practitioner","id":{"a":1},"code":[1]}]"#,
+            r#"[{"resourceType":"Medication","id":"med1","code":"not a concept"}]"#,
+            r#"[{"resourceType":"Medication","id":7,"code":{"text":"ibuprofen"}}]"#,
+            r#"{"resourceType":"Medication","code":{"text":"no id"}}"#,
+        ] {
+            let m = medication(
+                "MedicationStatement",
+                &format!(
+                    r##""contained":{contained},"medicationReference":{{"reference":"#med1","display":"Advil"}}"##
+                ),
+            );
+            assert_eq!(m.code.text.as_deref(), Some("Advil"), "{contained}");
+            assert!(m.code.codings.is_empty(), "{contained}");
+            assert_eq!(m.medication_reference.as_deref(), Some("#med1"), "{contained}");
+        }
+    }
+
+    #[test]
+    fn procedures_not_done_and_dates() {
+        let r4 = procedure(r#""status":"not-done","performedDateTime":"2026-11-30""#);
+        assert_eq!((r4.status.as_deref(), r4.not_done), (Some("not-done"), false));
+        assert_eq!(r4.date, Some(span("2026-11-30")));
+        let stu3 = procedure(r#""status":"completed","notDone":true,"performedPeriod":{"start":"2026-10"}"#);
+        assert!(stu3.not_done);
+        assert_eq!(stu3.date, Some(span("2026-10")));
+        let dstu2 = procedure(r#""notPerformed":true,"performedPeriod":{"end":"2015-01-02"}"#);
+        assert!(dstu2.not_done);
+        assert_eq!(dstu2.date, Some(span("2015-01-02")));
+        let done = procedure(r#""notDone":false,"notPerformed":null"#);
+        assert_eq!((done.not_done, done.date), (false, None));
+    }
+
+    #[test]
+    fn wrong_kinds_mark_only_their_own_resource() {
+        let good = r#"{"resource":{"resourceType":"Procedure","id":"ok","code":{"text":"Heat"}}}"#;
+        for (resource_type, field) in [
+            ("Condition", r#""onsetAge":"42 years""#),
+            ("Condition", r#""onsetAge":{"value":"42","code":"a"}"#),
+            ("Condition", r#""onsetRange":{"low":{"value":1,"code":7}}"#),
+            ("Condition", r#""onsetString":["a"]"#),
+            ("Condition", r#""assertedDate":20190101"#),
+            ("Condition", r#""abatementBoolean":"true""#),
+            ("Condition", r#""abatementPeriod":"2019""#),
+            ("MedicationStatement", r#""medicationReference":"Medication/1""#),
+            (
+                "MedicationStatement",
+                r#""medicationReference":{"reference":{"id":"1"}}"#,
+            ),
+            ("MedicationStatement", r#""wasNotTaken":"true""#),
+            ("MedicationStatement", r#""taken":false"#),
+            ("MedicationRequest", r#""intent":{"code":"order"}"#),
+            ("MedicationOrder", r#""dateWritten":2015"#),
+            ("Procedure", r#""notDone":1"#),
+            ("Procedure", r#""notPerformed":"yes""#),
+            ("Medication", r#""id":"m","code":"ibuprofen""#),
+            ("Patient", r#""birthDate":19700101"#),
+        ] {
+            let bundle = format!(
+                r#"{{"resourceType":"Bundle","entry":[{good},{{"resource":{{"resourceType":"{resource_type}",{field}}}}},{good}]}}"#
+            );
+            let contents = parse_contents(&bundle).unwrap();
+            assert_eq!(contents.skipped, 1, "{resource_type} {field}");
+            assert_eq!(contents.resources.len(), 2, "{resource_type} {field}");
+            assert!(parse_resource(&format!(r#"{{"resourceType":"{resource_type}",{field}}}"#)).is_err());
+        }
+    }
+
+    #[test]
+    fn medication_and_patient_resources() {
+        let bundle = r#"{"resourceType":"Bundle","entry":[
+            {"fullUrl":"https://ehr.example.org/fhir/Medication/m1","resource":{"resourceType":"Medication","id":"m1",
+              "code":{"coding":[{"system":"http://www.nlm.nih.gov/research/umls/rxnorm","code":"198013"}]},
+              "ingredient":[{"itemReference":{"reference":"Substance/x"}}],"status":"active"},
+             "search":{"mode":"include"}},
+            {"fullUrl":"urn:uuid:7c1e","resource":{"resourceType":"Medication","code":{"text":"Tylenol"}}},
+            {"resource":{"resourceType":"Medication","code":{"text":"no id anywhere"}}},
+            {"resource":{"resourceType":"Patient","id":"p","birthDate":"1970-03","link":[{"other":{"reference":"Patient/q"},"type":"seealso"}]}}
+        ]}"#;
+        let contents = parse_contents(bundle).unwrap();
+        assert_eq!(contents.skipped, 0);
+        let definition = |id: Option<&str>, code: Concept| Resource::MedicationDefinition {
+            id: id.map(str::to_owned),
+            code,
+        };
+        let rxnorm = Concept {
+            codings: vec![Coding {
+                system: "http://www.nlm.nih.gov/research/umls/rxnorm".into(),
+                code: "198013".into(),
+                display: None,
+            }],
+            text: None,
+        };
+        let text = |t: &str| Concept {
+            codings: vec![],
+            text: Some(t.into()),
+        };
+        assert_eq!(
+            contents.resources,
+            [
+                definition(Some("m1"), rxnorm),
+                definition(Some("7c1e"), text("Tylenol")),
+                definition(None, text("no id anywhere")),
+                Resource::Patient {
+                    birth_date: Some(span("1970-03"))
+                },
+            ]
+        );
+        // A Patient read alone, as the `patient` prefetch key sends it.
+        assert_eq!(
+            parse_resource(r#"{"resourceType":"Patient","birthDate":null,"gender":"female"}"#),
+            Ok(Resource::Patient { birth_date: None })
+        );
+    }
+
+    /// A prefetch as [`crate::service::record_from_prefetch`] takes it: (key, JSON).
+    fn prefetch(keys: &[(&str, &str)]) -> crate::record::PatientRecord {
+        let keys = keys
+            .iter()
+            .map(|(key, json)| {
+                let value = crate::wire::PrefetchValue::Read(parse_prefetch_value(json));
+                (key.to_string(), value)
+            })
+            .collect();
+        crate::service::record_from_prefetch(Some(keys)).0
+    }
+
+    #[test]
+    fn references_to_medications_in_the_same_bundle_resolve() {
+        let requests = r#"{"resourceType":"Bundle","type":"searchset","entry":[
+            {"resource":{"resourceType":"MedicationRequest","id":"r1","status":"active","intent":"order",
+              "medicationReference":{"reference":"Medication/med-ibu","display":"Ibuprofen"}},"search":{"mode":"match"}},
+            {"resource":{"resourceType":"MedicationRequest","id":"r2",
+              "medicationReference":{"reference":"https://ehr.example.org/fhir/Medication/med-nap"}}},
+            {"resource":{"resourceType":"MedicationRequest","id":"r3",
+              "medicationReference":{"reference":"urn:uuid:0a1b","display":"Tylenol"}}},
+            {"resource":{"resourceType":"MedicationRequest","id":"r4",
+              "medicationReference":{"reference":"Medication/elsewhere","display":"Aspirin EC 81 mg"}}},
+            {"fullUrl":"https://ehr.example.org/fhir/Medication/med-ibu",
+             "resource":{"resourceType":"Medication","id":"med-ibu","code":{"coding":[{"system":
+              "http://www.nlm.nih.gov/research/umls/rxnorm","code":"197806","display":"ibuprofen 600 MG Oral Tablet"}]}},
+             "search":{"mode":"include"}},
+            {"fullUrl":"urn:uuid:0a1b","resource":{"resourceType":"Medication","code":{"text":"acetaminophen 500 MG"}}}
+        ]}"#;
+        // A Medication sent under another key resolves references just the same.
+        let statements = r#"{"resourceType":"Bundle","entry":[
+            {"resource":{"resourceType":"MedicationStatement","id":"s1","medicationReference":{"reference":"Medication/med-ibu"}}},
+            {"resource":{"resourceType":"Medication","id":"med-nap","code":{"text":"naproxen"}}}
+        ]}"#;
+        let mut record = prefetch(&[("medicationRequests", requests), ("medicationStatements", statements)]);
+        assert_eq!(record.medication_definitions.len(), 3);
+        assert_eq!(record.skipped, 0);
+        // As service::finish does before assessing.
+        record.resolve_medication_references();
+        let by_id = |id: &str| record.medications.iter().find(|m| m.id.as_deref() == Some(id)).unwrap();
+        let ibuprofen = by_id("r1");
+        assert_eq!(ibuprofen.code.codings[0].code, "197806");
+        assert_eq!(ibuprofen.code.text.as_deref(), Some("Ibuprofen"));
+        assert_eq!(ibuprofen.medication_reference, None);
+        assert_eq!(by_id("r2").code.text.as_deref(), Some("naproxen"));
+        assert_eq!(by_id("r3").code.text.as_deref(), Some("acetaminophen 500 MG"));
+        assert_eq!(by_id("s1").code.codings[0].code, "197806");
+        // Not in the record: still named by its display, the reference kept.
+        let aspirin = by_id("r4");
+        assert_eq!(aspirin.code.text.as_deref(), Some("Aspirin EC 81 mg"));
+        assert_eq!(aspirin.medication_reference.as_deref(), Some("Medication/elsewhere"));
+    }
+
+    #[test]
+    fn the_patient_key_gives_the_birth_date_and_nothing_else() {
+        use crate::record::{Availability, DataKind};
+        let patient = r#"{"resourceType":"Patient","id":"p1","birthDate":"1961-07-04","gender":"male"}"#;
+        let record = prefetch(&[("patient", patient)]);
+        assert_eq!(record.birth_date, Some(span("1961-07-04")));
+        assert_eq!(record.skipped, 0);
+        // It is not a kind of data: every kind is still missing, so nothing is settled by it.
+        for kind in DataKind::ALL {
+            assert_eq!(record.availability(kind), Availability::Missing);
+        }
+        // A Bundle with one (as a search would answer), DSTU2's partial birth dates.
+        let bundle =
+            r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Patient","birthDate":"1961"}}]}"#;
+        assert_eq!(prefetch(&[("patient", bundle)]).birth_date, Some(span("1961")));
+        // null, no birth date, an OperationOutcome: no birth date, nothing skipped.
+        for value in [
+            "null",
+            r#"{"resourceType":"Patient","birthDate":"unknown"}"#,
+            r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error"}]}"#,
+        ] {
+            let record = prefetch(&[("patient", value)]);
+            assert_eq!((record.birth_date, record.skipped), (None, 0), "{value}");
+        }
+        // Malformed or unreadable: skipped and counted, like any entry, and nothing else changes.
+        for value in [
+            r#"{"resourceType":"Patient","birthDate":1961}"#,
+            "17",
+            r#"{"resourceType":"Bundle","entry":5}"#,
+        ] {
+            let record = prefetch(&[("patient", value), ("procedures", "null")]);
+            assert_eq!((record.birth_date, record.skipped), (None, 1), "{value}");
+            assert_eq!(record.availability(DataKind::Procedures), Availability::NoData);
+        }
+    }
+
+    #[test]
+    fn the_fast_path_is_unaffected() {
+        use crate::wire::PrefetchValue;
+        let knowledge = crate::Knowledge::embedded().unwrap();
+        let request = |code: &str| {
+            format!(
+                r#"{{"hook":"order-select","hookInstance":"x","context":{{"patientId":"p1","selections":["ServiceRequest/o1"],
+                "draftOrders":{{"resourceType":"Bundle","entry":[{{"resource":{{"resourceType":"ServiceRequest","id":"o1",
+                "code":{{"coding":[{{"system":"http://www.ama-assn.org/go/cpt","code":"{code}"}}]}}}}}}]}}}},
+                "prefetch":{{"patient":{{"resourceType":"Patient","birthDate":"1961-07-04"}},
+                "medicationRequests":{{"resourceType":"Bundle","entry":[{{"resource":{{"resourceType":"MedicationRequest",
+                "medicationReference":{{"reference":"Medication/m"}}}}}},{{"resource":{{"resourceType":"Medication","id":"m",
+                "code":{{"text":"ibuprofen"}}}}}}]}}}}}}"#
+            )
+        };
+        // Therapeutic exercise: no dry-needling order, so the prefetch (the patient key too) is only scanned.
+        let body = request("97110");
+        let prepared = crate::service::prepare(&knowledge, "dry-needling-order-select", body.as_bytes()).unwrap();
+        assert!(prepared.orders.is_empty());
+        assert!(prepared.wanted().is_empty());
+        assert_eq!(prepared.record.birth_date, None);
+        assert!(prepared.record.medications.is_empty());
+        let prefetch = prepared.request.prefetch.as_ref().unwrap();
+        assert_eq!(prefetch.len(), 2);
+        assert!(prefetch.iter().all(|(_, value)| matches!(value, PrefetchValue::Raw(_))));
+        let (cards, _) = crate::service::finish(prepared, &knowledge, time::macros::date!(2026 - 11 - 23)).unwrap();
+        assert!(cards.cards.is_empty());
+        // Dry needling: the same prefetch is read, in the request's own pass.
+        let body = request("20560");
+        let prepared = crate::service::prepare(&knowledge, "dry-needling-order-select", body.as_bytes()).unwrap();
+        assert_eq!(prepared.orders.len(), 1);
+        assert_eq!(prepared.record.birth_date, Some(span("1961-07-04")));
+        assert_eq!(prepared.record.medication_definitions.len(), 1);
+        assert_eq!(
+            prepared.record.medications[0].medication_reference.as_deref(),
+            Some("Medication/m")
+        );
     }
 
     #[test]

@@ -93,7 +93,8 @@ pub enum Onset {
     Date(DateSpan),
     /// `onsetPeriod` with only an `end`: it began on or before that.
     NotAfter(DateSpan),
-    /// `onsetAge` (low = high) or `onsetRange` (either end may be missing): needs the birth date.
+    /// `onsetAge` or DSTU2 `onsetQuantity` (low = high; `<` gives only the high end, `>` only the low end), or
+    /// `onsetRange` (either end may be missing): needs the birth date.
     Age { low: Option<Age>, high: Option<Age> },
     /// `onsetString`, as typed ("several years", "since 2019").
     Text(String),
@@ -104,7 +105,7 @@ pub enum Onset {
 pub enum Abatement {
     /// `abatementDateTime`, or `abatementPeriod` (its start, else its end).
     Date(DateSpan),
-    /// `abatementAge`, or `abatementRange`'s low end.
+    /// `abatementAge` (DSTU2 `abatementQuantity`), or `abatementRange`'s low end (its high end when it has no low).
     Age(Age),
     /// STU3/DSTU2 `abatementBoolean`.
     Flag(bool),

@@ -50,6 +50,10 @@ pub fn prefetch_key(kind: DataKind) -> &'static str {
     }
 }
 
+/// The prefetch key for the Patient, whose birth date dates `onsetAge` and `onsetRange`. Not a [`DataKind`]: a
+/// record without it is still complete, so it never causes a 412 and is not fetched when missing.
+pub const PATIENT_KEY: &str = "patient";
+
 /// Finds the service for an id.
 pub fn find_service<'k>(knowledge: &'k Knowledge, id: &str) -> Option<&'k ServiceText> {
     knowledge.services.iter().find(|s| s.id == id)
@@ -99,7 +103,9 @@ fn selected_orders(request: &HookRequest, orders: Vec<Order>) -> Vec<Order> {
 /// Reads the record from prefetch. Each key: a Bundle or resource = present; `null` = no data; an
 /// OperationOutcome with an error (alone or as an entry) or an unreadable value = failed; absent = missing. A
 /// Bundle with a `next` page is only part of the data: it counts as failed until the rest is fetched, and the
-/// page is returned so that it can be.
+/// page is returned so that it can be. The [`PATIENT_KEY`] (a Patient, or a Bundle with one) gives the birth
+/// date, and changes no availability. `medicationReference`s are resolved later, by [`finish`], once the
+/// record is gathered.
 pub fn record_from_prefetch(
     prefetch: Option<Vec<(String, PrefetchValue<'_>)>>,
 ) -> (PatientRecord, Vec<(DataKind, String)>) {
@@ -133,11 +139,22 @@ pub fn record_from_prefetch(
         };
         record.set_availability(kind, availability);
     }
+    if let Some(at) = prefetch.iter().position(|(key, _)| key == PATIENT_KEY) {
+        match prefetch.swap_remove(at).1.read() {
+            None => {}
+            Some(Err(_)) => record.skipped += 1,
+            Some(Ok(contents)) => {
+                add_contents(&mut record, contents);
+            }
+        }
+    }
     (record, next_pages)
 }
 
 /// Adds a Bundle's (or a single resource's) contents to the record and says what it means for availability.
-/// Resources are routed by their type, whatever key or search they came from.
+/// Resources are routed by their type, whatever key or search they came from: Medication resources (such as
+/// those a search `_include`s) to [`PatientRecord::medication_definitions`], the first Patient's birth date
+/// to [`PatientRecord::birth_date`].
 pub fn add_contents(record: &mut PatientRecord, contents: Contents) -> Availability {
     record.skipped += contents.skipped;
     let mut failed = false;
@@ -146,8 +163,18 @@ pub fn add_contents(record: &mut PatientRecord, contents: Contents) -> Availabil
             Resource::Condition(c) => record.conditions.push(c),
             Resource::Medication(m) => record.medications.push(m),
             Resource::Procedure(p) => record.procedures.push(p),
+            Resource::MedicationDefinition { id: Some(id), code } => record.medication_definitions.push((id, code)),
+            Resource::Patient {
+                birth_date: Some(birth_date),
+            } => {
+                record.birth_date.get_or_insert(birth_date);
+            }
             Resource::Outcome { failed: true } => failed = true,
-            Resource::Outcome { failed: false } | Resource::Order(_) | Resource::Other => {}
+            Resource::Outcome { failed: false }
+            | Resource::MedicationDefinition { id: None, .. }
+            | Resource::Patient { birth_date: None }
+            | Resource::Order(_)
+            | Resource::Other => {}
         }
     }
     if failed {
@@ -287,7 +314,8 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
     span.record("fetch_ms", started.elapsed().as_millis() as u64);
 }
 
-/// The second half: assess each order against the record and render the cards.
+/// The second half: resolve the record's `medicationReference`s against the Medications gathered with it
+/// (prefetched or fetched), then assess each order against the record and render the cards.
 pub fn finish(
     prepared: Prepared<'_>,
     knowledge: &Knowledge,
@@ -297,13 +325,14 @@ pub fn finish(
         request,
         orders,
         other_draft_codes,
-        record,
+        mut record,
         mut summary,
         ..
     } = prepared;
     if orders.is_empty() {
         return Ok((CardsResponse { cards: Vec::new() }, summary));
     }
+    record.resolve_medication_references();
     summary.skipped_entries = record.skipped;
     let facts = RequestFacts {
         patient_id: request.context.patient_id.clone(),

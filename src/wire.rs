@@ -410,16 +410,23 @@ pub struct Discovery {
     pub services: Vec<ServiceDescription>,
 }
 
-/// The prefetch templates every service declares, keyed as the record gathering expects. Only
-/// `{{context.patientId}}` is used, which every order hook provides.
-pub const PREFETCH: [(&str, &str); 4] = [
+/// The prefetch templates every service declares, keyed as the record gathering expects: one search per
+/// [`crate::record::DataKind`] ([`crate::service::prefetch_key`]), and the Patient ([`crate::service::PATIENT_KEY`]),
+/// which is optional. The medication searches `_include` the Medications their entries reference, so that a drug
+/// named only by `medicationReference` comes in the same Bundle. Only `{{context.patientId}}` is used, which
+/// every order hook provides.
+pub const PREFETCH: [(&str, &str); 5] = [
     ("conditions", "Condition?patient={{context.patientId}}"),
     (
         "medicationStatements",
-        "MedicationStatement?patient={{context.patientId}}",
+        "MedicationStatement?patient={{context.patientId}}&_include=MedicationStatement:medication",
     ),
-    ("medicationRequests", "MedicationRequest?patient={{context.patientId}}"),
+    (
+        "medicationRequests",
+        "MedicationRequest?patient={{context.patientId}}&_include=MedicationRequest:medication",
+    ),
     ("procedures", "Procedure?patient={{context.patientId}}"),
+    ("patient", "Patient/{{context.patientId}}"),
 ];
 
 /// What one feedback entry said, for the log (no patient data: ids and codes only).

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use common::{SELECT, fixture, send_with, state, without_uuids};
 use dry_needling_cds::AppState;
 use dry_needling_cds::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
 use dry_needling_cds::service::{gather, prepare};
+use dry_needling_cds::wire::PREFETCH;
 use serde_json::Value;
 
 /// A real patient with conditions, medication requests and procedures.
@@ -95,15 +97,24 @@ async fn token_goes_to_the_fhir_server_and_queries_match_the_templates() {
     assert_eq!(status, 200);
     let patient: Value = serde_json::from_slice(&fixture(PATIENT)).unwrap();
     let patient_id = patient["context"]["patientId"].as_str().unwrap();
-    for logged in server.log() {
+    let log = server.log();
+    assert_eq!(log.len(), 4);
+    for logged in log {
         assert_eq!(logged.authorization.as_deref(), Some(&*format!("Bearer {TOKEN}")));
-        assert_eq!(logged.query.get("patient").map(String::as_str), Some(patient_id));
-        assert_eq!(
-            logged.query.len(),
-            1,
-            "only the template's parameter: {:?}",
-            logged.query
-        );
+        // Exactly the prefetch template's parameters (the medication searches' `_include` too).
+        let (_, template) = PREFETCH
+            .iter()
+            .find(|(_, t)| t.starts_with(&format!("{}?", logged.resource_type)))
+            .unwrap();
+        let (_, parameters) = template.split_once('?').unwrap();
+        let expected: HashMap<String, String> = parameters
+            .split('&')
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap();
+                (name.to_string(), value.replace("{{context.patientId}}", patient_id))
+            })
+            .collect();
+        assert_eq!(logged.query, expected, "{}", logged.resource_type);
         assert!(logged.accept.unwrap_or_default().contains("application/fhir+json"));
     }
 }
@@ -368,4 +379,80 @@ async fn a_failed_prefetch_key_is_searched_again_and_replaced_not_doubled() {
     let clean = fixture(PATIENT);
     let expected = prepare(&state.knowledge, "dry-needling-order-select", &clean).unwrap();
     assert_eq!(prepared.record.conditions.len(), expected.record.conditions.len());
+}
+
+/// MYOFASCIAL with its ibuprofen named only by `medicationReference`; `medication` is where the Medication is:
+/// `"include"` (an entry of the Bundle, as `_include` brings it), `"contained"`, or `"none"`.
+fn ibuprofen_by_reference(medication: &str) -> Value {
+    let mut request: Value = serde_json::from_slice(&fixture(MYOFASCIAL)).unwrap();
+    let entries = request["prefetch"]["medicationRequests"]["entry"]
+        .as_array_mut()
+        .unwrap();
+    let resource = entries[0]["resource"].as_object_mut().unwrap();
+    let code = resource.remove("medicationCodeableConcept").unwrap();
+    let definition = serde_json::json!({"resourceType": "Medication", "id": "med-ibu", "code": code});
+    match medication {
+        "include" => {
+            resource.insert(
+                "medicationReference".into(),
+                serde_json::json!({"reference": "Medication/med-ibu"}),
+            );
+            entries.push(serde_json::json!({"resource": definition, "search": {"mode": "include"}}));
+        }
+        "contained" => {
+            resource.insert(
+                "medicationReference".into(),
+                serde_json::json!({"reference": "#med-ibu"}),
+            );
+            resource.insert("contained".into(), serde_json::json!([definition]));
+        }
+        _ => {
+            resource.insert(
+                "medicationReference".into(),
+                serde_json::json!({"reference": "Medication/med-ibu"}),
+            );
+        }
+    }
+    request
+}
+
+#[tokio::test]
+async fn a_drug_named_by_reference_counts_as_if_coded_inline() {
+    let state = service(&[], &[], settings());
+    let (_, inline) = call(state.clone(), fixture(MYOFASCIAL)).await;
+    for medication in ["include", "contained"] {
+        let body = serde_json::to_vec(&ibuprofen_by_reference(medication)).unwrap();
+        let (status, answer) = call(state.clone(), body).await;
+        assert_eq!(status, 200, "{medication}: {answer}");
+        assert_eq!(without_uuids(answer), without_uuids(inline.clone()), "{medication}");
+    }
+    // The reference alone names nothing: the answer is not the same (so the Medication above was what counted).
+    let body = serde_json::to_vec(&ibuprofen_by_reference("none")).unwrap();
+    let (status, unresolved) = call(state, body).await;
+    assert_eq!(status, 200);
+    assert_ne!(without_uuids(unresolved), without_uuids(inline));
+}
+
+#[tokio::test]
+async fn fetched_searches_include_the_referenced_medications() {
+    let request = serde_json::to_vec(&ibuprofen_by_reference("include")).unwrap();
+    let server = FhirServer::start(&request).await;
+    let state = service(&[&server.origin()], &[], settings());
+    let mut body: Value = serde_json::from_slice(&request).unwrap();
+    body.as_object_mut().unwrap().remove("prefetch");
+    body["fhirServer"] = server.base().into();
+    body["fhirAuthorization"] = serde_json::json!({"access_token": TOKEN, "token_type": "Bearer"});
+    let (status, fetched) = call(state.clone(), serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(status, 200, "{fetched}");
+    let (_, inline) = call(state, fixture(MYOFASCIAL)).await;
+    assert_eq!(without_uuids(fetched), without_uuids(inline));
+    let requests = server
+        .log()
+        .into_iter()
+        .find(|l| l.resource_type == "MedicationRequest")
+        .unwrap();
+    assert_eq!(
+        requests.query.get("_include").map(String::as_str),
+        Some("MedicationRequest:medication")
+    );
 }

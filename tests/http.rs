@@ -26,9 +26,21 @@ async fn discovery_lists_one_service_per_hook_with_prefetch() {
         for resource in ["Condition?", "MedicationStatement?", "MedicationRequest?", "Procedure?"] {
             assert!(queries.iter().any(|q| q.starts_with(resource)), "{resource}");
         }
-        // Only tokens the spec allows.
+        assert_eq!(prefetch["patient"], "Patient/{{context.patientId}}");
+        for (key, resource) in [
+            ("medicationStatements", "MedicationStatement"),
+            ("medicationRequests", "MedicationRequest"),
+        ] {
+            let include = format!("&_include={resource}:medication");
+            assert!(prefetch[key].as_str().unwrap().ends_with(&include), "{key}");
+        }
+        // Only tokens the spec allows, and only the one every order hook provides.
         for q in queries {
-            assert!(q.ends_with("patient={{context.patientId}}"), "{q}");
+            assert_eq!(q.matches("{{").count(), 1, "{q}");
+            assert!(
+                q.contains("?patient={{context.patientId}}") || q == "Patient/{{context.patientId}}",
+                "{q}"
+            );
         }
     }
     insta::assert_json_snapshot!("discovery", json);

@@ -1,5 +1,6 @@
 //! A real HTTP FHIR server on loopback for tests and benchmarks: it serves a fixture patient's searches
-//! (`{Type}?patient={id}`), with injectable latency, faults and pagination, and logs what it received.
+//! (`{Type}?patient={id}`, with `_include={Type}:medication` adding the Medications a page's entries reference),
+//! with injectable latency, faults and pagination, and logs what it received.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -222,13 +223,43 @@ async fn search(
         }
         entries = entries[start..end].to_vec();
     }
+    let included = match query.get("_include") {
+        Some(include) if *include == format!("{resource_type}:medication") => referenced_medications(&shared, &entries),
+        _ => Vec::new(),
+    };
+    let matches = entries
+        .into_iter()
+        .map(|r| json!({"resource": r, "search": {"mode": "match"}}));
+    let includes = included
+        .into_iter()
+        .map(|r| json!({"resource": r, "search": {"mode": "include"}}));
     let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
-        "entry": entries.into_iter().map(|r| json!({"resource": r, "search": {"mode": "match"}})).collect::<Vec<_>>(),
+        "entry": matches.chain(includes).collect::<Vec<_>>(),
     });
     if let Some(next) = next {
         bundle["link"] = json!([{"relation": "next", "url": next}]);
     }
     (fhir_json, bundle.to_string()).into_response()
+}
+
+/// The patient's Medications that `entries` reference (`Medication/{id}` or a URL ending so), each once.
+fn referenced_medications(shared: &Shared, entries: &[Value]) -> Vec<Value> {
+    let medications = shared.data.get("Medication").map(Vec::as_slice).unwrap_or_default();
+    let mut included: Vec<Value> = Vec::new();
+    for entry in entries {
+        let Some(reference) = entry["medicationReference"]["reference"].as_str() else {
+            continue;
+        };
+        let Some((_, id)) = reference.rsplit_once("Medication/") else {
+            continue;
+        };
+        for medication in medications.iter().filter(|m| m["id"] == id) {
+            if !included.contains(medication) {
+                included.push(medication.clone());
+            }
+        }
+    }
+    included
 }
