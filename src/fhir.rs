@@ -673,7 +673,7 @@ struct RawResource {
     body_site: Vec<RawConcept>,
     reason_code: Vec<RawConcept>,
     reason_codeable_concept: Option<RawConcept>,
-    reason_reference: Vec<Option<String>>,
+    reason_reference: Vec<RawReference>,
     medication_codeable_concept: Option<RawConcept>,
     medication_reference: Option<RawReference>,
     /// Contained Medications: (id, code).
@@ -740,7 +740,7 @@ impl<'de> Shape<'de> for ResourceShape {
                 Key::ReasonCode => raw.reason_code = value(&mut map, Many(ConceptShape), bad)?.unwrap_or_default(),
                 Key::ReasonCodeableConcept => raw.reason_codeable_concept = value(&mut map, ConceptShape, bad)?,
                 Key::ReasonReference => {
-                    raw.reason_reference = value(&mut map, Many(FieldOf(Key::Reference)), bad)?.unwrap_or_default()
+                    raw.reason_reference = value(&mut map, Many(ReferenceShape), bad)?.unwrap_or_default()
                 }
                 Key::MedicationCodeableConcept => raw.medication_codeable_concept = value(&mut map, ConceptShape, bad)?,
                 Key::MedicationReference => raw.medication_reference = value(&mut map, ReferenceShape, bad)?,
@@ -1039,7 +1039,15 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
                 id: raw.id,
                 code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
                 reason_codes,
-                reason_references: raw.reason_reference.into_iter().flatten().collect(),
+                reason_references: raw
+                    .reason_reference
+                    .into_iter()
+                    .filter(|r| r.reference.is_some() || r.display.is_some())
+                    .map(|r| crate::record::Reference {
+                        reference: r.reference,
+                        display: r.display,
+                    })
+                    .collect(),
                 body_sites: raw.body_site.into_iter().map(RawConcept::into_concept).collect(),
             })
         }
@@ -1971,7 +1979,8 @@ mod tests {
             panic!()
         };
         assert_eq!(order.reason_codes.len(), 1);
-        assert_eq!(order.reason_references, ["Condition/1"]);
+        let references: Vec<_> = order.reason_references.iter().map(|r| r.reference.as_deref()).collect();
+        assert_eq!(references, [Some("Condition/1")]);
     }
 
     #[test]

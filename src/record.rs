@@ -315,6 +315,13 @@ impl PatientRecord {
     }
 }
 
+/// A FHIR Reference: its literal `reference` and its `display` (either may be missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub reference: Option<String>,
+    pub display: Option<String>,
+}
+
 /// A draft order, reduced to what the guideline needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
@@ -323,8 +330,8 @@ pub struct Order {
     pub id: Option<String>,
     pub code: Concept,
     pub reason_codes: Vec<Concept>,
-    /// Literal references such as `Condition/123`.
-    pub reason_references: Vec<String>,
+    /// `reasonReference`s: literal references such as `Condition/123`, and what their `display` says.
+    pub reason_references: Vec<Reference>,
     pub body_sites: Vec<Concept>,
 }
 

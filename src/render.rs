@@ -408,7 +408,16 @@ fn suggested_resource(template: &Value, order: &Order, decisive: Option<&Indicat
         let references = order
             .reason_references
             .iter()
-            .map(|r| json!({"reference": r}))
+            .map(|r| {
+                let mut v = serde_json::Map::new();
+                if let Some(reference) = &r.reference {
+                    v.insert("reference".into(), json!(reference));
+                }
+                if let Some(display) = &r.display {
+                    v.insert("display".into(), json!(display));
+                }
+                Value::Object(v)
+            })
             .collect();
         resource["reasonReference"] = Value::Array(references);
     } else if let Some(d) = decisive {

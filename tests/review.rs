@@ -18,17 +18,22 @@ fn stance(card: &str) -> u8 {
 
 #[tokio::test]
 async fn the_review_set_gets_the_guideline_answers() {
-    let dir = format!("{}/fixtures/review", env!("CARGO_MANIFEST_DIR"));
-    let table = std::fs::read_to_string(format!("{dir}/expected.csv")).expect("expected.csv");
-    let mut reader = csv::Reader::from_reader(table.as_bytes());
     let mut failures = Vec::new();
     let mut harmful = 0;
     let mut cases = 0;
-    for row in reader.records() {
-        let row = row.expect("a CSV row");
-        let (file, expected, why) = (&row[0], &row[1], &row[3]);
+    // Two independent sets, each with its own answer key: `review/` and `review/second/`.
+    let mut rows = Vec::new();
+    for set in ["review", "review/second"] {
+        let path = format!("{}/fixtures/{set}/expected.csv", env!("CARGO_MANIFEST_DIR"));
+        let table = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        for row in csv::Reader::from_reader(table.as_bytes()).records() {
+            let row = row.expect("a CSV row");
+            rows.push((format!("{set}/{}", &row[0]), row[1].to_string(), row[3].to_string()));
+        }
+    }
+    for (file, expected, why) in &rows {
         cases += 1;
-        let body = fixture(&format!("review/{file}"));
+        let body = fixture(file);
         let reply = post(path_for(&body), body).await;
         let got: Vec<String> = match reply.status.as_u16() {
             200 => {
@@ -51,6 +56,7 @@ async fn the_review_set_gets_the_guideline_answers() {
             status => vec![status.to_string()],
         };
         let expected: Vec<&str> = expected.split(';').map(str::trim).collect();
+        let why = why.as_str();
         if got != expected {
             let toward_harm = got
                 .iter()
@@ -65,7 +71,7 @@ async fn the_review_set_gets_the_guideline_answers() {
             ));
         }
     }
-    assert!(cases >= 60, "the review set has {cases} cases");
+    assert!(cases >= 100, "the review sets have {cases} cases");
     assert!(
         failures.is_empty(),
         "{} of {cases} review cases disagree with the guideline, {harmful} toward harm:\n{}",

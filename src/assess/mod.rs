@@ -319,17 +319,42 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     let mut resolved_ids = Vec::new();
     let mut unresolved = Vec::new();
     for reference in &order.reason_references {
-        match resolve(reference, record) {
+        match reference.reference.as_deref().and_then(|r| resolve(r, record)) {
             Some(c) if !matches!(c.verification_status.as_deref(), Some("refuted" | "entered-in-error")) => {
                 resolved_ids.extend(c.id.clone());
                 facts.push(condition_fact(c, Origin::OrderReason, record, today, terms));
             }
             Some(_) => {}
-            None => unresolved.push(reference.clone()),
+            None => {
+                // Not in the record: its display, if any, still says what the order is for (typed text).
+                if let Some(display) = &reference.display {
+                    let concept = Concept {
+                        codings: vec![],
+                        text: Some(display.clone()),
+                    };
+                    let meaning = concept::classify(&concept, terms);
+                    facts.push(Fact {
+                        dating: Dating {
+                            says_chronic: meaning.says_chronic,
+                            ..Dating::default()
+                        },
+                        meaning,
+                        origin: Origin::OrderReason,
+                        name: display.clone(),
+                        coding: None,
+                    });
+                }
+                unresolved.push(reference.reference.clone().unwrap_or_else(|| display_only(reference)));
+            }
         }
     }
     if !unresolved.is_empty() {
-        if order.reason_codes.is_empty() && unresolved.len() == order.reason_references.len() && !conditions_known {
+        let nothing_said = order.reason_references.iter().all(|r| r.display.is_none());
+        if order.reason_codes.is_empty()
+            && unresolved.len() == order.reason_references.len()
+            && nothing_said
+            && !conditions_known
+        {
             return Outcome::NeedsData(vec![DataKind::Conditions]);
         }
         notes.push(Note::ReasonUnresolved(unresolved));
@@ -541,6 +566,10 @@ fn recent_procedures(record: &PatientRecord, today: Date) -> Vec<Coding> {
         .filter(|p| p.date.is_some_and(|d| d.first >= since && d.first <= today))
         .flat_map(|p| p.code.codings.iter().cloned())
         .collect()
+}
+
+fn display_only(reference: &crate::record::Reference) -> String {
+    reference.display.clone().unwrap_or_default()
 }
 
 fn existed(i: &Indication) -> Option<Date> {
