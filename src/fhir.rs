@@ -162,6 +162,7 @@ enum Key {
     Taken,
     WasNotTaken,
     NotTaken,
+    DoNotPerform,
     NotDone,
     NotPerformed,
     BirthDate,
@@ -231,6 +232,7 @@ impl Key {
             "taken" => Key::Taken,
             "wasNotTaken" => Key::WasNotTaken,
             "notTaken" => Key::NotTaken,
+            "doNotPerform" => Key::DoNotPerform,
             "notDone" => Key::NotDone,
             "notPerformed" => Key::NotPerformed,
             "birthDate" => Key::BirthDate,
@@ -467,9 +469,9 @@ fn age_unit(unit: &str) -> Option<AgeUnit> {
         "wk" => AgeUnit::Weeks,
         "d" => AgeUnit::Days,
         _ => match unit.to_ascii_lowercase().as_str() {
-            "year" | "years" => AgeUnit::Years,
-            "month" | "months" => AgeUnit::Months,
-            "week" | "weeks" => AgeUnit::Weeks,
+            "year" | "years" | "yr" | "yrs" | "y" | "ys" => AgeUnit::Years,
+            "month" | "months" | "mos" | "mth" | "mths" => AgeUnit::Months,
+            "week" | "weeks" | "wks" | "w" => AgeUnit::Weeks,
             "day" | "days" => AgeUnit::Days,
             _ => return None,
         },
@@ -747,7 +749,9 @@ impl<'de> Shape<'de> for ResourceShape {
                 Key::Contained => raw.contained = value(&mut map, Contained, bad)?.unwrap_or_default(),
                 Key::Intent => raw.intent = value(&mut map, Text, bad)?,
                 Key::Taken => raw.taken = value(&mut map, Text, bad)?,
-                Key::WasNotTaken | Key::NotTaken => raw.not_taken |= value(&mut map, Flag, bad)?.unwrap_or(false),
+                Key::WasNotTaken | Key::NotTaken | Key::DoNotPerform => {
+                    raw.not_taken |= value(&mut map, Flag, bad)?.unwrap_or(false)
+                }
                 Key::AuthoredOn => raw.authored_on = value(&mut map, Text, bad)?,
                 Key::DateWritten => raw.date_written = value(&mut map, Text, bad)?,
                 Key::EffectiveDateTime => raw.effective_date_time = value(&mut map, Text, bad)?,
@@ -1000,13 +1004,13 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
                 "MedicationRequest" => MedicationSource::Request,
                 _ => MedicationSource::Order,
             };
-            let date = first_span(&[raw.effective_date_time.as_deref()])
-                .or(start_else_end(&raw.effective_period))
-                .or(first_span(&[
-                    raw.date_asserted.as_deref(),
-                    raw.authored_on.as_deref(),
-                    raw.date_written.as_deref(),
-                ]));
+            let effective = first_span(&[raw.effective_date_time.as_deref()]).or(start_else_end(&raw.effective_period));
+            let asserted_only = effective.is_none() && raw.date_asserted.is_some();
+            let date = effective.or(first_span(&[
+                raw.date_asserted.as_deref(),
+                raw.authored_on.as_deref(),
+                raw.date_written.as_deref(),
+            ]));
             let (code, medication_reference) = medication_code(&mut raw);
             Resource::Medication(Medication {
                 id: raw.id,
@@ -1018,6 +1022,7 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
                 taken: raw.taken,
                 not_taken: raw.not_taken,
                 date,
+                asserted_only,
             })
         }
         "Medication" => Resource::MedicationDefinition {

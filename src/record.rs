@@ -179,10 +179,13 @@ pub struct Medication {
     pub intent: Option<String>,
     /// STU3 MedicationStatement `taken` (`y`, `n`, `unk`, `na`).
     pub taken: Option<String>,
-    /// DSTU2 `wasNotTaken: true` (and STU3 `notTaken`, where sent).
+    /// DSTU2 `wasNotTaken: true`, STU3 `notTaken`, or a MedicationRequest's `doNotPerform: true` (an order
+    /// *not* to take it).
     pub not_taken: bool,
     /// `effectiveDateTime`/`effectivePeriod`, `dateAsserted`, `authoredOn` or DSTU2 `dateWritten`.
     pub date: Option<DateSpan>,
+    /// The only date is a MedicationStatement's `dateAsserted`: when the use was reported, not when it happened.
+    pub asserted_only: bool,
 }
 
 /// A procedure or therapy (heat therapy, education, physical therapy…).

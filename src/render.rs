@@ -119,6 +119,16 @@ fn date_source_label(source: DateSource) -> &'static str {
 
 /// What the record shows about how long the episode has lasted, in words.
 fn duration_label(c: &Indication) -> String {
+    if let (EpisodeLength::Chronic(by), Some(other)) = (c.length, &c.chronic_by_other) {
+        let when = match by {
+            ChronicBy::Date(e) => format!(", {} {}", date_source_label(e.source), e.date),
+            ChronicBy::Said => String::new(),
+        };
+        return format!(
+            "chronic (12 weeks or more): the same problem as **{}**{when}",
+            escape(plain_name(other))
+        );
+    }
     match c.length {
         EpisodeLength::Chronic(ChronicBy::Said) => match c.dating.existed_by {
             Some(e) => format!(

@@ -162,6 +162,7 @@ fn medication_strategy() -> impl Strategy<Value = Medication> {
             taken: None,
             not_taken: false,
             date: days_ago.map(day),
+            asserted_only: false,
         })
 }
 
@@ -221,6 +222,7 @@ fn complete_care() -> (Vec<Medication>, Vec<Procedure>) {
         taken: None,
         not_taken: false,
         date: Some(day(10)),
+        asserted_only: false,
     };
     let procedure = |code: Concept| Procedure {
         id: None,

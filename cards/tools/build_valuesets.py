@@ -268,6 +268,10 @@ with open(SOURCE, newline="", encoding="utf-8") as f:
         row["note"] = ""
         if row["set"] == "cond.low_back_pain" and row["code"] in NOT_BACK_PAIN:
             row["set"], row["note"] = "cond.not_back_pain", "moved from cond.low_back_pain: not musculoskeletal back pain"
+        elif row["set"] == "order.related_not_dry_needling" and row["system"] == CPT and row["code"] == "20999":
+            row["set"] = "order.unlisted_procedure"
+            row["note"] = ("moved from order.related_not_dry_needling: 'unlisted procedure' was how dry needling was billed "
+                           "before 2020 (terminology/NOTES.md), so the code decides nothing and the order's text does")
         elif row["set"] == "proc.heat_therapy" and row["system"] == CPT and row["code"] == "97010":
             row["set"] = "proc.hot_or_cold_pack"
             row["note"] = ("moved from proc.heat_therapy: 97010 covers hot OR cold packs, so the code alone is not heat; "

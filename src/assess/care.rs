@@ -126,23 +126,33 @@ impl CareCheck {
 }
 
 /// Aspirin at an antiplatelet dose (≤ 162 mg) in any spelling: "aspirin 81 mg", "ASA 81", "Aspirin EC 81MG",
-/// "acetylsalicylic acid 100 mg". Written by hand because product names put the dose anywhere.
+/// "acetylsalicylic acid 100 mg". Written by hand because product names put the dose anywhere: the dose read is
+/// the first number after the aspirin name (else the last one before it), so "acetaminophen 250 MG / aspirin
+/// 250 MG / caffeine 65 MG" is full-dose aspirin, not a low dose.
 fn low_dose_aspirin(text: &str) -> bool {
-    let names_aspirin = ["aspirin", "asa", "acetylsalicylic", "ecotrin", "bayer"]
+    let names = ["aspirin", "asa", "acetylsalicylic", "ecotrin", "bayer"];
+    let Some(at) = names
         .iter()
-        .any(|name| crate::knowledge::has_keyword(text, &[name.to_string()]));
-    if !names_aspirin {
+        .filter_map(|name| {
+            text.match_indices(name)
+                .find(|(i, _)| text[..*i].chars().next_back().is_none_or(|c| !c.is_alphanumeric()))
+                .map(|(i, _)| i + name.len())
+        })
+        .min()
+    else {
         return false;
-    }
-    // Every number in the text; a dose is a number ≤ 162 (and no number > 162, which would be a full dose).
-    let numbers: Vec<u32> = text
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|w| !w.is_empty() && w.len() <= 5)
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let has_low = numbers.iter().any(|n| (50..=162).contains(n));
-    let has_full = numbers.iter().any(|n| (300..=1000).contains(n));
-    has_low && !has_full
+    };
+    let numbers = |part: &str| -> Vec<u32> {
+        part.split(|c: char| !c.is_ascii_digit())
+            .filter(|w| !w.is_empty() && w.len() <= 5)
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
+    let dose = numbers(&text[at..])
+        .first()
+        .copied()
+        .or_else(|| numbers(&text[..at]).last().copied());
+    dose.is_some_and(|mg| (50..=162).contains(&mg))
 }
 
 fn lower_texts(concept: &Concept, skip: impl Fn(&Coding) -> bool) -> Vec<String> {
@@ -191,6 +201,7 @@ fn medication_done(m: &Medication) -> bool {
         }
         MedicationSource::Request | MedicationSource::Order => {
             status_ok
+                && !m.not_taken
                 && m.intent.as_deref().is_none_or(|i| {
                     matches!(
                         i,
@@ -300,7 +311,14 @@ pub fn check_care(
                 MedicationSource::Statement => EvidenceSource::MedicationRecord,
                 MedicationSource::Request | MedicationSource::Order => EvidenceSource::Prescription,
             },
-            not_counted: judge(medication_done(m), m.date, today, window_start),
+            // A statement dated only by when it was reported places the use in time only while it is current.
+            not_counted: judge(
+                medication_done(m),
+                m.date
+                    .filter(|_| !m.asserted_only || m.status.as_deref() == Some("active")),
+                today,
+                window_start,
+            ),
         })
         .collect();
     let procedures = |matches: &dyn Fn(&Procedure) -> bool| -> Vec<Evidence> {

@@ -85,6 +85,9 @@ pub struct Indication {
     pub dating: Dating,
     /// The duration of the episode it belongs to.
     pub length: EpisodeLength,
+    /// When the episode is chronic by another entry of the record (an "acute" flare of chronic low back pain),
+    /// that entry's name.
+    pub chronic_by_other: Option<String>,
 }
 
 impl Indication {
@@ -322,7 +325,16 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         match reference.reference.as_deref().and_then(|r| resolve(r, record)) {
             Some(c) if !matches!(c.verification_status.as_deref(), Some("refuted" | "entered-in-error")) => {
                 resolved_ids.extend(c.id.clone());
-                facts.push(condition_fact(c, Origin::OrderReason, record, today, terms));
+                let mut fact = condition_fact(c, Origin::OrderReason, record, today, terms);
+                // A reason that points to a problem the record says has ended names the problem, but its dates
+                // belong to the earlier episode, not to the pain being treated now.
+                if !c.is_active(today) {
+                    fact.dating = Dating {
+                        says_chronic: fact.meaning.says_chronic,
+                        ..Dating::default()
+                    };
+                }
+                facts.push(fact);
             }
             Some(_) => {}
             None => {
@@ -408,11 +420,15 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         }
         let fact = condition_fact(c, Origin::Record, record, today, terms);
         let m = &fact.meaning;
+        // Same region; or, where one side names no region, the same kind of problem (a region-less chronic pain
+        // covers every region; a pain order with no region takes any pain).
+        let placeable = m.regions.is_empty() || target_regions.is_empty();
         let relevant = !has_target
             || m.regions.overlaps(target_regions)
-            || m.kinds.shares_group(reason_kinds)
-            || (m.kinds.has(Kind::ChronicPain) && m.regions.is_empty())
-            || (target_regions.is_empty() && reason_kinds.any_pain() && m.kinds.any_pain());
+            || (placeable
+                && (m.kinds.shares_group(reason_kinds)
+                    || (m.kinds.has(Kind::ChronicPain) && m.regions.is_empty())
+                    || (target_regions.is_empty() && reason_kinds.any_pain() && m.kinds.any_pain())));
         if relevant && !m.kinds.is_empty() {
             facts.push(fact);
         }
@@ -433,10 +449,22 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         } else {
             dating::episode_duration([fact.dating], today)
         };
-        // A fact that is chronic by its own date is shown with that date rather than the episode's earliest.
-        let length = match (length, dating::episode_duration([fact.dating], today)) {
-            (EpisodeLength::Chronic(ChronicBy::Date(_)), own @ EpisodeLength::Chronic(ChronicBy::Date(_))) => own,
-            _ => length,
+        // A fact that is chronic by its own evidence is shown with it; otherwise the card names the entry that
+        // makes its episode chronic.
+        let own = dating::episode_duration([fact.dating], today);
+        let (length, chronic_by_other) = match (length, own) {
+            (EpisodeLength::Chronic(_), own @ EpisodeLength::Chronic(_)) => (own, None),
+            (EpisodeLength::Chronic(by), _) => {
+                let other = episode
+                    .iter()
+                    .find(|f| match by {
+                        ChronicBy::Said => f.dating.says_chronic,
+                        ChronicBy::Date(e) => f.dating.existed_by == Some(e),
+                    })
+                    .map(|f| f.name.clone());
+                (length, other)
+            }
+            _ => (length, None),
         };
         let episode_regions = episode
             .iter()
@@ -454,20 +482,25 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
                 regions: fact.meaning.regions,
                 dating: fact.dating,
                 length,
+                chronic_by_other,
             },
             episode_regions,
         ));
     }
     // Most restrictive first; the same condition recorded many times (common in real data) is listed once,
     // with its earliest evidence.
+    // Within a kind, the entry that itself shows the episode's duration comes first (it names the card), then the
+    // earliest.
     candidates.sort_by(|(a, _), (b, _)| {
         a.kind
             .cmp(&b.kind)
-            .then(a.name.cmp(&b.name))
+            .then(a.chronic_by_other.is_some().cmp(&b.chronic_by_other.is_some()))
             .then(existed(a).is_none().cmp(&existed(b).is_none()))
             .then(existed(a).cmp(&existed(b)))
+            .then(a.name.cmp(&b.name))
     });
-    candidates.dedup_by(|(later, _), (first, _)| later.kind == first.kind && later.name == first.name);
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|(c, _)| seen.insert((c.kind, c.name.clone())));
     let decisive = candidates.first().cloned();
     let decisive_regions = decisive.as_ref().map(|(_, r)| *r).unwrap_or_default();
     let decisive = decisive.map(|(d, _)| d);
@@ -487,6 +520,11 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         Some(IndicationKind::Myofascial | IndicationKind::OtherPain) | None => None,
     };
     if let Some(card) = decided_by_indication {
+        // Only "not recommended" cannot be outranked by a condition the record might hold (cervical
+        // osteoarthritis outranks neck pain); any other verdict needs the conditions.
+        if !conditions_known && stance(card) != Stance::NotRecommended {
+            return Outcome::NeedsData(vec![DataKind::Conditions]);
+        }
         let unknown: Vec<DataKind> = record.unknown_kinds();
         if !unknown.is_empty() {
             notes.push(Note::HistoryUnavailable(unknown));
@@ -574,4 +612,87 @@ fn display_only(reference: &crate::record::Reference) -> String {
 
 fn existed(i: &Indication) -> Option<Date> {
     i.dating.existed_by.map(|e| e.date).or(i.dating.onset_from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge::Knowledge;
+    use crate::record::{Availability, DateSpan, Onset};
+    use time::macros::date;
+
+    const TODAY: Date = date!(2026 - 11 - 23);
+    const SCT: &str = "http://snomed.info/sct";
+
+    fn coded(code: &str, display: &str) -> Concept {
+        Concept {
+            codings: vec![Coding {
+                system: SCT.into(),
+                code: code.into(),
+                display: Some(display.into()),
+            }],
+            text: None,
+        }
+    }
+
+    fn condition(code: Concept, onset: &str) -> Condition {
+        Condition {
+            id: None,
+            code,
+            clinical_status: Some("active".into()),
+            verification_status: None,
+            onset: crate::record::parse_fhir_span(onset).map(Onset::Date),
+            recorded: None::<DateSpan>,
+            abatement: None,
+            body_sites: vec![],
+        }
+    }
+
+    fn order(reason: Concept) -> Order {
+        Order {
+            resource_type: "ServiceRequest".into(),
+            id: Some("dn".into()),
+            code: coded("231082000", "Dry needle acupuncture (procedure)"),
+            reason_codes: vec![reason],
+            reason_references: vec![],
+            body_sites: vec![],
+        }
+    }
+
+    fn card(order: &Order, conditions: Vec<Condition>) -> CardId {
+        let k = Knowledge::embedded().unwrap();
+        let mut record = PatientRecord {
+            conditions,
+            ..PatientRecord::default()
+        };
+        for kind in DataKind::ALL {
+            record.set_availability(kind, Availability::Present);
+        }
+        match assess(order, &record, TODAY, &k.terminology, &k.policy) {
+            Outcome::Card(a) => a.card,
+            Outcome::NeedsData(kinds) => panic!("needs {kinds:?}"),
+        }
+    }
+
+    #[test]
+    fn another_region_of_the_same_kind_is_another_problem() {
+        // A myofascial neck order is not decided by chronic myofascial pain of the low back…
+        let neck = order(coded("279030006", "Myofascial pain syndrome of neck (disorder)"));
+        let low_back = coded("279041008", "Myofascial pain syndrome of lower back (disorder)");
+        assert_eq!(
+            card(&neck, vec![condition(low_back.clone(), "2015-01-01")]),
+            CardId::NeckPainPreferManualTherapy
+        );
+        // …but a region-less myofascial order is (it may be the same pain), and so is the low back's own order.
+        let unplaced = order(coded("726531007", "Myofascial pain syndrome (disorder)"));
+        assert_eq!(
+            card(&unplaced, vec![condition(low_back.clone(), "2015-01-01")]),
+            CardId::AgainstChronicLowBackPain
+        );
+        let acute_flare = order(coded("278862001", "Acute low back pain (finding)"));
+        assert_eq!(
+            card(&acute_flare, vec![condition(low_back, "2015-01-01")]),
+            CardId::AgainstChronicLowBackPain
+        );
+    }
 }
