@@ -216,7 +216,8 @@ pub fn is_standard_system(system: &str) -> bool {
 
 /// Phrases that find a meaning in text (`cards/valuesets/keywords.toml`). A phrase matches at the start of a
 /// word, so `needl` matches "needling" and `heat` does not match "wheat"; an `exclude` phrase in the same text
-/// vetoes the match; an `exact` phrase must be the whole text.
+/// vetoes the match; an `exact` phrase must be the whole text. The phrases are compiled once at load into
+/// Aho-Corasick automata, so a text is scanned once per set, not once per phrase.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhraseSet {
@@ -226,6 +227,18 @@ pub struct PhraseSet {
     pub exclude: Vec<String>,
     #[serde(default)]
     pub exact: Vec<String>,
+    #[serde(skip)]
+    compiled: Option<(aho_corasick::AhoCorasick, aho_corasick::AhoCorasick)>,
+}
+
+/// True when one of the automaton's phrases occurs in `text` at the start of a word.
+fn found_at_word_start(automaton: &aho_corasick::AhoCorasick, text: &str) -> bool {
+    automaton.find_overlapping_iter(text).any(|m| {
+        text[..m.start()]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric())
+    })
 }
 
 impl PhraseSet {
@@ -235,7 +248,10 @@ impl PhraseSet {
         if self.exact.iter().any(|e| e == trimmed) {
             return true;
         }
-        has_keyword(text, &self.phrases) && !has_keyword(text, &self.exclude)
+        match &self.compiled {
+            Some((phrases, exclude)) => found_at_word_start(phrases, text) && !found_at_word_start(exclude, text),
+            None => has_keyword(text, &self.phrases) && !has_keyword(text, &self.exclude),
+        }
     }
 
     /// True when any of the texts (already lower-case) matches.
@@ -245,6 +261,17 @@ impl PhraseSet {
 
     fn lists_mut(&mut self) -> [&mut Vec<String>; 3] {
         [&mut self.phrases, &mut self.exclude, &mut self.exact]
+    }
+
+    fn compile(&mut self) -> Result<(), String> {
+        let build = |patterns: &[String]| {
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::Standard)
+                .build(patterns)
+                .map_err(|e| e.to_string())
+        };
+        self.compiled = Some((build(&self.phrases)?, build(&self.exclude)?));
+        Ok(())
     }
 }
 
@@ -473,6 +500,7 @@ impl Terminology {
                     }
                 }
             }
+            set.compile().map_err(|e| invalid(KEYWORDS, e))?;
         }
         Ok(Terminology {
             codes,
