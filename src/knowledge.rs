@@ -215,7 +215,8 @@ pub fn is_standard_system(system: &str) -> bool {
 }
 
 /// Phrases that find a meaning in text (`cards/valuesets/keywords.toml`). A phrase matches at the start of a
-/// word, so `needl` matches "needling" and `heat` does not match "wheat"; an `exclude` phrase in the same text
+/// word, so `needl` matches "needling" and `heat` does not match "wheat"; a phrase ending in `$` must also end a
+/// word (`arm$` is not "army"); an `exclude` phrase in the same text
 /// vetoes the match; an `exact` phrase must be the whole text. The phrases are compiled once at load into
 /// Aho-Corasick automata, so a text is scanned once per set, not once per phrase.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -228,16 +229,26 @@ pub struct PhraseSet {
     #[serde(default)]
     pub exact: Vec<String>,
     #[serde(skip)]
-    compiled: Option<(aho_corasick::AhoCorasick, aho_corasick::AhoCorasick)>,
+    compiled: Option<(Automaton, Automaton)>,
 }
 
-/// True when one of the automaton's phrases occurs in `text` at the start of a word.
-fn found_at_word_start(automaton: &aho_corasick::AhoCorasick, text: &str) -> bool {
-    automaton.find_overlapping_iter(text).any(|m| {
-        text[..m.start()]
+/// Phrases compiled for one scan; `whole[i]`: phrase `i` ended with `$` and must also end a word.
+#[derive(Debug, Clone)]
+struct Automaton {
+    automaton: aho_corasick::AhoCorasick,
+    whole: Vec<bool>,
+}
+
+/// True when one of the phrases occurs in `text` at the start of a word (and at its end, for `$` phrases).
+fn found_at_word_start(compiled: &Automaton, text: &str) -> bool {
+    compiled.automaton.find_overlapping_iter(text).any(|m| {
+        let starts = text[..m.start()]
             .chars()
             .next_back()
-            .is_none_or(|c| !c.is_alphanumeric())
+            .is_none_or(|c| !c.is_alphanumeric());
+        let ends = !compiled.whole[m.pattern().as_usize()]
+            || text[m.end()..].chars().next().is_none_or(|c| !c.is_alphanumeric());
+        starts && ends
     })
 }
 
@@ -265,10 +276,13 @@ impl PhraseSet {
 
     fn compile(&mut self) -> Result<(), String> {
         let build = |patterns: &[String]| {
-            aho_corasick::AhoCorasick::builder()
+            let whole = patterns.iter().map(|p| p.ends_with('$')).collect();
+            let bare: Vec<&str> = patterns.iter().map(|p| p.strip_suffix('$').unwrap_or(p)).collect();
+            let automaton = aho_corasick::AhoCorasick::builder()
                 .match_kind(aho_corasick::MatchKind::Standard)
-                .build(patterns)
-                .map_err(|e| e.to_string())
+                .build(bare)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(Automaton { automaton, whole })
         };
         self.compiled = Some((build(&self.phrases)?, build(&self.exclude)?));
         Ok(())

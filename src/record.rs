@@ -131,16 +131,21 @@ pub struct Condition {
 }
 
 impl Condition {
-    /// Active for the guideline on `today`: not refuted or entered in error, and a clinical status of active,
-    /// recurrence or relapse; with no clinical status, active unless an `abatement[x]` says it ended (a date
-    /// on or before today, `true`, an age or a text).
+    /// Active for the guideline on `today`: not refuted or entered in error, and a clinical status other than
+    /// inactive, resolved or remission; with no clinical status, active unless an `abatement[x]` says it ended
+    /// (a date on or before today, `true`, an age or a text).
     pub fn is_active(&self, today: Date) -> bool {
         let verification_ok = !matches!(
             self.verification_status.as_deref(),
             Some("refuted" | "entered-in-error")
         );
+        // Only a status that says the condition ended ends it: an unknown or local status ("Active", "A") keeps
+        // it, since dropping a chronic condition could only make the answer more permissive.
         let clinical_ok = match self.clinical_status.as_deref() {
-            Some(s) => matches!(s, "active" | "recurrence" | "relapse"),
+            Some(s) => !matches!(
+                s.trim().to_ascii_lowercase().as_str(),
+                "inactive" | "resolved" | "remission"
+            ),
             None => !match &self.abatement {
                 None => false,
                 Some(Abatement::Date(span)) => span.first <= today,
@@ -451,6 +456,10 @@ mod tests {
         for (clinical, verification, active) in [
             (Some("active"), Some("confirmed"), true),
             (Some("relapse"), None, true),
+            (Some("Active"), None, true),
+            (Some("local-code-7"), None, true),
+            (Some("Resolved"), None, false),
+            (Some("remission"), None, false),
             (Some("recurrence"), Some("provisional"), true),
             (Some("resolved"), None, false),
             (Some("inactive"), None, false),

@@ -142,7 +142,7 @@ fn duration_label(c: &Indication) -> String {
             format!("chronic (12 weeks or more): {} {}", date_source_label(e.source), e.date)
         }
         EpisodeLength::Established { since, days } => {
-            let label = if days >= 42 {
+            let label = if days >= crate::assess::dating::SUBACUTE_DAYS {
                 "subacute (6 to 12 weeks)"
             } else {
                 "acute (under 6 weeks)"

@@ -167,7 +167,10 @@ fn cases() -> Vec<(&'static str, Vec<Expect>)> {
             vec![card(
                 "warning",
                 NOT_FIRST_LINE,
-                &["First-line care is heat", "No condition on the order or in the record"],
+                &[
+                    "Conservative care to try first",
+                    "No condition on the order or in the record",
+                ],
             )],
         ),
         (

@@ -125,7 +125,7 @@ impl CareCheck {
     }
 }
 
-/// Aspirin at an antiplatelet dose (≤ 162 mg) in any spelling: "aspirin 81 mg", "ASA 81", "Aspirin EC 81MG",
+/// Aspirin at an antiplatelet dose (≤ 162 mg), or with no dose at all, in any spelling: "aspirin 81 mg", "ASA 81", "Aspirin EC 81MG",
 /// "acetylsalicylic acid 100 mg". Written by hand because product names put the dose anywhere: the dose read is
 /// the first number after the aspirin name (else the last one before it), so "acetaminophen 250 MG / aspirin
 /// 250 MG / caffeine 65 MG" is full-dose aspirin, not a low dose.
@@ -152,7 +152,16 @@ fn low_dose_aspirin(text: &str) -> bool {
         .first()
         .copied()
         .or_else(|| numbers(&text[..at]).last().copied());
-    dose.is_some_and(|mg| (50..=162).contains(&mg))
+    // No dose at all cannot show an analgesic dose: a missing fact is not a trial.
+    dose.is_none_or(|mg| (1..=162).contains(&mg))
+}
+
+/// Names an analgesic other than aspirin (a combination such as aspirin with acetaminophen still counts).
+fn names_other_analgesic(text: &str, terms: &Terminology) -> bool {
+    let without: String = ["aspirin", "acetylsalicylic", "asa "]
+        .iter()
+        .fold(text.to_string(), |t, name| t.replace(name, " "));
+    terms.keywords.medication.analgesic.matches(&without)
 }
 
 fn lower_texts(concept: &Concept, skip: impl Fn(&Coding) -> bool) -> Vec<String> {
@@ -181,7 +190,7 @@ pub fn is_analgesic(code: &Concept, terms: &Terminology) -> bool {
     let kw = &terms.keywords.medication;
     if texts
         .iter()
-        .any(|t| kw.not_an_analgesic_trial.matches(t) || low_dose_aspirin(t))
+        .any(|t| kw.not_an_analgesic_trial.matches(t) || (low_dose_aspirin(t) && !names_other_analgesic(t, terms)))
     {
         return false;
     }
@@ -249,7 +258,8 @@ fn judge(done: bool, date: Option<DateSpan>, today: Date, window_start: Date) ->
     }
     match date {
         None => Some(NotCounted::Undated),
-        Some(d) if d.first > today => Some(NotCounted::Future),
+        // A month or year that is not over yet may still be ahead.
+        Some(d) if d.last > today => Some(NotCounted::Future),
         Some(d) if d.first < window_start => Some(NotCounted::Earlier),
         Some(_) => None,
     }
@@ -365,11 +375,13 @@ mod tests {
         ] {
             assert!(low_dose_aspirin(text), "{text}");
         }
+        assert!(low_dose_aspirin("aspirin"), "no dose shows no analgesic dose");
+        assert!(low_dose_aspirin("aspirin 25 mg / dipyridamole 200 mg"));
         for text in [
             "aspirin 325 mg oral tablet",
             "ibuprofen 200 mg",
             "aspirin 500 mg / caffeine 65 mg",
-            "aspirin",
+            "acetaminophen 250 mg / aspirin 250 mg / caffeine 65 mg oral tablet [excedrin]",
         ] {
             assert!(!low_dose_aspirin(text), "{text}");
         }

@@ -103,6 +103,10 @@ impl Kinds {
     pub fn any_pain(self) -> bool {
         self.iter().any(Kind::is_spinal_or_muscle_pain)
     }
+    /// True when both share a kind.
+    pub fn intersects(self, other: Kinds) -> bool {
+        self.0 & other.0 != 0
+    }
     /// True when both name the same problem (same kind or the same group, e.g. myofascial pain and myalgia).
     pub fn shares_group(self, other: Kinds) -> bool {
         self.iter().any(|a| other.iter().any(|b| a.group() == b.group()))
@@ -237,6 +241,46 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
         }
         meaning.from_text = !kinds.is_empty();
     }
+    // A standard code outside the value sets says nothing, but the clinician's own `text` may (ICD R52 typed as
+    // "Chronic low back pain"). It is read only when it names a kind that can forbid dry needling or says
+    // chronic: typed text never makes a coded concept a permissive indication.
+    if coded
+        && kinds.is_empty()
+        && let Some(text) = concept.text.as_deref()
+    {
+        let text = text.to_lowercase();
+        let kw = &terms.keywords.condition;
+        let typed = [
+            (&kw.low_back, Kind::LowBackPain),
+            (&kw.back, Kind::BackPain),
+            (&kw.lumbar_degenerative, Kind::LumbarDegenerative),
+            (&kw.neck, Kind::NeckPain),
+            (&kw.myofascial, Kind::Myofascial),
+            (&kw.myalgia, Kind::Myalgia),
+            (&kw.chronic_pain, Kind::ChronicPain),
+            (&kw.osteoarthritis, Kind::Osteoarthritis),
+            (&kw.patellofemoral, Kind::Patellofemoral),
+            (&kw.headache, Kind::Headache),
+        ];
+        let mut found = Kinds::default();
+        for (set, kind) in typed {
+            if set.matches(&text) {
+                found.add(kind);
+            }
+        }
+        let restrictive = [
+            Kind::LumbarDegenerative,
+            Kind::NeckPain,
+            Kind::ChronicPain,
+            Kind::Osteoarthritis,
+            Kind::Patellofemoral,
+            Kind::Headache,
+        ];
+        if meaning.says_chronic || restrictive.iter().any(|k| found.has(*k)) {
+            *kinds = found;
+            meaning.from_text = true;
+        }
+    }
     // Spinal osteoarthritis of the low back is degenerative lumbar disease too (terminology/NOTES.md).
     if kinds.has(Kind::Osteoarthritis) && meaning.regions.low_back() && !meaning.regions.neck() {
         kinds.add(Kind::LumbarDegenerative);
@@ -283,6 +327,24 @@ mod tests {
             assert!(m.kinds.is_empty(), "{concept:?}");
             assert!(!m.regions.neck(), "{concept:?}");
         }
+        // A standard code outside the value sets keeps the clinician's typed meaning when it can only forbid.
+        let chronic_typed = Concept {
+            text: Some("Chronic low back pain".into()),
+            ..coded(ICD, "R52", "Pain, unspecified")
+        };
+        let m = classify(&chronic_typed, t);
+        assert!(m.kinds.has(Kind::LowBackPain) && m.says_chronic);
+        let acute_typed = Concept {
+            text: Some("myofascial pain, trapezius".into()),
+            ..coded(ICD, "R52", "Pain, unspecified")
+        };
+        assert!(
+            classify(&acute_typed, t).kinds.is_empty(),
+            "typed text never permits under a standard code"
+        );
+        // Short region words must be whole words; "cervical osteoarthritis" is not excluded by "cervical os".
+        assert!(!regions(&typed("army service"), t).elsewhere());
+        assert!(regions(&typed("cervical osteoarthritis"), t).neck());
         // The same words typed or under a local code are not neck pain either: the phrases exclude them.
         for text in [
             "Fracture of neck of femur",

@@ -164,16 +164,21 @@ pub enum Outcome {
 
 mod permit {
     //! The only way to a permissive card. A [`Permit`] cannot be built outside this module, and only
-    //! [`Permit::grant`] builds one: for an episode whose duration is established under 12 weeks and whose
-    //! required conservative care is all counted. A missing fact can never reach it.
+    //! [`Permit::grant`] builds one: when the duration of every myofascial or other-pain episode the order may
+    //! treat is established under 12 weeks, every required element of conservative care is counted, no entry of
+    //! the record was unreadable, and the order's reason is known.
     use super::{CareCheck, EpisodeLength, dating::CHRONIC_DAYS};
 
     pub struct Permit(());
 
     impl Permit {
-        pub fn grant(length: EpisodeLength, care: &CareCheck) -> Option<Permit> {
+        /// `record_whole`: no entry of the record was unreadable and the order's reason is known (a dropped
+        /// or unknown Condition could be the chronic one).
+        pub fn grant(length: EpisodeLength, care: &CareCheck, record_whole: bool) -> Option<Permit> {
             match length {
-                EpisodeLength::Established { days, .. } if days < CHRONIC_DAYS && care.complete() => Some(Permit(())),
+                EpisodeLength::Established { days, .. } if days < CHRONIC_DAYS && care.complete() && record_whole => {
+                    Some(Permit(()))
+                }
                 _ => None,
             }
         }
@@ -290,9 +295,15 @@ fn indication_kind(kinds: Kinds, regions: Regions, chronic: bool) -> Option<Indi
     Some(kind)
 }
 
-/// Two facts can be the same episode when their regions agree or one has none.
+/// Two facts can be the same episode when their regions agree; when one names no region, only if they share a
+/// kind (an unplaced myofascial pain is dated by another myofascial entry, not by a thigh myalgia).
 fn same_episode(a: &Fact, b: &Fact) -> bool {
-    a.meaning.regions.is_empty() || b.meaning.regions.is_empty() || a.meaning.regions.overlaps(b.meaning.regions)
+    let (ra, rb) = (a.meaning.regions, b.meaning.regions);
+    if ra.is_empty() || rb.is_empty() {
+        a.meaning.kinds.intersects(b.meaning.kinds)
+    } else {
+        ra.overlaps(rb)
+    }
 }
 
 /// Assesses one dry-needling order against the patient's record on `today`.
@@ -360,6 +371,10 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
             }
         }
     }
+    let reason_unknown = order
+        .reason_references
+        .iter()
+        .any(|r| r.display.is_none() && r.reference.as_deref().and_then(|x| resolve(x, record)).is_none());
     if !unresolved.is_empty() {
         let nothing_said = order.reason_references.iter().all(|r| r.display.is_none());
         if order.reason_codes.is_empty()
@@ -502,7 +517,11 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     let mut seen = std::collections::HashSet::new();
     candidates.retain(|(c, _)| seen.insert((c.kind, c.name.clone())));
     let decisive = candidates.first().cloned();
-    let decisive_regions = decisive.as_ref().map(|(_, r)| *r).unwrap_or_default();
+    // Heat and the permit look at every candidate, not only the decisive one: an order with two reasons is as
+    // unproven as its least proven one, and heat is owed if any of its pains is in the low back.
+    let all_regions = candidates
+        .iter()
+        .fold(order_regions, |r, (c, episode)| r.union(c.regions).union(*episode));
     let decisive = decisive.map(|(d, _)| d);
     let candidates: Vec<Indication> = candidates.into_iter().map(|(c, _)| c).collect();
     if record.skipped > 0 {
@@ -544,10 +563,26 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     if !conditions_known {
         return Outcome::NeedsData(vec![DataKind::Conditions]);
     }
-    let length = decisive.as_ref().map_or(EpisodeLength::Unknown, |d| d.length);
-    let heat = if decisive_regions.low_back() {
+    let conservative: Vec<&Indication> = candidates
+        .iter()
+        .filter(|c| matches!(c.kind, IndicationKind::Myofascial | IndicationKind::OtherPain))
+        .collect();
+    let length = if conservative.iter().any(|c| c.length == EpisodeLength::Unknown) {
+        EpisodeLength::Unknown
+    } else {
+        // The latest onset of them all: care must belong to every episode the order may treat.
+        conservative
+            .iter()
+            .map(|c| c.length)
+            .max_by_key(|l| match l {
+                EpisodeLength::Established { since, .. } => Some(*since),
+                _ => None,
+            })
+            .unwrap_or(EpisodeLength::Unknown)
+    };
+    let heat = if all_regions.low_back() {
         HeatRequirement::LowBack
-    } else if !decisive_regions.is_empty() {
+    } else if !all_regions.is_empty() {
         HeatRequirement::NotRequired
     } else {
         HeatRequirement::RegionUnknown
@@ -574,7 +609,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     } else {
         match kind {
             None => CardId::IndicationNotDocumented,
-            Some(kind) => match Permit::grant(length, &care) {
+            Some(kind) => match Permit::grant(length, &care, record.skipped == 0 && !reason_unknown) {
                 Some(permit) => permitted(kind, permit),
                 None => CardId::ConfirmDuration,
             },
@@ -583,7 +618,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     if !unknown.is_empty() {
         notes.push(Note::HistoryUnavailable(unknown));
     }
-    let low_back_first_line = decisive_regions.low_back() && length != EpisodeLength::Unknown;
+    let low_back_first_line = all_regions.low_back() && length != EpisodeLength::Unknown;
     Outcome::Card(Box::new(Assessment {
         card,
         decisive,
@@ -672,6 +707,91 @@ mod tests {
             Outcome::Card(a) => a.card,
             Outcome::NeedsData(kinds) => panic!("needs {kinds:?}"),
         }
+    }
+
+    fn complete_care(record: &mut PatientRecord) {
+        use crate::record::{Medication, MedicationSource, Procedure};
+        let day = DateSpan::day(date!(2026 - 11 - 15));
+        record.medications.push(Medication {
+            id: None,
+            source: MedicationSource::Request,
+            code: Concept {
+                codings: vec![],
+                text: Some("ibuprofen 600 mg".into()),
+            },
+            medication_reference: None,
+            status: Some("completed".into()),
+            intent: Some("order".into()),
+            taken: None,
+            not_taken: false,
+            date: Some(day),
+            asserted_only: false,
+        });
+        for text in ["Pain management education", "Heating pad"] {
+            record.procedures.push(Procedure {
+                id: None,
+                code: Concept {
+                    codings: vec![],
+                    text: Some(text.into()),
+                },
+                status: Some("completed".into()),
+                not_done: false,
+                date: Some(day),
+            });
+        }
+    }
+
+    fn card_with_care(order: &Order, conditions: Vec<Condition>) -> CardId {
+        let k = Knowledge::embedded().unwrap();
+        let mut record = PatientRecord {
+            conditions,
+            ..PatientRecord::default()
+        };
+        complete_care(&mut record);
+        for kind in DataKind::ALL {
+            record.set_availability(kind, Availability::Present);
+        }
+        match assess(order, &record, TODAY, &k.terminology, &k.policy) {
+            Outcome::Card(a) => a.card,
+            Outcome::NeedsData(kinds) => panic!("needs {kinds:?}"),
+        }
+    }
+
+    fn typed(text: &str) -> Concept {
+        Concept {
+            codings: vec![],
+            text: Some(text.into()),
+        }
+    }
+
+    #[test]
+    fn every_reason_must_be_proven_not_only_the_decisive_one() {
+        let mut dated = condition(typed("myofascial pain, rhomboid"), "2026-11-02");
+        dated.body_sites = vec![];
+        let mut both = order(typed("myofascial pain, rhomboid"));
+        assert_eq!(
+            card_with_care(&both, vec![dated.clone()]),
+            CardId::MyofascialMayConsider
+        );
+        // A second reason nothing dates keeps the order unproven.
+        both.reason_codes.push(typed("myofascial pain, gluteal"));
+        assert_eq!(card_with_care(&both, vec![dated]), CardId::ConfirmDuration);
+    }
+
+    #[test]
+    fn an_unplaced_fact_joins_only_an_episode_of_its_own_kind() {
+        // An undated myofascial pain is not dated by a recent thigh myalgia.
+        let undated = Condition {
+            onset: None,
+            recorded: crate::record::parse_fhir_span("2026-11-16"),
+            ..condition(coded("726531007", "Myofascial pain syndrome (disorder)"), "2026")
+        };
+        let myalgia = condition(typed("myalgia of thigh"), "2026-11-02");
+        let unplaced = order(coded("726531007", "Myofascial pain syndrome (disorder)"));
+        assert_eq!(
+            card_with_care(&unplaced, vec![undated, myalgia]),
+            CardId::ConfirmDuration
+        );
     }
 
     #[test]
