@@ -23,16 +23,22 @@ pub struct Concept {
 }
 
 impl Concept {
-    /// The best human-readable name: the text, else the first display, else the first code.
+    /// The best human-readable name: the text, else the first display, else the first code (never a code
+    /// system's URL or OID: cards show the system's name next to the code).
     pub fn name(&self) -> String {
         if let Some(text) = self.text.as_deref().filter(|t| !t.trim().is_empty()) {
             return text.trim().to_string();
         }
-        if let Some(display) = self.codings.iter().find_map(|c| c.display.as_deref()) {
-            return display.to_string();
+        let display = self
+            .codings
+            .iter()
+            .filter_map(|c| c.display.as_deref())
+            .find(|d| !d.trim().is_empty());
+        if let Some(display) = display {
+            return display.trim().to_string();
         }
-        match self.codings.first() {
-            Some(c) => format!("{} {}", c.system, c.code),
+        match self.codings.iter().find(|c| !c.code.trim().is_empty()) {
+            Some(c) => format!("code {}", c.code.trim()),
             None => "unnamed".to_string(),
         }
     }

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::assess::{
-    Assessment, CareStatus, ChronicBy, DateSource, Element, EpisodeLength, Evidence, EvidenceSource, HeatRequirement,
-    Indication, IndicationKind, NotCounted, Note, Origin,
+    Assessment, CareStatus, ChronicBy, DateEvidence, DateSource, Element, EpisodeLength, Evidence, EvidenceSource,
+    HeatRequirement, Indication, IndicationKind, NotCounted, Note, Origin,
 };
 use crate::knowledge::{Indicator, Knowledge, Phrases, SUMMARY_VARS};
 use crate::record::{Coding, Concept, DataKind, DateSpan, Order};
@@ -108,6 +108,11 @@ fn span_label(span: DateSpan) -> String {
     }
 }
 
+/// A date of the record as it was written (a partial date shows as its year or month).
+fn evidence_date(e: &DateEvidence) -> String {
+    e.shown.map(span_label).unwrap_or_else(|| e.date.to_string())
+}
+
 fn date_source_label(source: DateSource) -> &'static str {
     match source {
         DateSource::Onset => "onset",
@@ -121,7 +126,7 @@ fn date_source_label(source: DateSource) -> &'static str {
 fn duration_label(c: &Indication) -> String {
     if let (EpisodeLength::Chronic(by), Some(other)) = (c.length, &c.chronic_by_other) {
         let when = match by {
-            ChronicBy::Date(e) => format!(", {} {}", date_source_label(e.source), e.date),
+            ChronicBy::Date(e) => format!(", {} {}", date_source_label(e.source), evidence_date(&e)),
             ChronicBy::Said => String::new(),
         };
         return format!(
@@ -139,7 +144,11 @@ fn duration_label(c: &Indication) -> String {
             None => "chronic (the record says so)".to_string(),
         },
         EpisodeLength::Chronic(ChronicBy::Date(e)) => {
-            format!("chronic (12 weeks or more): {} {}", date_source_label(e.source), e.date)
+            format!(
+                "chronic (12 weeks or more): {} {}",
+                date_source_label(e.source),
+                evidence_date(&e)
+            )
         }
         EpisodeLength::Established { since, days } => {
             let label = if days >= crate::assess::dating::SUBACUTE_DAYS {
@@ -147,12 +156,21 @@ fn duration_label(c: &Indication) -> String {
             } else {
                 "acute (under 6 weeks)"
             };
-            format!("{label}: onset {since}, {} weeks ago", days / 7)
+            // The onset as written when this entry gave it (a month shows as the month).
+            let onset = match c.dating.existed_by {
+                Some(e) if e.source == DateSource::Onset && e.shown.is_some_and(|s| s.first == since) => {
+                    evidence_date(&e)
+                }
+                _ => since.to_string(),
+            };
+            format!("{label}: onset {onset}, {} weeks ago", days / 7)
         }
         EpisodeLength::Unknown => {
             let own = match c.dating.existed_by {
-                Some(e) if e.source == DateSource::Recorded => format!("entry recorded {}, onset not recorded", e.date),
-                Some(e) => format!("{} {}", date_source_label(e.source), e.date),
+                Some(e) if e.source == DateSource::Recorded => {
+                    format!("entry recorded {}, onset not recorded", evidence_date(&e))
+                }
+                Some(e) => format!("{} {}", date_source_label(e.source), evidence_date(&e)),
                 None if c.origin == Origin::Record => "no onset or recorded date".to_string(),
                 None => "no date on the order".to_string(),
             };

@@ -35,6 +35,8 @@ pub struct Dating {
 pub struct DateEvidence {
     pub date: Date,
     pub source: DateSource,
+    /// The date as the record wrote it (a partial date is its whole span), when it came from one field.
+    pub shown: Option<DateSpan>,
 }
 
 /// What a date came from, for the card.
@@ -47,9 +49,9 @@ pub enum DateSource {
 }
 
 impl Dating {
-    fn existed(&mut self, date: Date, source: DateSource) {
+    fn existed(&mut self, date: Date, source: DateSource, shown: Option<DateSpan>) {
         if self.existed_by.is_none_or(|e| date < e.date) {
-            self.existed_by = Some(DateEvidence { date, source });
+            self.existed_by = Some(DateEvidence { date, source, shown });
         }
     }
 }
@@ -135,10 +137,10 @@ pub fn condition_dating(c: &Condition, birth: Option<DateSpan>, today: Date, ter
     match &c.onset {
         Some(Onset::Date(span)) if span.first <= today => {
             dating.onset_from = Some(span.first);
-            dating.existed(span.last.min(today), DateSource::Onset);
+            dating.existed(span.last.min(today), DateSource::Onset, Some(*span));
         }
         Some(Onset::NotAfter(span)) if span.first <= today => {
-            dating.existed(span.last.min(today), DateSource::Onset);
+            dating.existed(span.last.min(today), DateSource::Onset, Some(*span));
         }
         Some(Onset::Age { low, high }) => {
             if let Some(birth) = birth {
@@ -151,7 +153,7 @@ pub fn condition_dating(c: &Condition, birth: Option<DateSpan>, today: Date, ter
                     .and_then(|h| add_age(birth.last, h, 1))
                     .and_then(|d| d.previous_day());
                 if let Some(by) = by.filter(|by| from.is_none_or(|f| f <= today) && *by >= birth.first) {
-                    dating.existed(by.min(today), DateSource::OnsetAge);
+                    dating.existed(by.min(today), DateSource::OnsetAge, None);
                 }
             }
         }
@@ -161,18 +163,18 @@ pub fn condition_dating(c: &Condition, birth: Option<DateSpan>, today: Date, ter
             if let Some(year) = years_in(&lower).filter(|y| *y <= today.year()).min()
                 && let Ok(end) = Date::from_calendar_date(year, time::Month::December, 31)
             {
-                dating.existed(end.min(today), DateSource::OnsetText);
+                dating.existed(end.min(today), DateSource::OnsetText, None);
             }
             if let Some(days) = duration_in(&lower)
                 && let Some(date) = today.checked_sub(Duration::days(days))
             {
-                dating.existed(date, DateSource::OnsetText);
+                dating.existed(date, DateSource::OnsetText, None);
             }
         }
         _ => {}
     }
     if let Some(recorded) = c.recorded.filter(|r| r.first <= today) {
-        dating.existed(recorded.last.min(today), DateSource::Recorded);
+        dating.existed(recorded.last.min(today), DateSource::Recorded, Some(recorded));
     }
     dating
 }
