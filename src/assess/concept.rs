@@ -9,9 +9,11 @@
 //!
 //! The reading order is a safety choice: kinds come from value sets when a concept carries any code of a
 //! standard system (so "Fracture of neck of femur", SNOMED 5913000, is never read as neck pain), and from
-//! phrases only for local codes and typed text. Regions and "chronic" are read from every text and display,
-//! because a region only places a concept that already is a pain, and "chronic" can only make a verdict
-//! stricter.
+//! phrases only for local codes and typed text (and, under a standard code outside the value sets, from the
+//! clinician's typed text only when it names a kind that forbids dry needling or says chronic). Regions and
+//! "chronic" are read from every text and display: "chronic" can only make a verdict stricter, and regions
+//! (which also decide which conditions bear on an order) use phrases with exclusions and whole-word short
+//! words, so "neck of femur" or "army" place nothing.
 
 use crate::knowledge::{Terminology, ValueSet, is_standard_system};
 use crate::record::Concept;

@@ -10,12 +10,14 @@
 //!    and the patient's active conditions are classified once by [`concept`] into kinds of pain and regions.
 //! 2. **Relevance.** When the order names a kind or a region, the record's conditions of the same kind or
 //!    region join it; otherwise every active condition counts and the most restrictive wins.
-//! 3. **Episodes.** Facts of compatible regions form an episode; its duration is the earliest evidence of it
-//!    anywhere in the record ([`dating`]). A code or text that says chronic wins; unknown stays unknown.
+//! 3. **Episodes.** Facts of the same region form an episode (an unplaced fact joins those sharing a kind); its
+//!    duration is the earliest evidence of it anywhere in the record ([`dating`]). A code or text that says
+//!    chronic wins; unknown stays unknown.
 //! 4. **Verdict.** Chronic low back pain or degenerative lumbar disease, osteoarthritis, patellofemoral pain,
 //!    headache and chronic pain: not recommended. Neck pain: manual therapy plus exercise first. Otherwise
 //!    conservative care ([`care`]) must be documented, and the only permissive cards need a [`Permit`], which
-//!    exists only for a duration *established* under 12 weeks with every required element of care counted.
+//!    exists only when every reason's duration is *established* under 12 weeks, every required element of care
+//!    is counted, and the record is whole.
 
 pub mod care;
 pub mod concept;
