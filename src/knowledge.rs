@@ -381,9 +381,9 @@ impl Keywords {
 }
 
 /// True when `keyword` occurs in `text` (both lower-case) at the start of a word.
-pub fn has_keyword(text: &str, keywords: &[String]) -> bool {
+pub fn has_keyword<K: AsRef<str>>(text: &str, keywords: &[K]) -> bool {
     keywords.iter().any(|keyword| {
-        text.match_indices(keyword.as_str())
+        text.match_indices(keyword.as_ref())
             .any(|(at, _)| text[..at].chars().next_back().is_none_or(|c| !c.is_alphanumeric()))
     })
 }

@@ -5,15 +5,16 @@
 mod common;
 
 use common::*;
+use dry_needling_cds::assess::{self, Stance};
+use dry_needling_cds::knowledge::CardId;
 
-/// How far a card goes toward allowing dry needling (as `assess::stance`), from its template id.
-fn stance(card: &str) -> u8 {
-    match card {
-        c if c.starts_with("against-") => 0,
-        "neck-pain-prefer-manual-therapy" => 1,
-        "myofascial-may-consider" | "not-first-line-care-documented" => 3,
-        _ => 2,
-    }
+/// How far a card goes toward allowing dry needling (`assess::stance`), from its template id; `None` for "none"
+/// and "412", which permit nothing.
+fn stance(card: &str) -> Option<Stance> {
+    CardId::ALL
+        .into_iter()
+        .find(|id| id.file_stem() == card)
+        .map(assess::stance)
 }
 
 #[tokio::test]
@@ -61,7 +62,7 @@ async fn the_review_set_gets_the_guideline_answers() {
             let toward_harm = got
                 .iter()
                 .zip(&expected)
-                .any(|(g, e)| stance(g) > stance(e) && !matches!(*e, "412" | "none"));
+                .any(|(g, e)| stance(e).is_some_and(|e| stance(g).is_some_and(|g| g > e)));
             if toward_harm {
                 harmful += 1;
             }

@@ -238,9 +238,7 @@ fn is_heat(p: &Procedure, terms: &Terminology) -> bool {
 }
 
 fn has_cold(text: &str) -> bool {
-    ["cold", "ice", "cryo"]
-        .iter()
-        .any(|w| crate::knowledge::has_keyword(text, &[w.to_string()]))
+    crate::knowledge::has_keyword(text, &["cold", "ice", "cryo"])
 }
 
 fn is_self_care(p: &Procedure, terms: &Terminology) -> bool {

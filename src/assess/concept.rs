@@ -121,9 +121,6 @@ impl Kinds {
 pub struct Regions(u32);
 
 impl Regions {
-    pub const LOW_BACK: Regions = Regions(1);
-    pub const NECK: Regions = Regions(2);
-
     pub fn low_back(self) -> bool {
         self.0 & 1 != 0
     }
@@ -152,8 +149,6 @@ pub struct Meaning {
     pub regions: Regions,
     /// A code, display or text says the condition is chronic.
     pub says_chronic: bool,
-    /// The kinds came from phrases in text, not from codes.
-    pub from_text: bool,
 }
 
 /// The lower-cased texts of a concept: its text, then each display.
@@ -189,6 +184,30 @@ pub fn regions(concept: &Concept, terms: &Terminology) -> Regions {
     Regions(bits)
 }
 
+/// The kinds named by phrases in any of the texts (lower-case).
+fn phrase_kinds<'t>(texts: impl IntoIterator<Item = &'t str> + Clone, terms: &Terminology) -> Kinds {
+    let kw = &terms.keywords.condition;
+    let phrases = [
+        (&kw.low_back, Kind::LowBackPain),
+        (&kw.back, Kind::BackPain),
+        (&kw.lumbar_degenerative, Kind::LumbarDegenerative),
+        (&kw.neck, Kind::NeckPain),
+        (&kw.myofascial, Kind::Myofascial),
+        (&kw.myalgia, Kind::Myalgia),
+        (&kw.chronic_pain, Kind::ChronicPain),
+        (&kw.osteoarthritis, Kind::Osteoarthritis),
+        (&kw.patellofemoral, Kind::Patellofemoral),
+        (&kw.headache, Kind::Headache),
+    ];
+    let mut kinds = Kinds::default();
+    for (set, kind) in phrases {
+        if set.matches_any(texts.clone()) {
+            kinds.add(kind);
+        }
+    }
+    kinds
+}
+
 /// Classifies a condition-like concept (a Condition's code, an order's reason).
 pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
     let codings = &concept.codings;
@@ -203,7 +222,6 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
         ..Meaning::default()
     };
     let coded = codings.iter().any(|c| is_standard_system(&c.system));
-    let kinds = &mut meaning.kinds;
     if coded {
         let sets = [
             (ValueSet::LowBackPain, Kind::LowBackPain),
@@ -219,70 +237,32 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
         ];
         for (set, kind) in sets {
             if codings.iter().any(|c| terms.contains(set, c)) {
-                kinds.add(kind);
+                meaning.kinds.add(kind);
+            }
+        }
+        // A standard code outside the value sets says nothing, but the clinician's own `text` may (ICD R52 typed
+        // as "Chronic low back pain"). It is read only when it names a kind that can forbid dry needling or says
+        // chronic: typed text never makes a coded concept a permissive indication.
+        if meaning.kinds.is_empty()
+            && let Some(text) = concept.text.as_deref()
+        {
+            let typed = phrase_kinds([text.to_lowercase().as_str()], terms);
+            let restrictive = [
+                Kind::LumbarDegenerative,
+                Kind::NeckPain,
+                Kind::ChronicPain,
+                Kind::Osteoarthritis,
+                Kind::Patellofemoral,
+                Kind::Headache,
+            ];
+            if meaning.says_chronic || restrictive.iter().any(|k| typed.has(*k)) {
+                meaning.kinds = typed;
             }
         }
     } else {
-        let kw = &terms.keywords.condition;
-        let phrases = [
-            (&kw.low_back, Kind::LowBackPain),
-            (&kw.back, Kind::BackPain),
-            (&kw.lumbar_degenerative, Kind::LumbarDegenerative),
-            (&kw.neck, Kind::NeckPain),
-            (&kw.myofascial, Kind::Myofascial),
-            (&kw.myalgia, Kind::Myalgia),
-            (&kw.chronic_pain, Kind::ChronicPain),
-            (&kw.osteoarthritis, Kind::Osteoarthritis),
-            (&kw.patellofemoral, Kind::Patellofemoral),
-            (&kw.headache, Kind::Headache),
-        ];
-        for (set, kind) in phrases {
-            if set.matches_any(text()) {
-                kinds.add(kind);
-            }
-        }
-        meaning.from_text = !kinds.is_empty();
+        meaning.kinds = phrase_kinds(text(), terms);
     }
-    // A standard code outside the value sets says nothing, but the clinician's own `text` may (ICD R52 typed as
-    // "Chronic low back pain"). It is read only when it names a kind that can forbid dry needling or says
-    // chronic: typed text never makes a coded concept a permissive indication.
-    if coded
-        && kinds.is_empty()
-        && let Some(text) = concept.text.as_deref()
-    {
-        let text = text.to_lowercase();
-        let kw = &terms.keywords.condition;
-        let typed = [
-            (&kw.low_back, Kind::LowBackPain),
-            (&kw.back, Kind::BackPain),
-            (&kw.lumbar_degenerative, Kind::LumbarDegenerative),
-            (&kw.neck, Kind::NeckPain),
-            (&kw.myofascial, Kind::Myofascial),
-            (&kw.myalgia, Kind::Myalgia),
-            (&kw.chronic_pain, Kind::ChronicPain),
-            (&kw.osteoarthritis, Kind::Osteoarthritis),
-            (&kw.patellofemoral, Kind::Patellofemoral),
-            (&kw.headache, Kind::Headache),
-        ];
-        let mut found = Kinds::default();
-        for (set, kind) in typed {
-            if set.matches(&text) {
-                found.add(kind);
-            }
-        }
-        let restrictive = [
-            Kind::LumbarDegenerative,
-            Kind::NeckPain,
-            Kind::ChronicPain,
-            Kind::Osteoarthritis,
-            Kind::Patellofemoral,
-            Kind::Headache,
-        ];
-        if meaning.says_chronic || restrictive.iter().any(|k| found.has(*k)) {
-            *kinds = found;
-            meaning.from_text = true;
-        }
-    }
+    let kinds = &mut meaning.kinds;
     // Spinal osteoarthritis of the low back is degenerative lumbar disease too (terminology/NOTES.md).
     if kinds.has(Kind::Osteoarthritis) && meaning.regions.low_back() && !meaning.regions.neck() {
         kinds.add(Kind::LumbarDegenerative);

@@ -334,6 +334,8 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     }
     let mut resolved_ids = Vec::new();
     let mut unresolved = Vec::new();
+    // A reference that matches nothing and says nothing: the order's reason is unknown.
+    let mut reason_unknown = false;
     for reference in &order.reason_references {
         match reference.reference.as_deref().and_then(|r| resolve(r, record)) {
             Some(c) if !matches!(c.verification_status.as_deref(), Some("refuted" | "entered-in-error")) => {
@@ -369,14 +371,19 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
                         coding: None,
                     });
                 }
-                unresolved.push(reference.reference.clone().unwrap_or_else(|| display_only(reference)));
+                if reference.display.is_none() {
+                    reason_unknown = true;
+                }
+                unresolved.push(
+                    reference
+                        .reference
+                        .clone()
+                        .or(reference.display.clone())
+                        .unwrap_or_default(),
+                );
             }
         }
     }
-    let reason_unknown = order
-        .reason_references
-        .iter()
-        .any(|r| r.display.is_none() && r.reference.as_deref().and_then(|x| resolve(x, record)).is_none());
     if !unresolved.is_empty() {
         let nothing_said = order.reason_references.iter().all(|r| r.display.is_none());
         if order.reason_codes.is_empty()
@@ -641,10 +648,6 @@ fn recent_procedures(record: &PatientRecord, today: Date) -> Vec<Coding> {
         .filter(|p| p.date.is_some_and(|d| d.first >= since && d.first <= today))
         .flat_map(|p| p.code.codings.iter().cloned())
         .collect()
-}
-
-fn display_only(reference: &crate::record::Reference) -> String {
-    reference.display.clone().unwrap_or_default()
 }
 
 fn existed(i: &Indication) -> Option<Date> {
