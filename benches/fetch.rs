@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
     };
     let state = AppState {
         today: Some(time::macros::date!(2026 - 11 - 23)),
-        fetcher: Arc::new(Fetcher::new(http_client(), FetchSettings::default(), allowlist, false)),
+        fetcher: Arc::new(Fetcher::new(http_client(), FetchSettings::default(), allowlist)),
         ..AppState::new(Knowledge::embedded().unwrap())
     };
     let router = app(state);

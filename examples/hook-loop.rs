@@ -5,7 +5,7 @@
 //! Run: `cargo build --release --example hook-loop`, then the command above. SERVICE defaults to order-select.
 
 use dry_needling_cds::Knowledge;
-use dry_needling_cds::service::{finish, prepare};
+use dry_needling_cds::service::{Limits, finish, prepare};
 use std::hint::black_box;
 
 fn main() {
@@ -18,7 +18,8 @@ fn main() {
     let today = time::macros::date!(2026 - 11 - 23);
     let mut cards = 0;
     for _ in 0..count {
-        let prepared = prepare(&knowledge, &service, black_box(&body)).expect("a valid hook request");
+        let prepared =
+            prepare(&knowledge, &Limits::default(), &service, black_box(&body)).expect("a valid hook request");
         assert!(prepared.wanted().is_empty(), "the request must carry complete prefetch");
         cards += finish(prepared, &knowledge, today).expect("an answer").0.cards.len();
     }

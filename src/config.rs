@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 use crate::auth::TrustedClient;
 use crate::fetch::{Allowlist, FetchSettings, safe_origin};
+use crate::http::{AdmissionSettings, ServeSettings};
+use crate::service::Limits;
 
 /// A configuration that could not be used; the message says where and why.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,12 @@ pub struct Config {
     /// FHIR servers any caller may name.
     pub allowlist: Allowlist,
     pub clients: Vec<TrustedClient>,
+    /// Connection time-outs, the connection cap, the shutdown deadline.
+    pub serve: ServeSettings,
+    /// How many hook calls (and large bodies) run at once.
+    pub admission: AdmissionSettings,
+    /// Caps on one request's content.
+    pub limits: Limits,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +52,32 @@ struct File {
     fhir: FhirSection,
     #[serde(default, rename = "client")]
     clients: Vec<ClientSection>,
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+/// `[server]`: every key optional; absent keys keep their defaults (see README "Limits").
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
+    max_concurrent_hooks: Option<usize>,
+    max_concurrent_large: Option<usize>,
+    large_body_bytes: Option<u64>,
+}
+
+/// `[limits]`: caps on one request's content.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    max_draft_orders: Option<usize>,
+    max_cards: Option<usize>,
+    max_prefetch_entries: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -130,13 +164,88 @@ impl Config {
             }
             clients.push(client);
         }
+        let (serve, admission) = server(file.server)?;
         Ok(Config {
             public_base_url,
             fetch,
             allowlist,
             clients,
+            serve,
+            admission,
+            limits: limits(file.limits)?,
         })
     }
+}
+
+impl Config {
+    /// Adds FHIR server origins any caller may name (the `--fhir-server` flag), checked like the file's.
+    pub fn add_open_servers(&mut self, servers: &[String]) -> Result<(), String> {
+        for origin in origins(servers, "FHIR server")? {
+            if !self.allowlist.open_servers.contains(&origin) {
+                self.allowlist.open_servers.push(origin);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn server(section: ServerSection) -> Result<(ServeSettings, AdmissionSettings), String> {
+    let serve_defaults = ServeSettings::default();
+    let secs = |value: Option<u64>, default: Duration, key: &str| match value {
+        None => Ok(default),
+        Some(s @ 1..=3600) => Ok(Duration::from_secs(s)),
+        Some(_) => Err(format!("[server] {key} must be between 1 and 3600")),
+    };
+    let serve = ServeSettings {
+        header_read_timeout: secs(
+            section.header_read_timeout_secs,
+            serve_defaults.header_read_timeout,
+            "header_read_timeout_secs",
+        )?,
+        idle_timeout: secs(
+            section.idle_timeout_secs,
+            serve_defaults.idle_timeout,
+            "idle_timeout_secs",
+        )?,
+        max_connections: section.max_connections.unwrap_or(serve_defaults.max_connections),
+        shutdown_grace: secs(
+            section.shutdown_grace_secs,
+            serve_defaults.shutdown_grace,
+            "shutdown_grace_secs",
+        )?,
+    };
+    if serve.idle_timeout > serve.header_read_timeout {
+        return Err(
+            "[server] idle_timeout_secs must not exceed header_read_timeout_secs, which bounds the wait for the \
+             next request anyway"
+                .to_string(),
+        );
+    }
+    let defaults = AdmissionSettings::default();
+    let admission = AdmissionSettings {
+        max_hooks: section.max_concurrent_hooks.unwrap_or(defaults.max_hooks),
+        max_large: section.max_concurrent_large.unwrap_or(defaults.max_large),
+        large_body_bytes: section.large_body_bytes.unwrap_or(defaults.large_body_bytes),
+    };
+    if serve.max_connections == 0 || admission.max_hooks == 0 || admission.max_large == 0 {
+        return Err(
+            "[server] max_connections, max_concurrent_hooks and max_concurrent_large must be positive".to_string(),
+        );
+    }
+    Ok((serve, admission))
+}
+
+fn limits(section: LimitsSection) -> Result<Limits, String> {
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_draft_orders: section.max_draft_orders.unwrap_or(defaults.max_draft_orders),
+        max_cards: section.max_cards.unwrap_or(defaults.max_cards),
+        max_prefetch_entries: section.max_prefetch_entries.unwrap_or(defaults.max_prefetch_entries),
+    };
+    if limits.max_draft_orders == 0 || limits.max_cards == 0 || limits.max_prefetch_entries == 0 {
+        return Err("[limits] values must be positive".to_string());
+    }
+    Ok(limits)
 }
 
 fn base_url(text: &str) -> Result<String, String> {

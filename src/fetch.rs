@@ -153,17 +153,14 @@ pub struct Fetcher {
     pub settings: FetchSettings,
     /// Origins any caller may name (from configuration).
     pub allowlist: Allowlist,
-    /// Loopback FHIR servers are allowed (the service itself listens on loopback, for development).
-    pub allow_loopback: bool,
 }
 
 impl Fetcher {
-    pub fn new(http: reqwest::Client, settings: FetchSettings, allowlist: Allowlist, allow_loopback: bool) -> Self {
+    pub fn new(http: reqwest::Client, settings: FetchSettings, allowlist: Allowlist) -> Self {
         Fetcher {
             http,
             settings,
             allowlist,
-            allow_loopback,
         }
     }
 
@@ -180,9 +177,8 @@ impl Fetcher {
         if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
             return Err(FetchFailure::BadServer);
         }
-        let allowed = (self.allow_loopback && is_loopback(&url))
-            || self.allowlist.permits(&origin, has_token)
-            || caller.is_some_and(|c| c.permits(&origin, has_token));
+        let allowed =
+            self.allowlist.permits(&origin, has_token) || caller.is_some_and(|c| c.permits(&origin, has_token));
         if !allowed {
             return Err(FetchFailure::NotAllowed);
         }
@@ -374,17 +370,17 @@ pub fn http_client() -> reqwest::Client {
 mod tests {
     use super::*;
 
-    fn fetcher(loopback: bool) -> Fetcher {
+    fn fetcher() -> Fetcher {
         let allowlist = Allowlist {
             servers: vec!["https://ehr.example.org".to_string()],
-            open_servers: vec!["https://open.example.org".to_string()],
+            open_servers: vec!["https://open.example.org".to_string(), "http://127.0.0.1:9".to_string()],
         };
-        Fetcher::new(http_client(), FetchSettings::default(), allowlist, loopback)
+        Fetcher::new(http_client(), FetchSettings::default(), allowlist)
     }
 
     #[test]
     fn only_allowlisted_safe_origins_are_called() {
-        let f = fetcher(false);
+        let f = fetcher();
         let ok = |server: &str, token: bool| f.check_server(server, token, None);
         assert!(ok("https://ehr.example.org/fhir", true).is_ok());
         assert_eq!(ok("https://ehr.example.org/fhir", false), Err(FetchFailure::NotAllowed));
@@ -401,7 +397,7 @@ mod tests {
         );
         assert_eq!(ok("file:///etc/passwd", true), Err(FetchFailure::BadServer));
         assert_eq!(ok("not a url", true), Err(FetchFailure::BadServer));
-        assert_eq!(ok("http://127.0.0.1:9/fhir", true), Err(FetchFailure::NotAllowed));
+        assert_eq!(ok("http://127.0.0.1:10/fhir", true), Err(FetchFailure::NotAllowed));
         let caller = Allowlist {
             servers: vec!["https://other.example.org".to_string()],
             open_servers: Vec::new(),
@@ -413,11 +409,23 @@ mod tests {
     }
 
     #[test]
-    fn loopback_only_when_allowed() {
-        let f = fetcher(true);
+    fn loopback_only_the_listed_origin() {
+        // A loopback server is called only when the operator listed it, port included: a caller cannot pick
+        // another local port (or another name for the same host).
+        let f = fetcher();
         assert!(f.check_server("http://127.0.0.1:9/fhir", false, None).is_ok());
-        assert!(f.check_server("http://localhost:9/fhir", false, None).is_ok());
-        assert!(f.check_server("http://[::1]:9/fhir", false, None).is_ok());
+        for other in [
+            "http://localhost:9/fhir",
+            "http://[::1]:9/fhir",
+            "http://127.0.0.1:8080/fhir",
+            "http://127.0.0.2:9/",
+        ] {
+            assert_eq!(
+                f.check_server(other, false, None),
+                Err(FetchFailure::NotAllowed),
+                "{other}"
+            );
+        }
         assert_eq!(
             f.check_server("http://127.0.0.1.example.org/fhir", false, None),
             Err(FetchFailure::BadServer)
@@ -426,7 +434,7 @@ mod tests {
 
     #[test]
     fn search_urls_encode_the_patient_id() {
-        let base = fetcher(false)
+        let base = fetcher()
             .check_server("https://ehr.example.org/fhir/r4", true, None)
             .unwrap();
         let url = search_url(&base, DataKind::MedicationStatements, "a b&c=d").unwrap();

@@ -1740,7 +1740,9 @@ mod tests {
                 (key.to_string(), value)
             })
             .collect();
-        crate::service::record_from_prefetch(Some(keys)).0
+        crate::service::record_from_prefetch(Some(keys), &crate::service::Limits::default())
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -1837,7 +1839,13 @@ mod tests {
         };
         // Therapeutic exercise: no dry-needling order, so the prefetch (the patient key too) is only scanned.
         let body = request("97110");
-        let prepared = crate::service::prepare(&knowledge, "dry-needling-order-select", body.as_bytes()).unwrap();
+        let prepared = crate::service::prepare(
+            &knowledge,
+            &crate::service::Limits::default(),
+            "dry-needling-order-select",
+            body.as_bytes(),
+        )
+        .unwrap();
         assert!(prepared.orders.is_empty());
         assert!(prepared.wanted().is_empty());
         assert_eq!(prepared.record.birth_date, None);
@@ -1849,7 +1857,13 @@ mod tests {
         assert!(cards.cards.is_empty());
         // Dry needling: the same prefetch is read, in the request's own pass.
         let body = request("20560");
-        let prepared = crate::service::prepare(&knowledge, "dry-needling-order-select", body.as_bytes()).unwrap();
+        let prepared = crate::service::prepare(
+            &knowledge,
+            &crate::service::Limits::default(),
+            "dry-needling-order-select",
+            body.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(prepared.orders.len(), 1);
         assert_eq!(prepared.record.birth_date, Some(span("1961-07-04")));
         assert_eq!(prepared.record.medication_definitions.len(), 1);

@@ -5,7 +5,7 @@
 //!
 //! | step | module | knows |
 //! |---|---|---|
-//! | routing, CORS, auth, limits, error → status | [`http`] | HTTP |
+//! | connections, routing, CORS, auth, admission, limits, error → status | [`http`] | HTTP |
 //! | JWT verification, trusted clients | [`auth`] | JWTs, JWKS |
 //! | the configuration file | [`config`] | TOML |
 //! | fetching what prefetch lacks | [`fetch`] | FHIR REST, the allowlist |
@@ -16,6 +16,7 @@
 //! | assessment → card | [`render`] | templates |
 //! | content in `cards/` | [`knowledge`] | files, validation |
 //! | one hook call end to end | [`service`] | the order of steps |
+//! | caller text as a log field (escaped, truncated) | [`logsafe`] | nothing |
 //!
 //! `main.rs` is only the command line, configuration, telemetry and serving. See `ARCHITECTURE.md`.
 
@@ -26,6 +27,7 @@ pub mod fetch;
 pub mod fhir;
 pub mod http;
 pub mod knowledge;
+pub mod logsafe;
 pub mod record;
 pub mod render;
 pub mod service;

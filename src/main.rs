@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dry_needling_cds::config::Config;
-use dry_needling_cds::http::{Access, ApiError, DEFAULT_BODY_LIMIT};
+use dry_needling_cds::http::{Access, ApiError, DEFAULT_BODY_LIMIT, ServeSettings};
 use dry_needling_cds::service::{HookCall, handle_hook};
 use dry_needling_cds::{AppState, ContentSource, Knowledge, app};
 use time::Date;
@@ -71,6 +71,11 @@ struct ServeArgs {
     /// Accept unsigned requests on a non-loopback address. Only behind something else that authenticates.
     #[arg(long, global = true)]
     insecure_no_auth: bool,
+    /// A FHIR server origin (`http://127.0.0.1:8081`, `https://fhir.example.org`) any caller may name as
+    /// `fhirServer`, with or without a token; repeatable. Adds to the configuration's `[fhir] open_servers`.
+    /// Loopback servers are reached only when listed here or there.
+    #[arg(long = "fhir-server", global = true, value_name = "ORIGIN")]
+    fhir_servers: Vec<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -91,10 +96,14 @@ fn main() -> anyhow::Result<()> {
         None => ContentSource::Embedded,
     };
     let knowledge = Knowledge::load(&source).context("the guidance content in cards/ is invalid")?;
-    let config = match &cli.config {
+    let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    config
+        .add_open_servers(&cli.serve.fhir_servers)
+        .map_err(|e| anyhow::anyhow!("--fhir-server: {e}"))?;
+    let serve_settings = config.serve;
     // `evaluate` serves nobody, so the listen address does not decide whether it may run unsigned.
     let evaluating = matches!(cli.command, Some(Command::Evaluate { .. }));
     let state = AppState::configure(
@@ -110,7 +119,7 @@ fn main() -> anyhow::Result<()> {
     };
     match cli.command {
         Some(Command::Evaluate { file, service }) => evaluate(state, &file, service),
-        Some(Command::Serve) | None => serve(state, cli.serve),
+        Some(Command::Serve) | None => serve(state, cli.serve, serve_settings),
     }
 }
 
@@ -126,7 +135,7 @@ fn init_telemetry(format: LogFormat) {
     }
 }
 
-fn serve(state: AppState, args: ServeArgs) -> anyhow::Result<()> {
+fn serve(state: AppState, args: ServeArgs, settings: ServeSettings) -> anyhow::Result<()> {
     init_telemetry(args.log_format);
     match state.access.as_ref() {
         Access::Verify(verifier) => {
@@ -143,18 +152,24 @@ fn serve(state: AppState, args: ServeArgs) -> anyhow::Result<()> {
         ),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let served: anyhow::Result<()> = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
-        tracing::info!(%address, "serving CDS Hooks discovery at http://{address}/cds-services");
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        tracing::info!("stopped");
+        tracing::info!(
+            %address,
+            max_connections = settings.max_connections,
+            "serving CDS Hooks discovery at http://{address}/cds-services"
+        );
+        dry_needling_cds::http::serve(listener, app(state), settings, shutdown_signal()).await?;
         Ok(())
-    })
+    });
+    // Work still on the blocking pool (a large request whose connection was closed at the deadline) is not
+    // waited for beyond this.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    tracing::info!("stopped");
+    served
 }
 
 async fn shutdown_signal() {
@@ -176,7 +191,7 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    tracing::info!("shutting down: finishing requests in progress");
 }
 
 /// Runs one hook request through the same path as the server (including FHIR fetches, under the same
@@ -209,6 +224,7 @@ fn evaluate(state: AppState, file: &PathBuf, service: Option<String>) -> anyhow:
         body: &body,
         today: state.today.unwrap_or_else(|| time::OffsetDateTime::now_utc().date()),
         caller: None,
+        limits: &state.limits,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(handle_hook(knowledge, &state.fetcher, call));

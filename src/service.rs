@@ -14,6 +14,7 @@ use crate::assess::{Outcome, assess, is_dry_needling};
 use crate::fetch::{Allowlist, Fetched, Fetcher, Start, Target};
 use crate::fhir::{Contents, Resource, parse_contents};
 use crate::knowledge::{Knowledge, ServiceText};
+use crate::logsafe::caller_text;
 use crate::record::{Availability, Coding, DataKind, Order, PatientRecord};
 use crate::render::{RequestFacts, render_card};
 use crate::wire::{CardsResponse, HookRequest, PrefetchValue, RequestError, parse_hook_request};
@@ -25,8 +26,12 @@ pub enum HookError {
     BadRequest(#[from] RequestError),
     #[error("no CDS service has this id")]
     UnknownService,
-    #[error("this service handles `{expected}`, not `{got}`")]
-    WrongHook { expected: String, got: String },
+    /// The caller's value is not quoted: error bodies never echo what the caller sent.
+    #[error("this service handles `{expected}` requests; the request's `hook` names another")]
+    WrongHook { expected: String },
+    /// Over one of the [`Limits`] (413): the message names the field and the limit, never the content.
+    #[error("{0}")]
+    TooLarge(String),
     /// Data the verdict needs could be had neither from prefetch nor from the FHIR server (412).
     #[error("data needed for the assessment is unavailable")]
     MissingData(Vec<DataKind>),
@@ -54,18 +59,56 @@ pub fn prefetch_key(kind: DataKind) -> &'static str {
 /// record without it is still complete, so it never causes a 412 and is not fetched when missing.
 pub const PATIENT_KEY: &str = "patient";
 
+/// Caps on what one request may ask for, so that the work and the answer stay bounded whatever the body holds
+/// (the body itself is capped at the edge). Generous: the largest real record in `fixtures/real` has a few
+/// hundred entries per key and one draft order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Entries in `context.draftOrders`.
+    pub max_draft_orders: usize,
+    /// Cards in one response, which is one per dry-needling order the call is about.
+    pub max_cards: usize,
+    /// Entries (readable or not) in each prefetch key's Bundle.
+    pub max_prefetch_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_draft_orders: 200,
+            max_cards: 20,
+            max_prefetch_entries: 20_000,
+        }
+    }
+}
+
 /// Finds the service for an id.
 pub fn find_service<'k>(knowledge: &'k Knowledge, id: &str) -> Option<&'k ServiceText> {
     knowledge.services.iter().find(|s| s.id == id)
 }
 
 /// The dry-needling orders among the draft orders, selected or not, and the codes of the other draft orders
-/// (so that a card does not suggest what is already drafted). An unreadable Bundle has none; unreadable
-/// entries are skipped.
-fn dry_needling_drafts(draft_orders: &serde_json::value::RawValue, knowledge: &Knowledge) -> (Vec<Order>, Vec<Coding>) {
-    let Ok(contents) = parse_contents(draft_orders.get()) else {
-        return (Vec::new(), Vec::new());
-    };
+/// (so that a card does not suggest what is already drafted). `null` has none. Anything but a readable Bundle
+/// is a broken client and hears so (the envelope is strict; the FHIR content inside is not: unreadable
+/// entries are skipped).
+fn dry_needling_drafts(
+    draft_orders: &serde_json::value::RawValue,
+    knowledge: &Knowledge,
+    limits: &Limits,
+) -> Result<(Vec<Order>, Vec<Coding>), HookError> {
+    if draft_orders.get() == "null" {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let contents = parse_contents(draft_orders.get())
+        .ok()
+        .filter(|contents| contents.bundle)
+        .ok_or_else(|| RequestError("`context.draftOrders` must be a FHIR Bundle".to_string()))?;
+    if contents.resources.len() + contents.skipped > limits.max_draft_orders {
+        return Err(HookError::TooLarge(format!(
+            "`context.draftOrders` has more than {} entries, the most this service accepts",
+            limits.max_draft_orders
+        )));
+    }
     let mut orders = Vec::new();
     let mut others = Vec::new();
     for resource in contents.resources {
@@ -77,7 +120,7 @@ fn dry_needling_drafts(draft_orders: &serde_json::value::RawValue, knowledge: &K
             }
         }
     }
-    (orders, others)
+    Ok((orders, others))
 }
 
 /// The orders this call is about: the selected ones for order-select, all for order-sign.
@@ -105,14 +148,24 @@ fn selected_orders(request: &HookRequest, orders: Vec<Order>) -> Vec<Order> {
 /// Bundle with a `next` page is only part of the data: it counts as failed until the rest is fetched, and the
 /// page is returned so that it can be. The [`PATIENT_KEY`] (a Patient, or a Bundle with one) gives the birth
 /// date, and changes no availability. `medicationReference`s are resolved later, by [`finish`], once the
-/// record is gathered.
+/// record is gathered. A key with more entries than [`Limits::max_prefetch_entries`] is refused whole (413).
 pub fn record_from_prefetch(
     prefetch: Option<Vec<(String, PrefetchValue<'_>)>>,
-) -> (PatientRecord, Vec<(DataKind, String)>) {
+    limits: &Limits,
+) -> Result<(PatientRecord, Vec<(DataKind, String)>), HookError> {
     let mut record = PatientRecord::default();
     let mut next_pages = Vec::new();
     let Some(mut prefetch) = prefetch else {
-        return (record, next_pages);
+        return Ok((record, next_pages));
+    };
+    let within = |key: &str, contents: &Contents| {
+        if contents.resources.len() + contents.skipped > limits.max_prefetch_entries {
+            return Err(HookError::TooLarge(format!(
+                "prefetch `{key}` has more than {} entries, the most this service accepts per key",
+                limits.max_prefetch_entries
+            )));
+        }
+        Ok(())
     };
     for kind in DataKind::ALL {
         let Some(at) = prefetch.iter().position(|(key, _)| key == prefetch_key(kind)) else {
@@ -126,6 +179,7 @@ pub fn record_from_prefetch(
                 Availability::Failed
             }
             Some(Ok(mut contents)) => {
+                within(prefetch_key(kind), &contents)?;
                 let next = contents.next.take();
                 let availability = add_contents(&mut record, contents);
                 match next {
@@ -144,11 +198,12 @@ pub fn record_from_prefetch(
             None => {}
             Some(Err(_)) => record.skipped += 1,
             Some(Ok(contents)) => {
+                within(PATIENT_KEY, &contents)?;
                 add_contents(&mut record, contents);
             }
         }
     }
-    (record, next_pages)
+    Ok((record, next_pages))
 }
 
 /// Adds a Bundle's (or a single resource's) contents to the record and says what it means for availability.
@@ -218,29 +273,49 @@ impl Prepared<'_> {
 }
 
 /// The first half of a hook call: parse, check the hook, find the dry-needling orders, read the prefetch.
-pub fn prepare<'a>(knowledge: &Knowledge, service_id: &str, body: &'a [u8]) -> Result<Prepared<'a>, HookError> {
+pub fn prepare<'a>(
+    knowledge: &Knowledge,
+    limits: &Limits,
+    service_id: &str,
+    body: &'a [u8],
+) -> Result<Prepared<'a>, HookError> {
     let service = find_service(knowledge, service_id).ok_or(HookError::UnknownService)?;
     // The draft orders are read as soon as the parser meets them: when one is a dry-needling order, the prefetch
     // (if it comes later, as clients send it) is read in the same pass.
     let mut drafts = Vec::new();
     let mut other_draft_codes = Vec::new();
+    let mut drafts_refused = None;
     let mut request = parse_hook_request(body, |draft_orders| {
-        (drafts, other_draft_codes) = dry_needling_drafts(draft_orders, knowledge);
+        match dry_needling_drafts(draft_orders, knowledge, limits) {
+            Ok(read) => (drafts, other_draft_codes) = read,
+            Err(refused) => drafts_refused = Some(refused),
+        }
         !drafts.is_empty()
     })?;
     // Recorded as soon as it is known, so that 400s and 412s are traceable too.
-    tracing::Span::current().record("hook_instance", tracing::field::display(&request.hook_instance));
+    tracing::Span::current().record(
+        "hook_instance",
+        tracing::field::display(caller_text(&request.hook_instance)),
+    );
     if request.hook != service.hook {
         return Err(HookError::WrongHook {
             expected: service.hook.clone(),
-            got: request.hook,
         });
     }
+    if let Some(refused) = drafts_refused {
+        return Err(refused);
+    }
     let orders = selected_orders(&request, drafts);
+    if orders.len() > limits.max_cards {
+        return Err(HookError::TooLarge(format!(
+            "the request selects more than {} dry-needling orders, the most this service answers in one response",
+            limits.max_cards
+        )));
+    }
     let (record, next_pages) = if orders.is_empty() {
         (PatientRecord::default(), Vec::new())
     } else {
-        record_from_prefetch(request.prefetch.take())
+        record_from_prefetch(request.prefetch.take(), limits)?
     };
     let summary = HookSummary {
         dry_needling_orders: orders.len(),
@@ -360,7 +435,7 @@ pub async fn handle_hook(
     fetcher: &Fetcher,
     call: HookCall<'_>,
 ) -> Result<(CardsResponse, HookSummary), HookError> {
-    let mut prepared = prepare(knowledge, call.service_id, call.body)?;
+    let mut prepared = prepare(knowledge, call.limits, call.service_id, call.body)?;
     gather(&mut prepared, fetcher, call.caller).await;
     finish(prepared, knowledge, call.today)
 }
@@ -373,4 +448,5 @@ pub struct HookCall<'a> {
     pub today: Date,
     /// The authenticated client's FHIR server allowlist, if a client was authenticated.
     pub caller: Option<&'a Allowlist>,
+    pub limits: &'a Limits,
 }

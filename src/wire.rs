@@ -291,6 +291,11 @@ pub fn parse_hook_request(
                 .map_err(|_| error("`fhirAuthorization` must be an object with an `access_token` string"))?,
         ),
     };
+    // CDS Hooks 2.0: `fhirServer` is required whenever `fhirAuthorization` is given; a token without a server
+    // is a broken client, not a request to ignore the token.
+    if fhir_authorization.is_some() && fhir_server.is_none() {
+        return Err(error("`fhirServer` is required when `fhirAuthorization` is given"));
+    }
     let ctx = raw
         .context
         .ok_or_else(|| error("`context` is required"))?

@@ -1323,17 +1323,38 @@ fn clients_without_a_public_base_url_do_not_start() {
 }
 
 #[test]
-fn loopback_fhir_servers_only_in_open_development_mode() {
-    let open = start("", "127.0.0.1:8080", false).unwrap();
+fn no_mode_lets_a_caller_pick_a_loopback_fhir_server() {
+    // Open on loopback, with trusted clients, or insecure: a loopback FHIR server is called only when listed.
+    for (toml, listen, insecure) in [
+        ("", "127.0.0.1:8080", false),
+        (CLIENT_TOML, "127.0.0.1:8080", false),
+        ("", "0.0.0.0:8080", true),
+    ] {
+        let state = start(toml, listen, insecure).unwrap();
+        assert!(
+            state
+                .fetcher
+                .check_server("http://127.0.0.1:8081/fhir", false, None)
+                .is_err(),
+            "{listen}"
+        );
+    }
+    let listed = start(
+        "[fhir]\nopen_servers = [\"http://127.0.0.1:8081\"]\n",
+        "127.0.0.1:8080",
+        false,
+    )
+    .unwrap();
     assert!(
-        open.fetcher.allow_loopback,
-        "open on loopback: a local FHIR server may be used"
+        listed
+            .fetcher
+            .check_server("http://127.0.0.1:8081/fhir", false, None)
+            .is_ok()
     );
-    let verified = start(CLIENT_TOML, "127.0.0.1:8080", false).unwrap();
     assert!(
-        !verified.fetcher.allow_loopback,
-        "with trusted clients every server must be allowlisted"
+        listed
+            .fetcher
+            .check_server("http://127.0.0.1:8082/fhir", false, None)
+            .is_err()
     );
-    let insecure = start("", "0.0.0.0:8080", true).unwrap();
-    assert!(!insecure.fetcher.allow_loopback);
 }

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::Request;
 use common::fhir_server::{Fault, FhirServer, counting_listener};
-use common::{SELECT, fixture, send_with, state, without_uuids};
-use dry_needling_cds::AppState;
+use common::{SELECT, TODAY, fixture, send_with, state, without_uuids};
+use dry_needling_cds::config::Config;
 use dry_needling_cds::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
-use dry_needling_cds::service::{gather, prepare};
+use dry_needling_cds::service::{Limits, gather, prepare};
 use dry_needling_cds::wire::PREFETCH;
+use dry_needling_cds::{AppState, Knowledge, app};
 use serde_json::Value;
+use tower::ServiceExt;
 
 /// A real patient with conditions, medication requests and procedures.
 const PATIENT: &str = "real/clbp-neck-ibuprofen.order-select.json";
@@ -31,7 +33,7 @@ fn service(servers: &[&str], open: &[&str], settings: FetchSettings) -> AppState
         open_servers: open.iter().map(|s| s.to_string()).collect(),
     };
     AppState {
-        fetcher: Arc::new(Fetcher::new(http_client(), settings, allowlist, false)),
+        fetcher: Arc::new(Fetcher::new(http_client(), settings, allowlist)),
         ..state()
     }
 }
@@ -328,13 +330,37 @@ async fn loopback_servers_are_allowed_only_when_configured() {
     let body = without_prefetch(MYOFASCIAL, &server.base(), None);
     let (status, _) = call(service(&[], &[], settings()), body.clone()).await;
     assert_eq!(status, 412);
-    let loopback = AppState {
-        fetcher: Arc::new(Fetcher::new(http_client(), settings(), Allowlist::default(), true)),
-        ..state()
-    };
-    let (status, _) = call(loopback, body).await;
+    let listed = service(&[], &[&server.origin()], settings());
+    let (status, _) = call(listed, body).await;
     assert_eq!(status, 200);
     assert_eq!(server.log().len(), 4);
+}
+
+#[tokio::test]
+async fn a_web_page_cannot_make_the_open_service_read_a_loopback_server() {
+    // Issue 11, item 6: the development configuration (open, on loopback, nothing listed) answered a hook sent
+    // from any origin by reading whatever loopback FHIR server it named, and put that server's data in the
+    // card. Now the service reads only servers the operator listed; this one is not.
+    let server = FhirServer::start(&fixture(MYOFASCIAL)).await;
+    let state = AppState::configure(
+        Knowledge::embedded().unwrap(),
+        Config::default(),
+        "127.0.0.1:8080".parse().unwrap(),
+        false,
+    )
+    .unwrap();
+    let state = AppState {
+        today: Some(TODAY),
+        ..state
+    };
+    let request = Request::post(SELECT)
+        .header("content-type", "application/json")
+        .header("origin", "https://evil.example")
+        .body(Body::from(without_prefetch(MYOFASCIAL, &server.base(), None)))
+        .unwrap();
+    let response = app(state).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 412, "the data stays unavailable");
+    assert!(server.log().is_empty(), "the loopback server was contacted");
 }
 
 #[tokio::test]
@@ -374,10 +400,16 @@ async fn a_failed_prefetch_key_is_searched_again_and_replaced_not_doubled() {
     assert_eq!(without_uuids(refetched), without_uuids(prefetched));
     // And the record holds each condition once, not the partial prefetch plus the new search.
     let body = serde_json::to_vec(&request).unwrap();
-    let mut prepared = prepare(&state.knowledge, "dry-needling-order-select", &body).unwrap();
+    let mut prepared = prepare(&state.knowledge, &Limits::default(), "dry-needling-order-select", &body).unwrap();
     gather(&mut prepared, &state.fetcher, None).await;
     let clean = fixture(PATIENT);
-    let expected = prepare(&state.knowledge, "dry-needling-order-select", &clean).unwrap();
+    let expected = prepare(
+        &state.knowledge,
+        &Limits::default(),
+        "dry-needling-order-select",
+        &clean,
+    )
+    .unwrap();
     assert_eq!(prepared.record.conditions.len(), expected.record.conditions.len());
 }
 

@@ -49,7 +49,7 @@ async fn logs_carry_no_token_url_or_patient_id() {
         open_servers: Vec::new(),
     };
     let state = AppState {
-        fetcher: Arc::new(Fetcher::new(http_client(), FetchSettings::default(), allowlist, false)),
+        fetcher: Arc::new(Fetcher::new(http_client(), FetchSettings::default(), allowlist)),
         ..state()
     };
     let mut body: Value = serde_json::from_slice(&fixture(PATIENT)).unwrap();

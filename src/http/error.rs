@@ -1,0 +1,133 @@
+//! The one place errors become status codes: [`ApiError`].
+//!
+//! Why one enum: every failure a client can cause must be a clear 4xx with a JSON OperationOutcome and no
+//! internals, and that policy is easiest to keep when a single `IntoResponse` decides it. Nothing below the
+//! edge knows about status codes. Messages never quote what the caller sent: they name fields and limits.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tracing::{Span, field};
+
+use crate::auth::AuthError;
+use crate::record::DataKind;
+use crate::service::{HookError, prefetch_key};
+use crate::wire::{self, PREFETCH};
+
+/// Seconds a shed caller is asked to wait before retrying.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Why the service will not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "refusing to serve on {0} without trusted clients: anyone who can reach it could call it unsigned. \
+         Configure [[client]] entries (--config), listen on loopback, or pass --insecure-no-auth"
+    )]
+    NoTrustedClients(SocketAddr),
+    #[error("trusted clients need `public_base_url`: tokens' `aud` is checked against it")]
+    NoPublicBaseUrl,
+}
+
+/// Every error a client can see.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no CDS service has the id in this URL; see GET /cds-services")]
+    UnknownService,
+    #[error("no such endpoint; see GET /cds-services")]
+    NoRoute,
+    #[error("this endpoint does not accept that method")]
+    MethodNotAllowed,
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// Within the body limit, but over a limit on its content (draft orders, prefetch entries, cards).
+    #[error("{0}")]
+    ContentTooLarge(String),
+    #[error("data needed for the assessment is unavailable")]
+    PreconditionFailed(Vec<DataKind>),
+    /// Deliberately without detail; the log has the reason.
+    #[error("authentication required")]
+    Unauthorized(AuthError),
+    /// Load shedding: too many calls in progress.
+    #[error("the service is busy; retry after {RETRY_AFTER_SECS} s")]
+    Overloaded,
+    /// A bug (a panic in a handler's work); the log has nothing more, the client nothing at all.
+    #[error("the service failed to answer")]
+    Internal,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownService | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The status and the OperationOutcome body.
+    pub fn to_parts(&self) -> (StatusCode, serde_json::Value) {
+        let (code, messages) = match self {
+            ApiError::BadRequest(_) => ("invalid", vec![self.to_string()]),
+            ApiError::UnknownService | ApiError::NoRoute => ("not-found", vec![self.to_string()]),
+            ApiError::MethodNotAllowed => ("not-supported", vec![self.to_string()]),
+            ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => ("too-costly", vec![self.to_string()]),
+            ApiError::PreconditionFailed(kinds) => ("incomplete", kinds.iter().map(|k| missing_message(*k)).collect()),
+            ApiError::Unauthorized(_) => ("login", vec![self.to_string()]),
+            ApiError::Overloaded => ("throttled", vec![self.to_string()]),
+            ApiError::Internal => ("exception", vec![self.to_string()]),
+        };
+        (self.status(), wire::operation_outcome(code, &messages))
+    }
+}
+
+fn missing_message(kind: DataKind) -> String {
+    let key = prefetch_key(kind);
+    let query = PREFETCH.iter().find(|(k, _)| *k == key).map_or("", |(_, q)| *q);
+    format!(
+        "{} data is unavailable: send it as prefetch `{key}` ({query}), or a null value if the patient has none",
+        kind.resource_type()
+    )
+}
+
+impl From<HookError> for ApiError {
+    fn from(e: HookError) -> Self {
+        match e {
+            HookError::BadRequest(e) => ApiError::BadRequest(e.0),
+            HookError::UnknownService => ApiError::UnknownService,
+            e @ HookError::WrongHook { .. } => ApiError::BadRequest(e.to_string()),
+            HookError::TooLarge(message) => ApiError::ContentTooLarge(message),
+            HookError::MissingData(kinds) => ApiError::PreconditionFailed(kinds),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.to_parts();
+        let span = Span::current();
+        match &self {
+            ApiError::Unauthorized(reason) => span.record("error", field::display(reason)),
+            _ => span.record("error", field::display(&self)),
+        };
+        match self {
+            ApiError::Unauthorized(_) => (status, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response(),
+            ApiError::Overloaded => (
+                status,
+                [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],
+                Json(body),
+            )
+                .into_response(),
+            _ => (status, Json(body)).into_response(),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The endpoints: discovery, the hook services, and feedback.
+//!
+//! Each hook call goes through the same steps in the same order, cheapest refusal first: is the service known
+//! (404), does the declared body fit (413, before a byte of it is read, so a refused upload never gets
+//! `100 Continue`), is there room for it (503, see [`super::admission`]), then the body is read within the limit
+//! and handed to [`crate::service`]. A large body's parsing and assessment run on the blocking pool, so that
+//! the async workers keep answering small calls meanwhile; small ones run inline, where they are fastest.
+
+use axum::Extension;
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use time::Date;
+use tracing::{Span, field, info, warn};
+
+use super::admission::Overloaded;
+use super::{ApiError, AppState};
+use crate::auth::Verified;
+use crate::logsafe::caller_text;
+use crate::service::{HookCall, HookSummary, find_service, handle_hook};
+use crate::wire::{self, CardsResponse, Discovery, PREFETCH, ServiceDescription};
+
+pub(super) async fn discovery(State(state): State<AppState>) -> Json<Discovery> {
+    let services = state
+        .knowledge
+        .services
+        .iter()
+        .map(|s| ServiceDescription {
+            hook: s.hook.clone(),
+            title: s.title.clone(),
+            description: s.description.clone(),
+            id: s.id.clone(),
+            prefetch: PREFETCH.into_iter().collect(),
+            usage_requirements: s.usage_requirements.clone(),
+        })
+        .collect();
+    Json(Discovery { services })
+}
+
+pub(super) async fn hook(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    verified: Option<Extension<Verified>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = known_service(&state, id)?;
+    let length = declared_length(&headers, &body, state.body_limit)?;
+    let ticket = state
+        .admission
+        .admit(length)
+        .map_err(|Overloaded| ApiError::Overloaded)?;
+    let body = read_body(body, state.body_limit).await?;
+    let call = Call {
+        state: state.clone(),
+        id,
+        body,
+        today: state.today(),
+        verified: verified.map(|Extension(verified)| verified),
+    };
+    let (response, summary) = if ticket.is_large() {
+        let runtime = tokio::runtime::Handle::current();
+        let span = Span::current();
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        // The ticket moves with the work: if the caller's time-out drops this handler, the place (and the
+        // memory it stands for) is held until the work is really done.
+        tokio::task::spawn_blocking(move || {
+            let _ticket = ticket;
+            tracing::dispatcher::with_default(&dispatch, || span.in_scope(|| runtime.block_on(call.run())))
+        })
+        .await
+        .map_err(|_| ApiError::Internal)??
+    } else {
+        let answered = call.run().await;
+        drop(ticket);
+        answered?
+    };
+    let span = Span::current();
+    span.record("orders", summary.dry_needling_orders);
+    span.record("cards", summary.cards);
+    if summary.skipped_entries > 0 {
+        warn!(
+            skipped = summary.skipped_entries,
+            "unreadable record entries were skipped"
+        );
+    }
+    Ok(Json(response).into_response())
+}
+
+/// One hook call's inputs, owned, so that it can move to the blocking pool.
+struct Call {
+    state: AppState,
+    id: String,
+    body: Bytes,
+    today: Date,
+    verified: Option<Verified>,
+}
+
+impl Call {
+    async fn run(&self) -> Result<(CardsResponse, HookSummary), ApiError> {
+        let call = HookCall {
+            service_id: &self.id,
+            body: &self.body,
+            today: self.today,
+            caller: self.verified.as_ref().map(|v| &v.client.fhir),
+            limits: &self.state.limits,
+        };
+        Ok(handle_hook(&self.state.knowledge, &self.state.fetcher, call).await?)
+    }
+}
+
+pub(super) async fn feedback(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    known_service(&state, id)?;
+    declared_length(&headers, &body, state.body_limit)?;
+    let body = read_body(body, state.body_limit).await?;
+    let entries = wire::parse_feedback(&body).map_err(|e| ApiError::BadRequest(e.0))?;
+    for entry in &entries {
+        info!(
+            card = %caller_text(&entry.card),
+            outcome = %entry.outcome,
+            accepted_suggestions = entry.accepted_suggestions.len(),
+            override_reason = %caller_text(entry.override_reason.as_deref().unwrap_or("")),
+            outcome_timestamp = %entry.outcome_timestamp,
+            "feedback"
+        );
+    }
+    Ok(Json(serde_json::json!({ "received": entries.len() })))
+}
+
+/// The service id from the path: 400 when the path segment is not valid UTF-8 once decoded, 404 when no service
+/// has it.
+fn known_service(state: &AppState, id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::BadRequest("the service id in the URL is not valid".to_string()))?;
+    Span::current().record("service", field::display(caller_text(&id)));
+    if find_service(&state.knowledge, &id).is_none() {
+        return Err(ApiError::UnknownService);
+    }
+    Ok(id)
+}
+
+/// The body's declared length (`Content-Length`, or the exact size of a body built in memory; `None` when
+/// chunked): 413 at once when it is over the limit.
+fn declared_length(headers: &HeaderMap, body: &Body, limit: usize) -> Result<Option<u64>, ApiError> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .or_else(|| http_body::Body::size_hint(body).exact());
+    match length {
+        Some(length) if length > limit as u64 => Err(ApiError::PayloadTooLarge(limit)),
+        _ => Ok(length),
+    }
+}
+
+/// Reads the whole body, refusing it (413) as soon as it passes the limit, whatever it declared.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge(limit)),
+        Err(_) => Err(ApiError::BadRequest("the request body could not be read".to_string())),
+    }
+}
