@@ -6,6 +6,7 @@ mod common;
 use axum::body::Body;
 use axum::http::Request;
 use common::*;
+use dry_needling_cds::service::Limits;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -106,6 +107,43 @@ async fn bad_input_gets_a_clear_4xx_with_an_operation_outcome() {
             "fhirAuthorization",
         ),
         (SELECT, wrong_hook.into_bytes(), 400, "handles `order-select`"),
+        // The envelope is strict (issue 11, item 8): a broken client hears so, rather than getting no cards.
+        (
+            SELECT,
+            br#"{"hook":"order-select","hookInstance":"x","context":{"draftOrders":5}}"#.to_vec(),
+            400,
+            "`context.draftOrders` must be a FHIR Bundle",
+        ),
+        (
+            SELECT,
+            br#"{"hook":"order-select","hookInstance":"x","context":{"draftOrders":"Bundle"}}"#.to_vec(),
+            400,
+            "`context.draftOrders` must be a FHIR Bundle",
+        ),
+        (
+            SELECT,
+            br#"{"hook":"order-select","hookInstance":"x","context":{"draftOrders":{"resourceType":"ServiceRequest"}}}"#
+                .to_vec(),
+            400,
+            "`context.draftOrders` must be a FHIR Bundle",
+        ),
+        (
+            SELECT,
+            br#"{"hook":"order-select","hookInstance":"x","context":{"draftOrders":{"resourceType":"Bundle","entry":{}}}}"#
+                .to_vec(),
+            400,
+            "`context.draftOrders` must be a FHIR Bundle",
+        ),
+        (
+            SELECT,
+            br#"{"hook":"order-select","hookInstance":"x","context":{},"fhirAuthorization":{"access_token":"t","token_type":"Bearer"}}"#
+                .to_vec(),
+            400,
+            "`fhirServer` is required when `fhirAuthorization` is given",
+        ),
+        // A path segment that is not UTF-8 once decoded: the path extractor's own rejection is plain text.
+        ("/cds-services/%ff", b"{}".to_vec(), 400, "service id in the URL"),
+        ("/cds-services/%ff/feedback", b"{}".to_vec(), 400, "service id in the URL"),
         (
             "/cds-services/no-such-service",
             good.clone().into_bytes(),
@@ -130,6 +168,74 @@ async fn bad_input_gets_a_clear_4xx_with_an_operation_outcome() {
             "{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_wrong_hook_is_not_quoted_back() {
+    let body = String::from_utf8(fixture("rules/neck-pain.json"))
+        .unwrap()
+        .replace("\"order-select\"", &format!("\"{}\"", "x".repeat(100_000)));
+    let reply = post(SELECT, body).await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.bytes.len() < 1_000, "{} bytes", reply.bytes.len());
+    assert!(!issue_text(&reply).contains("xxx"));
+}
+
+#[tokio::test]
+async fn content_over_its_caps_is_413_naming_the_field_and_the_limit() {
+    // Issue 11, item 4: 60,000 copies of one dry-needling order got 60,000 cards (180 MB). Each cap is checked
+    // with a small limit, so the requests stay small.
+    let mut state = state();
+    state.limits = Limits {
+        max_draft_orders: 3,
+        max_cards: 2,
+        max_prefetch_entries: 5,
+    };
+    let base: Value = serde_json::from_slice(&fixture("rules/myofascial-care-documented.json")).unwrap();
+    let order = base["context"]["draftOrders"]["entry"][0].clone();
+    let with_orders = |n: usize, selected: usize| {
+        let mut request = base.clone();
+        let entries: Vec<Value> = (0..n)
+            .map(|i| {
+                let mut entry = order.clone();
+                entry["resource"]["id"] = json!(format!("dn-{i}"));
+                entry
+            })
+            .collect();
+        request["context"]["draftOrders"]["entry"] = json!(entries);
+        let selections: Vec<String> = (0..selected).map(|i| format!("ServiceRequest/dn-{i}")).collect();
+        request["context"]["selections"] = json!(selections);
+        serde_json::to_vec(&request).unwrap()
+    };
+    let call = |body: Vec<u8>| {
+        let state = state.clone();
+        async move {
+            let request = Request::post(SELECT)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            send_with(state, request).await
+        }
+    };
+    let within = call(with_orders(2, 2)).await;
+    assert_eq!(within.status, 200);
+    assert_eq!(within.json()["cards"].as_array().unwrap().len(), 2);
+    let reply = call(with_orders(4, 1)).await;
+    assert_eq!(reply.status, 413);
+    assert!(issue_text(&reply).contains("`context.draftOrders` has more than 3 entries"));
+    let reply = call(with_orders(3, 3)).await;
+    assert_eq!(reply.status, 413);
+    assert!(issue_text(&reply).contains("more than 2 dry-needling orders"));
+    let mut padded = base.clone();
+    let conditions = padded["prefetch"]["conditions"]["entry"].as_array().unwrap().clone();
+    let mut entries = conditions.clone();
+    while entries.len() <= 5 {
+        entries.extend(conditions.iter().cloned());
+    }
+    padded["prefetch"]["conditions"]["entry"] = json!(entries);
+    let reply = call(serde_json::to_vec(&padded).unwrap()).await;
+    assert_eq!(reply.status, 413);
+    assert!(issue_text(&reply).contains("prefetch `conditions` has more than 5 entries"));
 }
 
 #[tokio::test]
@@ -274,9 +380,14 @@ async fn feedback_is_validated_as_the_spec_defines_it() {
             "code": "does-not-align-preferences", "display": "x"}, "userComment": "Patient prefers it"},
         "outcomeTimestamp": "2026-11-23T10:15:00.123-05:00"}, {
         "card": "a", "outcome": "overridden", "outcomeTimestamp": "2026-11-23T10:15:00Z"}]});
-    for body in [&accepted, &overridden] {
+    for (body, received) in [(&accepted, 1), (&overridden, 2)] {
         let reply = post(uri, serde_json::to_vec(body).unwrap()).await;
         assert_eq!(reply.status, 200, "{body}");
+        assert_eq!(
+            reply.json(),
+            json!({ "received": received }),
+            "a JSON body, like every other answer"
+        );
     }
     let bad: Vec<(Value, &str)> = vec![
         (json!([{"card": "a"}]), "`feedback` array"),

@@ -1,0 +1,401 @@
+//! Hostile connections over real sockets (issue 11): clients that send nothing, half a request head, or sit idle;
+//! a flood past the connection cap; a burst of large bodies; an oversized upload that asks for
+//! `100 Continue`; HTTP/2 spoken to an HTTP/1.1 service; SIGTERM while a client holds a half-sent head; a
+//! forged log line in `hookInstance`. The last two run the real binary.
+//!
+//! Why real sockets: every one of these lives below the router (hyper's connection state, the accept loop, the
+//! process's signals and its log), where `oneshot` cannot reach. Time-outs are set to about a second so that a
+//! connection that is not closed shows as a failure in seconds, not as a hang.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{SELECT, fixture, state};
+use dry_needling_cds::http::{Admission, AdmissionSettings, ServeSettings, serve};
+use dry_needling_cds::{AppState, app};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn settings() -> ServeSettings {
+    ServeSettings {
+        header_read_timeout: SECOND,
+        idle_timeout: SECOND,
+        max_connections: 64,
+        shutdown_grace: SECOND,
+    }
+}
+
+/// The service on a loopback port, in this process; dropping the sender stops it.
+async fn start(state: AppState, settings: ServeSettings) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve(listener, app(state), settings, async move {
+        let _ = stopped.await;
+    }));
+    (address, stop)
+}
+
+/// Reads until the server closes the connection, or `limit` passes. Returns what was read and how long the
+/// server took to close (`None`: still open at the limit).
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
+    let started = Instant::now();
+    let mut read = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Err(_) => return (read, None),
+            Ok(Ok(0)) | Ok(Err(_)) => return (read, Some(started.elapsed())),
+            Ok(Ok(n)) => read.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+/// Reads one response head (up to the blank line) and, when it has a `Content-Length`, its body.
+async fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut read = Vec::new();
+    let mut byte = [0u8; 1];
+    while !read.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(5 * SECOND, stream.read(&mut byte))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(
+            n == 1,
+            "closed before a response head: {}",
+            String::from_utf8_lossy(&read)
+        );
+        read.push(byte[0]);
+    }
+    let head = String::from_utf8(read).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .map_or(0, |v| v.parse::<usize>().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    (status, head, body)
+}
+
+fn post_head(path: &str, length: usize, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n{extra}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn silent_half_sent_and_idle_connections_are_closed_within_their_time_outs() {
+    // Before: all three were still open 45 s later, and 1,084 of them made the service unreachable.
+    let (address, _stop) = start(state(), settings()).await;
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    let mut half = TcpStream::connect(address).await.unwrap();
+    half.write_all(b"POST /cds-services/dry-needling-order-select HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    let mut idle = TcpStream::connect(address).await.unwrap();
+    idle.write_all(b"GET /cds-services HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _, _) = read_response(&mut idle).await;
+    assert_eq!(status, 200);
+    for (name, stream) in [("silent", &mut silent), ("half a head", &mut half), ("idle", &mut idle)] {
+        let (read, closed) = read_until_closed(stream, 5 * SECOND).await;
+        let closed = closed.unwrap_or_else(|| panic!("{name}: still open after 5 s"));
+        assert!(closed < 3 * SECOND, "{name}: closed after {closed:?}");
+        assert!(
+            !read.starts_with(b"HTTP/1.1 2"),
+            "{name}: {}",
+            String::from_utf8_lossy(&read)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_connection_cap_holds_and_requests_get_through_after_the_flood() {
+    let (address, _stop) = start(
+        state(),
+        ServeSettings {
+            max_connections: 4,
+            ..settings()
+        },
+    )
+    .await;
+    let mut flood = Vec::new();
+    for _ in 0..4 {
+        flood.push(TcpStream::connect(address).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The kernel completes the handshake (the listen backlog), but the service does not take the connection
+    // while four are open: the request waits.
+    let mut late = TcpStream::connect(address).await.unwrap();
+    late.write_all(b"GET /cds-services HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(400), late.read(&mut byte)).await;
+    assert!(early.is_err(), "answered while the cap was reached");
+    // The flood's connections time out (1 s) and the waiting request is served.
+    let (status, _, body) = read_response(&mut late).await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("dry-needling-order-select"));
+    for mut stream in flood {
+        let (_, closed) = read_until_closed(&mut stream, 3 * SECOND).await;
+        assert!(closed.is_some(), "a flood connection is still open");
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_large_bodies_is_shed_with_503_while_small_requests_are_answered() {
+    let mut state = state();
+    state.admission = Admission::new(AdmissionSettings {
+        max_hooks: 16,
+        max_large: 1,
+        large_body_bytes: 16 * 1024,
+    });
+    let (address, _stop) = start(state, settings()).await;
+    // A large valid request: a real record's request, padded with whitespace (JSON allows it) past 16 KiB.
+    let mut large = fixture("real/brenda-jackson-low-back.order-select.json");
+    large.extend(std::iter::repeat_n(b' ', 64 * 1024));
+    // The first large call is admitted: it gets `100 Continue` only then, and holds its place while it sends.
+    let mut first = TcpStream::connect(address).await.unwrap();
+    first
+        .write_all(post_head(SELECT, large.len(), "Expect: 100-continue\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut continued = [0u8; 25];
+    first.read_exact(&mut continued).await.unwrap();
+    assert_eq!(&continued, b"HTTP/1.1 100 Continue\r\n\r\n");
+    first.write_all(&large[..1000]).await.unwrap();
+    // Meanwhile, another large call is refused at once: 503, Retry-After, an OperationOutcome, and no
+    // `100 Continue`, so its body is never sent.
+    for _ in 0..3 {
+        let mut shed = TcpStream::connect(address).await.unwrap();
+        shed.write_all(post_head(SELECT, large.len(), "Expect: 100-continue\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (status, head, body) = read_response(&mut shed).await;
+        assert_eq!(status, 503, "{head}");
+        assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+        let outcome: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        assert_eq!(outcome["issue"][0]["code"], "throttled");
+    }
+    // A small call is answered as usual.
+    let small = fixture("rules/neck-pain.json");
+    let mut other = TcpStream::connect(address).await.unwrap();
+    other
+        .write_all(post_head(SELECT, small.len(), "").as_bytes())
+        .await
+        .unwrap();
+    other.write_all(&small).await.unwrap();
+    let (status, _, body) = read_response(&mut other).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("\"cards\""));
+    // The first call finishes (its record is parsed and assessed on the blocking pool) and frees its place.
+    first.write_all(&large[1000..]).await.unwrap();
+    let (status, _, body) = read_response(&mut first).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("\"cards\":[{"));
+    let mut next = TcpStream::connect(address).await.unwrap();
+    next.write_all(post_head(SELECT, large.len(), "").as_bytes())
+        .await
+        .unwrap();
+    next.write_all(&large).await.unwrap();
+    assert_eq!(read_response(&mut next).await.0, 200);
+}
+
+#[tokio::test]
+async fn an_oversized_upload_is_refused_from_its_content_length_without_100_continue() {
+    let (address, _stop) = start(state(), settings()).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let head = post_head(SELECT, 17 * 1024 * 1024, "Expect: 100-continue\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (status, head, body) = read_response(&mut stream).await;
+    assert_eq!(status, 413, "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("too-costly"));
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_not_served() {
+    // Only HTTP/1.1 is meant; before, feature unification made the server answer HTTP/2 too.
+    let (address, _stop) = start(state(), settings()).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    // An empty SETTINGS frame.
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let (read, closed) = read_until_closed(&mut stream, 5 * SECOND).await;
+    assert!(closed.is_some(), "the connection stays open");
+    assert!(
+        read.is_empty() || read.starts_with(b"HTTP/1.1 4") || read.starts_with(b"HTTP/1.1 5"),
+        "answered in HTTP/2: {read:?}"
+    );
+}
+
+/// The real binary, serving on a free loopback port with `config`; its stdout (the log) arrives line by line.
+struct Service {
+    child: Child,
+    address: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Service {
+    fn start(config: &str) -> Service {
+        let dir = std::env::temp_dir().join(format!("dn-hostile-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dry-needling-cds"))
+            .args(["--listen", "127.0.0.1:0", "--as-of", "2026-11-23", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (send, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + 20 * SECOND;
+        let address = loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the service logs its address within 20 s");
+            if let Some(at) = line.find("http://127.0.0.1:") {
+                let rest = &line[at + "http://".len()..];
+                let end = rest.find('/').unwrap();
+                break rest[..end].parse().unwrap();
+            }
+        };
+        Service {
+            child,
+            address,
+            lines,
+            _dir: TempDir(dir),
+        }
+    }
+
+    fn terminate(&self) {
+        // SAFETY: kill only sends a signal to the child this test started.
+        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0);
+    }
+
+    /// Waits for the process to exit; its exit status and how long that took.
+    fn wait(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some((status, started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Every log line printed until now (after the process exited: all of them).
+    fn log(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test]
+async fn sigterm_with_a_half_sent_head_exits_within_the_shutdown_deadline() {
+    // Before: one such connection kept the process alive more than 70 s after SIGTERM. The header-read time-out
+    // is set long here so that only the shutdown deadline (1 s) can end it.
+    let mut service = Service::start("[server]\nheader_read_timeout_secs = 60\nshutdown_grace_secs = 1\n");
+    let mut half = TcpStream::connect(service.address).await.unwrap();
+    half.write_all(b"POST /cds-services/dry-needling-order-select HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    service.terminate();
+    let (status, took) = service
+        .wait(10 * SECOND)
+        .expect("the process still runs 10 s after SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(took < 5 * SECOND, "exited after {took:?}");
+    let log = service.log().join("\n");
+    assert!(log.contains("shutdown deadline passed"), "{log}");
+}
+
+#[tokio::test]
+async fn a_forged_newline_in_hook_instance_does_not_start_a_log_line() {
+    let mut service = Service::start("");
+    let forged = "2026-11-30T00:00:00.000000Z  INFO request{method=POST}: forged line";
+    let mut request: serde_json::Value = serde_json::from_slice(&fixture("rules/neck-pain.json")).unwrap();
+    request["hookInstance"] = format!("abc\n{forged}\r\u{1b}[2J{}", "x".repeat(20_000)).into();
+    let body = serde_json::to_vec(&request).unwrap();
+    let mut stream = TcpStream::connect(service.address).await.unwrap();
+    stream
+        .write_all(post_head(SELECT, body.len(), "").as_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&body).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.0, 200);
+    service.terminate();
+    service.wait(10 * SECOND).expect("the process exits");
+    let log = service.log();
+    let done = log
+        .iter()
+        .find(|line| line.contains("request done") && line.contains("hook_instance"))
+        .unwrap_or_else(|| panic!("no request line: {log:#?}"));
+    assert!(done.contains("abc\\u{a}2026-11-30T00:00:00.000000Z"), "{done}");
+    assert!(done.contains("\\u{1b}[2J"), "{done}");
+    assert!(done.len() < 1_000, "a {} byte log line", done.len());
+    for line in &log {
+        assert!(
+            !line.starts_with("2026-11-30T00:00:00.000000Z"),
+            "a forged line: {line}"
+        );
+        assert!(!line.contains('\u{1b}'), "a raw escape: {line:?}");
+    }
+}
