@@ -58,7 +58,7 @@ struct File {
     limits: LimitsSection,
 }
 
-/// `[server]`: every key optional; absent keys keep their defaults (see README "Limits").
+/// `[server]`: every key optional; absent keys keep their defaults (see README "Invariants").
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ServerSection {
@@ -404,6 +404,48 @@ mod tests {
             FetchSettings::default(),
             "the example shows the defaults"
         );
+        assert_eq!(example.limits, Limits::default(), "the example shows the defaults");
+        let defaults = ServeSettings::default();
+        assert_eq!(
+            (
+                example.serve.header_read_timeout,
+                example.serve.idle_timeout,
+                example.serve.shutdown_grace
+            ),
+            (
+                defaults.header_read_timeout,
+                defaults.idle_timeout,
+                defaults.shutdown_grace
+            ),
+            "the example shows the defaults"
+        );
+        assert_eq!(example.admission.max_hooks, AdmissionSettings::default().max_hooks);
+    }
+
+    #[test]
+    fn server_and_limits_sections_are_checked() {
+        let parse = |text: &str| Config::parse(text, Path::new("."));
+        let config =
+            parse("[server]\nheader_read_timeout_secs = 20\nmax_connections = 5\n[limits]\nmax_cards = 3\n").unwrap();
+        assert_eq!(config.serve.header_read_timeout, Duration::from_secs(20));
+        assert_eq!(config.serve.idle_timeout, ServeSettings::default().idle_timeout);
+        assert_eq!(config.serve.max_connections, 5);
+        assert_eq!(config.limits.max_cards, 3);
+        assert_eq!(config.limits.max_draft_orders, Limits::default().max_draft_orders);
+        for (text, message) in [
+            ("[server]\nheader_read_timeout_secs = 0", "between 1 and 3600"),
+            (
+                "[server]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 3",
+                "must not exceed",
+            ),
+            ("[server]\nmax_connections = 0", "must be positive"),
+            ("[server]\nmax_concurrent_large = 0", "must be positive"),
+            ("[limits]\nmax_prefetch_entries = 0", "must be positive"),
+            ("[limits]\nmax_orders = 3", "unknown field"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.contains(message), "{text}: {error}");
+        }
     }
 
     #[test]
