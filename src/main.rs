@@ -90,6 +90,7 @@ fn parse_date(s: &str) -> Result<Date, String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    dry_needling_cds::http::memory::limit_arenas();
     let cli = Cli::parse();
     let source = match &cli.cards {
         Some(dir) => ContentSource::Directory(dir.clone()),

@@ -461,7 +461,14 @@ async fn serves_over_a_real_socket() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, dry_needling_cds::app(state())).await });
+    // Served as production serves it (`http::serve`: HTTP/1.1 with time-outs and a connection cap).
+    let settings = dry_needling_cds::http::ServeSettings::default();
+    let server = tokio::spawn(dry_needling_cds::http::serve(
+        listener,
+        dry_needling_cds::app(state()),
+        settings,
+        std::future::pending(),
+    ));
 
     let body = fixture("rules/clbp-reason-code.json");
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();

@@ -18,6 +18,7 @@ use time::Date;
 use tracing::{Span, field, info, warn};
 
 use super::admission::Overloaded;
+use super::memory;
 use super::{ApiError, AppState};
 use crate::auth::Verified;
 use crate::logsafe::caller_text;
@@ -69,8 +70,12 @@ pub(super) async fn hook(
         // The ticket moves with the work: if the caller's time-out drops this handler, the place (and the
         // memory it stands for) is held until the work is really done.
         tokio::task::spawn_blocking(move || {
-            let _ticket = ticket;
-            tracing::dispatcher::with_default(&dispatch, || span.in_scope(|| runtime.block_on(call.run())))
+            let answered =
+                tracing::dispatcher::with_default(&dispatch, || span.in_scope(|| runtime.block_on(call.run())));
+            drop(call);
+            memory::trim();
+            drop(ticket);
+            answered
         })
         .await
         .map_err(|_| ApiError::Internal)??

@@ -7,6 +7,7 @@
 //! | `mod.rs` | the router and its layers: trace → CORS → time-out → authentication → handlers |
 //! | `handlers.rs` | discovery, hooks, feedback: read the body within its limits, call [`crate::service`] |
 //! | [`admission`] | how many hook calls (and large bodies) run at once; 503 beyond |
+//! | [`memory`] | returning memory to the system after large calls and bursts |
 //! | [`error`] | [`ApiError`]: status codes and OperationOutcomes |
 //!
 //! Why the edge is the only place that knows HTTP: the service, the wire format and the rules can then be
@@ -15,6 +16,7 @@
 pub mod admission;
 pub mod error;
 mod handlers;
+pub mod memory;
 pub mod serve;
 
 use std::net::SocketAddr;

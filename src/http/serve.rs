@@ -90,6 +90,7 @@ pub async fn serve(
     settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let trimmer = tokio::spawn(super::memory::trim_after_bursts());
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -145,6 +146,7 @@ pub async fn serve(
         connections.abort_all();
         while connections.join_next().await.is_some() {}
     }
+    trimmer.abort();
     Ok(())
 }
 

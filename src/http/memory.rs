@@ -1,0 +1,59 @@
+//! Giving memory back to the system after large calls and bursts.
+//!
+//! Why: glibc keeps freed memory in per-thread arenas for reuse. After a burst of 15 MiB records that was
+//! hundreds of MiB held for nothing, hours later (`scripts/burst`, README "Performance"). `malloc_trim` returns
+//! it in about a millisecond. It runs after each large call (on the blocking thread that did the work) and, for
+//! what the async workers freed meanwhile (the buffers of shed requests), once more on a quiet tick after a
+//! burst. And the allocator is asked for fewer arenas (one per core, not eight): freed memory spread over
+//! sixteen arenas is fragmented past what a trim can return (after a burst, 1.4× to 3.5× the idle RSS, varying
+//! from run to run; with one arena per core, 1.7× every time). Measured against mimalloc too, which returned
+//! memory on its own but idled at four times the baseline and peaked higher (README); so the system allocator
+//! stays, with these two settings.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Set when something large was freed since the last trim.
+static FREED_LARGE: AtomicBool = AtomicBool::new(false);
+
+/// How often the background task looks for memory to return.
+pub const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// Notes that large buffers were freed (a large call ended, or one was shed), for the next tick.
+pub fn freed_large() {
+    FREED_LARGE.store(true, Ordering::Relaxed);
+}
+
+/// Limits glibc's malloc to one arena per core (at least two), unless `MALLOC_ARENA_MAX` is set, which glibc
+/// reads itself. Call it first thing in `main`, before any thread exists.
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from).max(2);
+        // SAFETY: mallopt takes two integers and changes a setting of the allocator; no thread has started.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, cores as libc::c_int);
+        }
+    }
+}
+
+/// Returns free memory to the system now. Blocking (about a millisecond): call it off the async workers.
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Runs forever: every [`TRIM_EVERY`], trims if large buffers were freed since the last look.
+pub async fn trim_after_bursts() {
+    let mut tick = tokio::time::interval(TRIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if FREED_LARGE.swap(false, Ordering::Relaxed) {
+            let _ = tokio::task::spawn_blocking(trim).await;
+        }
+    }
+}
