@@ -278,6 +278,14 @@ async fn oversized_bodies_are_413() {
         .body(Body::from(vec![b' '; 999_999]))
         .unwrap();
     assert_eq!(send_with(state, request).await.status, 413);
+    // Feedback, which is not subject to admission, has a limit of its own (1 MiB), whatever the body limit.
+    let request = Request::post("/cds-services/dry-needling-order-select/feedback")
+        .header("content-type", "application/json")
+        .body(Body::from(vec![b' '; 1024 * 1024 + 1]))
+        .unwrap();
+    let reply = send(request).await;
+    assert_eq!(reply.status, 413);
+    assert!(issue_text(&reply).contains("1048576"));
 }
 
 #[tokio::test]

@@ -25,6 +25,9 @@ use crate::logsafe::caller_text;
 use crate::service::{HookCall, HookSummary, find_service, handle_hook};
 use crate::wire::{self, CardsResponse, Discovery, PREFETCH, ServiceDescription};
 
+/// The largest feedback body accepted: thousands of entries.
+pub const FEEDBACK_BODY_LIMIT: usize = 1024 * 1024;
+
 pub(super) async fn discovery(State(state): State<AppState>) -> Json<Discovery> {
     let services = state
         .knowledge
@@ -125,8 +128,11 @@ pub(super) async fn feedback(
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     known_service(&state, id)?;
-    declared_length(&headers, &body, state.body_limit)?;
-    let body = read_body(body, state.body_limit).await?;
+    // Feedback is not admitted like hook calls (it must stay responsive in a burst), so its bodies get a limit of
+    // their own, far below a hook's: a feedback entry is a few hundred bytes.
+    let limit = state.body_limit.min(FEEDBACK_BODY_LIMIT);
+    declared_length(&headers, &body, limit)?;
+    let body = read_body(body, limit).await?;
     let entries = wire::parse_feedback(&body).map_err(|e| ApiError::BadRequest(e.0))?;
     for entry in &entries {
         info!(
