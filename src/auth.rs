@@ -147,16 +147,14 @@ pub struct Verified {
     pub jti: String,
 }
 
-#[derive(Deserialize)]
-struct UnverifiedClaims {
-    iss: Option<String>,
-}
-
-/// The claims the service needs besides those jsonwebtoken checks (`exp`, `nbf`, `iss`, `aud`). `iat` and `jti`
-/// are required here because jsonwebtoken cannot require them.
+/// The claims the service checks itself, besides those jsonwebtoken checks (`iss`, `aud`). `iat` and `jti` are
+/// required here because jsonwebtoken cannot require them; `exp` and `nbf` are compared here with the `now` the
+/// caller passes, because jsonwebtoken would compare them with the wall clock.
 #[derive(Deserialize)]
 struct Claims {
     exp: f64,
+    #[serde(default)]
+    nbf: Option<f64>,
     iat: f64,
     jti: String,
     #[serde(default)]
@@ -207,10 +205,19 @@ impl Verifier {
             return reject(rejection, AuthError::Malformed);
         };
         rejection.kid = header.kid.as_ref().map(|k| truncate(k));
-        let Ok(unverified) = jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedClaims>(token) else {
+        // Read as a whole JSON value, not only `iss`: that checks every string in the claims is text (RFC 7519
+        // 7.2: claims that are not UTF-8 JSON are refused), where a struct would skip unread claims unchecked.
+        let Ok(unverified @ serde_json::Value::Object(_)) =
+            jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(token)
+        else {
             return reject(rejection, AuthError::Malformed);
         };
-        rejection.issuer = unverified.iss.as_ref().map(|i| truncate(i));
+        let unverified_issuer = match unverified.get("iss") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(iss)) => Some(iss.as_str()),
+            Some(_) => return reject(rejection, AuthError::Malformed),
+        };
+        rejection.issuer = unverified_issuer.map(truncate);
         if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("JWT")) {
             return reject(rejection, AuthError::NotJwt);
         }
@@ -222,11 +229,7 @@ impl Verifier {
         let Some(kid) = header.kid.as_deref() else {
             return reject(rejection, AuthError::NoKid);
         };
-        let Some(client) = unverified
-            .iss
-            .as_deref()
-            .and_then(|iss| self.clients.iter().find(|c| c.issuer == iss))
-        else {
+        let Some(client) = unverified_issuer.and_then(|iss| self.clients.iter().find(|c| c.issuer == iss)) else {
             return reject(rejection, AuthError::UnknownIssuer);
         };
         let alg = header.alg;
@@ -251,7 +254,9 @@ impl Verifier {
         };
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECONDS;
-        validation.validate_nbf = true;
+        // Checked below, against `now`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.set_audience(&[self.audience(path)]);
         validation.set_issuer(&[&client.issuer]);
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
@@ -277,6 +282,13 @@ impl Verifier {
             }
         };
         let now_f = now as f64;
+        let leeway = LEEWAY_SECONDS as f64;
+        if claims.exp + leeway < now_f {
+            return reject(rejection, AuthError::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now_f + leeway) {
+            return reject(rejection, AuthError::NotYetValid);
+        }
         if claims.iat > now_f + LEEWAY_SECONDS as f64 {
             return reject(rejection, AuthError::IssuedInFuture);
         }
