@@ -54,10 +54,11 @@ pub(super) async fn hook(
 ) -> Result<Response, ApiError> {
     let id = known_service(&state, id)?;
     let length = declared_length(&headers, &body, state.body_limit)?;
-    let ticket = state
-        .admission
-        .admit(length)
-        .map_err(|Overloaded| ApiError::Overloaded)?;
+    let ticket = state.admission.admit(length).map_err(|Overloaded| {
+        // What hyper buffered of the refused body is freed on this worker: the next quiet tick returns it.
+        memory::freed_large();
+        ApiError::Overloaded
+    })?;
     let body = read_body(body, state.body_limit).await?;
     let call = Call {
         state: state.clone(),
