@@ -42,6 +42,8 @@ pub struct Config {
     pub admission: AdmissionSettings,
     /// Caps on one request's content.
     pub limits: Limits,
+    /// `[workbench] enabled`: `None` leaves it to the mode (on only when open on loopback).
+    pub workbench: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +58,15 @@ struct File {
     server: ServerSection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    workbench: WorkbenchSection,
+}
+
+/// `[workbench]`: the tester's page at `/`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WorkbenchSection {
+    enabled: Option<bool>,
 }
 
 /// `[server]`: every key optional; absent keys keep their defaults (see README "Invariants").
@@ -173,6 +184,7 @@ impl Config {
             serve,
             admission,
             limits: limits(file.limits)?,
+            workbench: file.workbench.enabled,
         })
     }
 }

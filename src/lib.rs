@@ -17,6 +17,7 @@
 //! | content in `cards/` | [`knowledge`] | files, validation |
 //! | one hook call end to end | [`service`] | the order of steps |
 //! | caller text as a log field (escaped, truncated) | [`logsafe`] | nothing |
+//! | the tester's workbench page and its bundled patients | [`web`] | static files |
 //!
 //! `main.rs` is only the command line, configuration, telemetry and serving. See `ARCHITECTURE.md`.
 
@@ -31,6 +32,7 @@ pub mod logsafe;
 pub mod record;
 pub mod render;
 pub mod service;
+pub mod web;
 pub mod wire;
 
 pub use http::{AppState, app};

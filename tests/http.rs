@@ -520,3 +520,81 @@ async fn many_prefetch_keys_cost_one_pass() {
         started.elapsed()
     );
 }
+
+/// The tester's workbench (issue 12): served in open mode, with its assets and the bundled patients; a Content
+/// Security Policy that allows scripts from this origin only.
+#[tokio::test]
+async fn the_workbench_page_and_its_patients_are_served_in_open_mode() {
+    let page = get("/").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let html = String::from_utf8(page.bytes.clone()).unwrap();
+    assert!(html.contains("/workbench/app.js"));
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "loads nothing from elsewhere"
+    );
+    for asset in ["app.js", "style.css", "vendor/marked.min.js", "vendor/purify.min.js"] {
+        let reply = get(&format!("/workbench/{asset}")).await;
+        assert_eq!(reply.status, 200, "{asset}");
+    }
+    assert_eq!(get("/workbench/../Cargo.toml").await.status, 404);
+    assert_eq!(get("/workbench/no-such-file.js").await.status, 404);
+    let list = get("/workbench/patients").await.json();
+    let ids: Vec<&str> = list["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"clbp-neck-ibuprofen") && ids.contains(&"rule-myofascial-care-documented"),
+        "{ids:?}"
+    );
+    let patient = get("/workbench/patients/clbp-neck-ibuprofen").await.json();
+    assert_eq!(patient["patientId"], "ca15b832-01e4-41dd-6a52-97bd3e5510cb");
+    assert!(patient["prefetch"]["conditions"]["entry"].as_array().unwrap().len() > 10);
+    assert_eq!(get("/workbench/patients/nobody").await.status, 404);
+}
+
+#[tokio::test]
+async fn the_workbench_is_off_with_trusted_clients_unless_the_configuration_turns_it_on() {
+    use dry_needling_cds::config::Config;
+    use dry_needling_cds::web::Workbench;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/auth");
+    let clients = "public_base_url = \"https://cds.example.org\"\n[[client]]\nissuer = \"https://ehr.test.example\"\n\
+                   jwks_file = \"test-jwks.json\"\nalgorithms = [\"ES384\"]\n";
+    let start = |toml: &str, listen: &str| {
+        dry_needling_cds::AppState::configure(
+            dry_needling_cds::Knowledge::embedded().unwrap(),
+            Config::parse(toml, &dir).unwrap(),
+            listen.parse().unwrap(),
+            true,
+        )
+        .unwrap()
+    };
+    assert_eq!(start("", "127.0.0.1:8080").workbench, Workbench::On);
+    assert_eq!(
+        start("", "0.0.0.0:8080").workbench,
+        Workbench::Off,
+        "--insecure-no-auth elsewhere"
+    );
+    assert_eq!(start(clients, "127.0.0.1:8080").workbench, Workbench::Off);
+    let enabled = start(&format!("{clients}[workbench]\nenabled = true\n"), "0.0.0.0:8080");
+    assert_eq!(enabled.workbench, Workbench::On);
+    // Off: its paths are unknown paths. On with clients: the page needs no token, the hooks still do.
+    let off = start(clients, "127.0.0.1:8080");
+    let request = || Request::get("/").body(Body::empty()).unwrap();
+    assert_ne!(send_with(off, request()).await.status, 200);
+    assert_eq!(send_with(enabled.clone(), request()).await.status, 200);
+    let hook = Request::post(SELECT)
+        .header("content-type", "application/json")
+        .body(Body::from(fixture("rules/neck-pain.json")))
+        .unwrap();
+    assert_eq!(send_with(enabled, hook).await.status, 401);
+}

@@ -44,6 +44,7 @@ use crate::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
 use crate::knowledge::Knowledge;
 use crate::logsafe::caller_text;
 use crate::service::Limits;
+use crate::web::{self, Workbench};
 use crate::wire;
 
 /// Default request body limit: large enough for a prefetch of several thousand resources.
@@ -74,6 +75,8 @@ pub struct AppState {
     pub limits: Limits,
     /// How many hook calls run at once.
     pub admission: Admission,
+    /// Whether the tester's workbench (`GET /`) is served.
+    pub workbench: Workbench,
 }
 
 impl AppState {
@@ -91,6 +94,7 @@ impl AppState {
             )),
             limits: Limits::default(),
             admission: Admission::new(AdmissionSettings::default()),
+            workbench: Workbench::On,
         }
     }
 
@@ -122,11 +126,19 @@ impl AppState {
         // picks one. (Open mode once allowed any loopback server, and then any web page could make the service
         // read a local server it named and show the data in a card.)
         let fetcher = Fetcher::new(http, config.fetch, config.allowlist);
+        // The workbench is a development tool: on by default only where the service is open on loopback.
+        let workbench = match config.workbench {
+            Some(true) => Workbench::On,
+            Some(false) => Workbench::Off,
+            None if loopback && matches!(access, Access::Open) => Workbench::On,
+            None => Workbench::Off,
+        };
         Ok(AppState {
             access: Arc::new(access),
             fetcher: Arc::new(fetcher),
             limits: config.limits,
             admission: Admission::new(config.admission),
+            workbench,
             ..AppState::new(knowledge)
         })
     }
@@ -225,14 +237,18 @@ fn cors() -> CorsLayer {
 /// Builds the application: the same router serves production, tests (`oneshot`) and the CLI.
 pub fn app(state: AppState) -> Router {
     let access = state.access.clone();
-    Router::new()
+    let workbench = state.workbench;
+    let services = Router::new()
         .route("/cds-services", get(handlers::discovery))
         .route("/cds-services/{id}", post(handlers::hook))
         .route("/cds-services/{id}/feedback", post(handlers::feedback))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(middleware::from_fn_with_state(access, authenticate))
+        .layer(middleware::from_fn_with_state(access, authenticate));
+    // The workbench's page and public fixtures need no token; the calls the page makes do, like anyone's.
+    services
+        .merge(web::routes(workbench))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
