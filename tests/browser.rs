@@ -319,5 +319,15 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
     assert!(problem.contains("HTTP 412"), "{problem}");
     assert!(problem.contains("needs data"), "{problem}");
     screenshot(client, "workbench-412.png").await;
+
+    // A narrow window: one column, nothing wider than the window.
+    client.set_window_size(420, 900).await.map_err(|e| e.to_string())?;
+    wait_for(
+        client,
+        "document.documentElement.scrollWidth <= window.innerWidth",
+        "no horizontal scrolling at 420 px",
+    )
+    .await;
+    screenshot(client, "workbench-narrow.png").await;
     Ok(())
 }
