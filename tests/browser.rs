@@ -20,7 +20,8 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use common::state;
+use common::fhir_server::FhirServer;
+use common::{fixture, state};
 use dry_needling_cds::app;
 use dry_needling_cds::http::{ServeSettings, serve};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -319,6 +320,74 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
     assert!(problem.contains("HTTP 412"), "{problem}");
     assert!(problem.contains("needs data"), "{problem}");
     screenshot(client, "workbench-412.png").await;
+
+    // A patient loaded from a FHIR server by the browser, as the sandbox does: the same record, the same card.
+    let fhir = FhirServer::start(&fixture("real/clbp-neck-ibuprofen.order-select.json")).await;
+    for key in ["conditions", "medicationStatements", "medicationRequests", "procedures"] {
+        select(client, &format!("prefetch-{key}"), "as-is").await;
+    }
+    client
+        .find(Locator::Css("#fhir-load summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("fhir-base"))
+        .await
+        .unwrap()
+        .send_keys(&fhir.base())
+        .await
+        .unwrap();
+    let patient_id = "ca15b832-01e4-41dd-6a52-97bd3e5510cb";
+    client
+        .find(Locator::Id("fhir-patient"))
+        .await
+        .unwrap()
+        .send_keys(patient_id)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("fhir-load-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        client,
+        "document.querySelector('#patient-summary').textContent.includes('Conditions (36)')",
+        "the patient loaded from the FHIR server",
+    )
+    .await;
+    assert!(fhir.log().len() >= 3, "the browser searched the FHIR server");
+    let option = client
+        .execute(
+            "return [...document.querySelectorAll('#reason option')].find(o => o.textContent.includes('Chronic low back pain'))?.value;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    select(
+        client,
+        "reason",
+        option.as_str().expect("the condition is offered as a reason"),
+    )
+    .await;
+    client.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
+    wait_for(client, "document.querySelector('#cards .card .summary')", "a card").await;
+    let summary = client
+        .find(Locator::Css("#cards .card .summary"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        summary.contains("not recommended for chronic low back pain"),
+        "{summary}"
+    );
 
     // A narrow window: one column, nothing wider than the window.
     client.set_window_size(420, 900).await.map_err(|e| e.to_string())?;

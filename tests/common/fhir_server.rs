@@ -131,9 +131,11 @@ impl FhirServer {
             log: shared.log.clone(),
             connections,
         };
+        // CORS, like public test servers: the workbench's browser test loads a patient from it in the page.
         let app = Router::new()
             .route("/fhir/{resource_type}", get(search))
-            .with_state(shared);
+            .with_state(shared)
+            .layer(tower_http::cors::CorsLayer::permissive());
         tokio::spawn(async move { axum::serve(listener, app).await });
         server
     }
