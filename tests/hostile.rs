@@ -271,7 +271,7 @@ impl Service {
             .args(["--listen", "127.0.0.1:0", "--as-of", "2026-11-23", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env_remove("NO_COLOR")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -396,6 +396,9 @@ async fn a_forged_newline_in_hook_instance_does_not_start_a_log_line() {
             !line.starts_with("2026-11-30T00:00:00.000000Z"),
             "a forged line: {line}"
         );
-        assert!(!line.contains('\u{1b}'), "a raw escape: {line:?}");
+        assert!(
+            !line.contains('\u{1b}'),
+            "a raw escape (the log is not a terminal): {line:?}"
+        );
     }
 }

@@ -560,6 +560,9 @@ async fn the_workbench_page_and_its_patients_are_served_in_open_mode() {
     assert_eq!(patient["patientId"], "ca15b832-01e4-41dd-6a52-97bd3e5510cb");
     assert!(patient["prefetch"]["conditions"]["entry"].as_array().unwrap().len() > 10);
     assert_eq!(get("/workbench/patients/nobody").await.status, 404);
+    let wrong = post("/", "{}").await;
+    assert_eq!(wrong.status, 405);
+    assert!(issue_text(&wrong).contains("method"));
 }
 
 #[tokio::test]
@@ -597,4 +600,32 @@ async fn the_workbench_is_off_with_trusted_clients_unless_the_configuration_turn
         .body(Body::from(fixture("rules/neck-pain.json")))
         .unwrap();
     assert_eq!(send_with(enabled, hook).await.status, 401);
+}
+
+/// Health checks answer without a token, in any mode, and say nothing about patients or clients.
+#[tokio::test]
+async fn health_and_readiness_answer_without_a_token() {
+    use dry_needling_cds::config::Config;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/auth");
+    let clients = "public_base_url = \"https://cds.example.org\"\n[[client]]\nissuer = \"https://ehr.test.example\"\n\
+                   jwks_file = \"test-jwks.json\"\nalgorithms = [\"ES384\"]\n";
+    let verified = dry_needling_cds::AppState::configure(
+        dry_needling_cds::Knowledge::embedded().unwrap(),
+        Config::parse(clients, &dir).unwrap(),
+        "0.0.0.0:8080".parse().unwrap(),
+        false,
+    )
+    .unwrap();
+    for state in [state(), verified] {
+        let live = send_with(state.clone(), Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!(live.status, 200);
+        assert_eq!(live.json(), json!({"status": "ok"}));
+        let ready = send_with(state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+        assert_eq!(ready.status, 200);
+        assert_eq!(ready.json()["status"], "ready");
+        assert_eq!(ready.json()["checks"]["content"]["services"], 2);
+    }
+    let wrong = post("/healthz", "{}").await;
+    assert_eq!(wrong.status, 405);
+    assert!(issue_text(&wrong).contains("method"));
 }

@@ -45,6 +45,30 @@ pub(super) async fn discovery(State(state): State<AppState>) -> Json<Discovery> 
     Json(Discovery { services })
 }
 
+/// `GET /healthz`: the process is alive and answering. Depends on nothing else, so an orchestrator restarts the
+/// service only when the service itself is stuck.
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: ready for hook calls: the guidance content is loaded and validated (it is, or the service
+/// would not have started) and the services are listed. Never depends on an EHR's FHIR server or key host:
+/// their outages make data unavailable for one call, they do not make this instance unfit to answer.
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    let services = state.knowledge.services.len();
+    let ready = services > 0;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": { "content": { "services": services } },
+    });
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
 pub(super) async fn hook(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,

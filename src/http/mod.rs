@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`serve`] | sockets: HTTP/1.1, header-read and idle time-outs, the connection cap, shutdown deadline |
 //! | `mod.rs` | the router and its layers: trace → CORS → time-out → authentication → handlers |
-//! | `handlers.rs` | discovery, hooks, feedback: read the body within its limits, call [`crate::service`] |
+//! | `handlers.rs` | discovery, hooks, feedback: read the body within its limits, call [`crate::service`]; health |
 //! | [`admission`] | how many hook calls (and large bodies) run at once; 503 beyond |
 //! | [`memory`] | returning memory to the system after large calls and bursts |
 //! | [`error`] | [`ApiError`]: status codes and OperationOutcomes |
@@ -238,6 +238,7 @@ fn cors() -> CorsLayer {
 pub fn app(state: AppState) -> Router {
     let access = state.access.clone();
     let workbench = state.workbench;
+    let state_for_health = state.clone();
     let services = Router::new()
         .route("/cds-services", get(handlers::discovery))
         .route("/cds-services/{id}", post(handlers::hook))
@@ -246,9 +247,16 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(middleware::from_fn_with_state(access, authenticate));
+    // Health checks are for the orchestrator, which has no token; they say nothing about patients or clients.
+    let health = Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state_for_health);
     // The workbench's page and public fixtures need no token; the calls the page makes do, like anyone's.
     services
-        .merge(web::routes(workbench))
+        .merge(health)
+        .merge(web::routes(workbench).method_not_allowed_fallback(method_not_allowed))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
