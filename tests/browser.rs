@@ -167,7 +167,25 @@ async fn last_response(client: &Client) -> Value {
     serde_json::from_str(text.as_str().unwrap()).unwrap()
 }
 
-/// Picks the patient, chooses the condition whose label contains `reason`, and fires the hook.
+async fn click(client: &Client, css: &str) {
+    client.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+}
+
+async fn type_into(client: &Client, css: &str, text: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+async fn text_of(client: &Client, css: &str) -> String {
+    client.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+/// Picks the real patient (another one first, so that the page really reloads it) and sends with a reason.
 async fn draft_and_send(client: &Client, reason: &str) {
     select(client, "patient", "brenda-jackson-low-back").await;
     wait_for(
@@ -183,6 +201,11 @@ async fn draft_and_send(client: &Client, reason: &str) {
         "patient",
     )
     .await;
+    send_with_reason(client, reason).await;
+}
+
+/// Chooses the patient's condition whose label contains `reason`, fires the hook and waits for a card.
+async fn send_with_reason(client: &Client, reason: &str) {
     let option = client
         .execute(
             "return [...document.querySelectorAll('#reason option')].find(o => o.textContent.includes(arguments[0]))?.value;",
@@ -194,8 +217,8 @@ async fn draft_and_send(client: &Client, reason: &str) {
         .as_str()
         .unwrap_or_else(|| panic!("no reason option with {reason}"));
     select(client, "reason", option).await;
-    client.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
-    wait_for(client, "document.querySelector('#cards .card')", "a card").await;
+    click(client, "#send").await;
+    wait_for(client, "document.querySelector('#cards .card .summary')", "a card").await;
 }
 
 #[tokio::test]
@@ -235,13 +258,7 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
 
     // A dry-needling order for chronic low back pain: the card says it is not recommended.
     draft_and_send(client, "Chronic low back pain").await;
-    let summary = client
-        .find(Locator::Css("#cards .card .summary"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let summary = text_of(client, "#cards .card .summary").await;
     assert!(
         summary.contains("not recommended for chronic low back pain"),
         "{summary}"
@@ -256,13 +273,7 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
     let suggestion = card["suggestions"][0]["uuid"]
         .as_str()
         .expect("the card has a suggestion");
-    client
-        .find(Locator::Css("#cards .card button.suggestion"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "#cards .card button.suggestion").await;
     wait_for(
         client,
         "document.querySelector('#feedback-json').textContent.includes('HTTP 200')",
@@ -282,13 +293,7 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
     assert!(reason["code"].is_string(), "the card has override reasons: {card}");
     let dropdown = client.find(Locator::Css("#cards .card .actions select")).await.unwrap();
     dropdown.select_by_value("0").await.unwrap();
-    client
-        .find(Locator::Css("#cards .card button.dismiss"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "#cards .card button.dismiss").await;
     wait_for(
         client,
         "document.querySelector('#feedback-json').textContent.includes('overridden')",
@@ -308,15 +313,9 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
         select(client, &format!("prefetch-{key}"), "omit").await;
     }
     select(client, "reason", "none").await;
-    client.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
+    click(client, "#send").await;
     wait_for(client, "document.querySelector('#status .problem')", "the error").await;
-    let problem = client
-        .find(Locator::Css("#status .problem"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let problem = text_of(client, "#status .problem").await;
     assert!(problem.contains("HTTP 412"), "{problem}");
     assert!(problem.contains("needs data"), "{problem}");
     screenshot(client, "workbench-412.png").await;
@@ -326,35 +325,11 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
     for key in ["conditions", "medicationStatements", "medicationRequests", "procedures"] {
         select(client, &format!("prefetch-{key}"), "as-is").await;
     }
-    client
-        .find(Locator::Css("#fhir-load summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("fhir-base"))
-        .await
-        .unwrap()
-        .send_keys(&fhir.base())
-        .await
-        .unwrap();
+    click(client, "#fhir-load summary").await;
+    type_into(client, "#fhir-base", &fhir.base()).await;
     let patient_id = "ca15b832-01e4-41dd-6a52-97bd3e5510cb";
-    client
-        .find(Locator::Id("fhir-patient"))
-        .await
-        .unwrap()
-        .send_keys(patient_id)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("fhir-load-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(client, "#fhir-patient", patient_id).await;
+    click(client, "#fhir-load-button").await;
     wait_for(
         client,
         "document.querySelector('#patient-summary').textContent.includes('Conditions (36)')",
@@ -362,28 +337,8 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
     )
     .await;
     assert!(fhir.log().len() >= 3, "the browser searched the FHIR server");
-    let option = client
-        .execute(
-            "return [...document.querySelectorAll('#reason option')].find(o => o.textContent.includes('Chronic low back pain'))?.value;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    select(
-        client,
-        "reason",
-        option.as_str().expect("the condition is offered as a reason"),
-    )
-    .await;
-    client.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
-    wait_for(client, "document.querySelector('#cards .card .summary')", "a card").await;
-    let summary = client
-        .find(Locator::Css("#cards .card .summary"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    send_with_reason(client, "Chronic low back pain").await;
+    let summary = text_of(client, "#cards .card .summary").await;
     assert!(
         summary.contains("not recommended for chronic low back pain"),
         "{summary}"
