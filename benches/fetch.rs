@@ -40,6 +40,7 @@ fn bench(c: &mut Criterion) {
     let allowlist = Allowlist {
         servers: vec![server.origin()],
         open_servers: Vec::new(),
+        fhir_base: None,
     };
     let state = AppState {
         today: Some(time::macros::date!(2026 - 11 - 23)),

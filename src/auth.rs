@@ -10,7 +10,13 @@
 //!
 //! Keys come from configuration (inline or a file) and from the issuer's JWKS URL, fetched on demand, cached,
 //! and refetched at most once per [`REFRESH_INTERVAL`] when an unknown `kid` arrives. A token's `jku` header
-//! is only accepted when it is exactly the configured JWKS URL; no other URL is ever fetched.
+//! is only accepted when it is exactly the configured JWKS URL or one of the client's listed `jku` URLs (Oracle
+//! Health publishes such a list), and then its keys come from that URL; no other URL is ever fetched.
+//!
+//! Real EHRs differ from the sandbox in ways a deployment must be able to say, per client and never for
+//! another client: Epic's `aud` is whatever the health system typed in when it registered the service, so a
+//! client may list accepted [`TrustOptions::audiences`]; its `iss` is the organisation's FHIR base, so a client
+//! may require the request's `fhirServer` to be its issuer ([`TrustOptions::fhir_server_is_issuer`]).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -46,7 +52,7 @@ const JWKS_MAX_BYTES: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct TrustedClient {
     pub issuer: String,
-    /// The issuer's JWKS URL: fetched for unknown `kid`s, and the only `jku` accepted.
+    /// The issuer's JWKS URL: fetched for unknown `kid`s when a token names no `jku`; always an accepted `jku`.
     pub jwks_url: Option<Url>,
     /// Keys given in configuration (inline or a file).
     pub keys: JwkSet,
@@ -55,7 +61,23 @@ pub struct TrustedClient {
     pub tenant: Option<String>,
     /// FHIR servers this client may name.
     pub fhir: Allowlist,
-    remote: RemoteKeys,
+    /// What this client's tokens may look like beyond the spec's defaults.
+    pub options: TrustOptions,
+    /// Fetched key sets, one per URL this client's keys may come from (`jwks_url` and each `jku`): a fixed set,
+    /// so what a token names can never add an entry.
+    remote: HashMap<String, RemoteKeys>,
+}
+
+/// Per-client departures from the spec's defaults, each off unless configured. None widens another client's
+/// trust: they are consulted only once the token's `iss` has chosen this client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustOptions {
+    /// `aud` values accepted besides the URL called (Epic sends the value entered at registration).
+    pub audiences: Vec<String>,
+    /// `jku` URLs accepted besides `jwks_url`; a token that names one has its keys fetched from it.
+    pub jku: Vec<Url>,
+    /// The request's `fhirServer`, when given, must be the token's issuer (Epic: `iss` is the FHIR base URL).
+    pub fhir_server_is_issuer: bool,
 }
 
 impl TrustedClient {
@@ -67,6 +89,10 @@ impl TrustedClient {
         tenant: Option<String>,
         fhir: Allowlist,
     ) -> Self {
+        let remote = jwks_url
+            .iter()
+            .map(|url| (url.as_str().to_string(), RemoteKeys::default()))
+            .collect();
         TrustedClient {
             issuer,
             jwks_url,
@@ -74,8 +100,27 @@ impl TrustedClient {
             algorithms,
             tenant,
             fhir,
-            remote: RemoteKeys::default(),
+            options: TrustOptions::default(),
+            remote,
         }
+    }
+
+    /// The same client with these options.
+    pub fn with_options(mut self, options: TrustOptions) -> Self {
+        for url in &options.jku {
+            self.remote.entry(url.as_str().to_string()).or_default();
+        }
+        self.options = options;
+        self
+    }
+
+    /// Whether `jku` (a token header's value) is one this client publishes keys at; the URL to fetch if so.
+    fn key_url(&self, jku: &str) -> Option<&Url> {
+        let jku = Url::parse(jku).ok()?;
+        self.jwks_url
+            .iter()
+            .chain(&self.options.jku)
+            .find(|url| url.as_str() == jku.as_str())
     }
 }
 
@@ -102,7 +147,7 @@ pub enum AuthError {
     UnknownIssuer,
     #[error("algorithm is not allowed for this issuer")]
     Algorithm,
-    #[error("jku is not this issuer's JWKS URL")]
+    #[error("jku is not one of this issuer's JWKS URLs")]
     Jku,
     #[error("no key with this kid")]
     UnknownKey,
@@ -132,12 +177,66 @@ pub enum AuthError {
     ReplayCacheFull,
 }
 
+impl AuthError {
+    /// A fixed, short name for the reason: a metrics label (a closed set, never caller text).
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::Malformed => "malformed",
+            AuthError::NotJwt => "not_jwt",
+            AuthError::NoKid => "no_kid",
+            AuthError::UnknownIssuer => "unknown_issuer",
+            AuthError::Algorithm => "algorithm",
+            AuthError::Jku => "jku",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::KeysUnavailable => "keys_unavailable",
+            AuthError::KeyMismatch => "key_mismatch",
+            AuthError::Signature => "signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::TooLong => "too_long",
+            AuthError::Audience => "audience",
+            AuthError::Claims => "claims",
+            AuthError::Tenant => "tenant",
+            AuthError::Replay => "replay",
+            AuthError::ReplayCacheFull => "replay_cache_full",
+        }
+    }
+}
+
 /// A refusal with what may be logged about it.
 #[derive(Debug)]
 pub struct Rejection {
     pub reason: AuthError,
     pub issuer: Option<String>,
     pub kid: Option<String>,
+    /// For an [`AuthError::Audience`] refusal: what was expected and what the token said, the one mistake a
+    /// person setting up an EHR cannot see from the other side.
+    pub audience: Option<AudienceMismatch>,
+}
+
+/// The accepted `aud` values and the token's. URLs and registration values are configuration, not patient
+/// data; they are still caller text, escaped and truncated when logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceMismatch {
+    pub expected: Vec<String>,
+    pub received: Vec<String>,
+}
+
+impl AudienceMismatch {
+    /// A hint for the most common mistake: the token names this very path at another origin (the EHR calls the
+    /// service as `localhost`, or on another port, than `public_base_url` says). The origin is returned.
+    pub fn other_origin(&self) -> Option<String> {
+        self.received.iter().find_map(|received| {
+            let received = Url::parse(received).ok()?;
+            self.expected.iter().find_map(|expected| {
+                let expected = Url::parse(expected).ok()?;
+                (received.path() == expected.path() && received.origin() != expected.origin())
+                    .then(|| received.origin().ascii_serialization())
+            })
+        })
+    }
 }
 
 /// An accepted token.
@@ -169,6 +268,9 @@ pub struct Verifier {
     base_url: String,
     http: reqwest::Client,
     replay: Mutex<ReplayCache>,
+    /// Rate limit of the detailed `aud` refusal line (see [`crate::http`]): per verifier, so one deployment's
+    /// (or one test's) refusals never silence another's.
+    pub audience_diagnostics: Mutex<crate::logsafe::Occasional>,
 }
 
 impl Verifier {
@@ -178,12 +280,36 @@ impl Verifier {
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
             replay: Mutex::new(ReplayCache::new(REPLAY_CAPACITY)),
+            audience_diagnostics: Mutex::new(crate::logsafe::Occasional::new()),
         }
     }
 
     /// The `aud` a token for this request path must carry.
     pub fn audience(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
+    }
+
+    /// The service's public base URL, which EHRs must call.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Every `aud` accepted from `client` on `path`: the URL called; for feedback also the service's own URL
+    /// (EHRs differ in which they sign for); and the client's configured audiences.
+    fn audiences(&self, client: &TrustedClient, path: &str) -> Vec<String> {
+        let mut accepted = vec![self.audience(path)];
+        if let Some(service) = path.strip_suffix("/feedback")
+            && service.starts_with("/cds-services/")
+        {
+            accepted.push(self.audience(service));
+        }
+        accepted.extend(client.options.audiences.iter().cloned());
+        accepted
+    }
+
+    /// Entries in the replay cache (for metrics).
+    pub fn replay_cache_len(&self) -> usize {
+        self.replay.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn issuers(&self) -> impl Iterator<Item = &str> {
@@ -196,6 +322,7 @@ impl Verifier {
             reason: AuthError::Malformed,
             issuer: None,
             kid: None,
+            audience: None,
         };
         let reject = |mut r: Rejection, reason| {
             r.reason = reason;
@@ -236,13 +363,15 @@ impl Verifier {
         if alg.family() == AlgorithmFamily::Hmac || !client.algorithms.contains(&alg) {
             return reject(rejection, AuthError::Algorithm);
         }
-        if let Some(jku) = header.jku.as_deref() {
-            let configured = client.jwks_url.as_ref().map(Url::as_str);
-            if Url::parse(jku).ok().as_ref().map(Url::as_str) != configured || configured.is_none() {
-                return reject(rejection, AuthError::Jku);
-            }
-        }
-        let jwk = match self.find_key(client, kid).await {
+        // The keys come from the `jku` the token names when it is one of the client's, else from `jwks_url`.
+        let key_url = match header.jku.as_deref() {
+            Some(jku) => match client.key_url(jku) {
+                Some(url) => Some(url),
+                None => return reject(rejection, AuthError::Jku),
+            },
+            None => client.jwks_url.as_ref(),
+        };
+        let jwk = match self.find_key(client, kid, key_url).await {
             Ok(jwk) => jwk,
             Err(reason) => return reject(rejection, reason),
         };
@@ -257,7 +386,8 @@ impl Verifier {
         // Checked below, against `now`.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        validation.set_audience(&[self.audience(path)]);
+        let audiences = self.audiences(client, path);
+        validation.set_audience(&audiences);
         validation.set_issuer(&[&client.issuer]);
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
         let claims = match jsonwebtoken::decode::<Claims>(token, &key, &validation) {
@@ -267,7 +397,13 @@ impl Verifier {
                     ErrorKind::InvalidSignature => AuthError::Signature,
                     ErrorKind::ExpiredSignature => AuthError::Expired,
                     ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                    ErrorKind::InvalidAudience => AuthError::Audience,
+                    ErrorKind::InvalidAudience => {
+                        rejection.audience = Some(AudienceMismatch {
+                            expected: audiences,
+                            received: received_audiences(&unverified),
+                        });
+                        AuthError::Audience
+                    }
                     ErrorKind::InvalidIssuer => AuthError::UnknownIssuer,
                     ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
                     ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
@@ -321,29 +457,29 @@ impl Verifier {
 
     /// The key for `kid`: configured keys first, then the fetched set, refetching it (rate limited) when the
     /// `kid` is unknown or the set is old. A failed fetch never produces a key.
-    async fn find_key(&self, client: &TrustedClient, kid: &str) -> Result<Jwk, AuthError> {
+    async fn find_key(&self, client: &TrustedClient, kid: &str, url: Option<&Url>) -> Result<Jwk, AuthError> {
         if let Some(jwk) = client.keys.find(kid) {
             return Ok(jwk.clone());
         }
-        let Some(url) = &client.jwks_url else {
+        let Some((url, remote)) = url.and_then(|url| Some((url, client.remote.get(url.as_str())?))) else {
             return Err(AuthError::UnknownKey);
         };
         // The key for `kid` in the fetched set, and how old that set is.
-        let cached = |client: &TrustedClient| -> (Option<Jwk>, Duration) {
-            let guard = client.remote.set.read().unwrap_or_else(|p| p.into_inner());
+        let cached = |remote: &RemoteKeys| -> (Option<Jwk>, Duration) {
+            let guard = remote.set.read().unwrap_or_else(|p| p.into_inner());
             match guard.as_ref() {
                 Some((set, fetched)) => (set.find(kid).cloned(), fetched.elapsed()),
                 None => (None, Duration::MAX),
             }
         };
-        if let (Some(jwk), age) = cached(client)
+        if let (Some(jwk), age) = cached(remote)
             && age <= KEYS_TTL
         {
             return Ok(jwk);
         }
-        let mut last_attempt = client.remote.last_attempt.lock().await;
+        let mut last_attempt = remote.last_attempt.lock().await;
         // Another request may have refreshed the set while this one waited.
-        let (found, age) = cached(client);
+        let (found, age) = cached(remote);
         if let Some(jwk) = &found
             && age <= KEYS_TTL
         {
@@ -359,12 +495,14 @@ impl Verifier {
         match fetch_jwks(&self.http, url).await {
             Ok(set) => {
                 tracing::info!(issuer = %client.issuer, keys = set.keys.len(), "fetched JWKS");
+                metrics::counter!("cds_jwks_fetches_total", "outcome" => "ok").increment(1);
                 let jwk = set.find(kid).cloned();
-                *client.remote.set.write().unwrap_or_else(|p| p.into_inner()) = Some((Arc::new(set), Instant::now()));
+                *remote.set.write().unwrap_or_else(|p| p.into_inner()) = Some((Arc::new(set), Instant::now()));
                 jwk.ok_or(AuthError::UnknownKey)
             }
             Err(()) => {
                 tracing::warn!(issuer = %client.issuer, "JWKS fetch failed");
+                metrics::counter!("cds_jwks_fetches_total", "outcome" => "failed").increment(1);
                 stale.ok_or(AuthError::KeysUnavailable)
             }
         }
@@ -402,6 +540,15 @@ async fn fetch_jwks(http: &reqwest::Client, url: &Url) -> Result<JwkSet, ()> {
         serde_json::from_slice::<JwkSet>(&body).map_err(|_| ())
     };
     tokio::time::timeout(JWKS_TIMEOUT, fetch).await.map_err(|_| ())?
+}
+
+/// The token's `aud` as sent (a string or an array of strings), for the refusal's diagnostics.
+fn received_audiences(claims: &serde_json::Value) -> Vec<String> {
+    match claims.get("aud") {
+        Some(serde_json::Value::String(aud)) => vec![truncate(aud)],
+        Some(serde_json::Value::Array(auds)) => auds.iter().take(8).filter_map(|a| a.as_str().map(truncate)).collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn truncate(s: &str) -> String {

@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::auth::TrustedClient;
+use crate::auth::{TrustOptions, TrustedClient};
 use crate::fetch::{Allowlist, FetchSettings, safe_origin};
 use crate::http::{AdmissionSettings, ServeSettings};
 use crate::service::Limits;
@@ -117,6 +117,14 @@ struct ClientSection {
     fhir_servers: Vec<String>,
     #[serde(default)]
     open_fhir_servers: Vec<String>,
+    /// `aud` values accepted besides the URL called.
+    #[serde(default)]
+    audience: Vec<String>,
+    /// `jku` URLs accepted besides `jwks_url`.
+    #[serde(default)]
+    jku: Vec<String>,
+    #[serde(default)]
+    fhir_server_is_issuer: bool,
 }
 
 impl Config {
@@ -162,6 +170,7 @@ impl Config {
         let allowlist = Allowlist {
             servers: origins(&fhir.servers, "[fhir] servers")?,
             open_servers: origins(&fhir.open_servers, "[fhir] open_servers")?,
+            fhir_base: None,
         };
         let mut clients: Vec<TrustedClient> = Vec::new();
         for (i, section) in file.clients.into_iter().enumerate() {
@@ -190,6 +199,12 @@ impl Config {
 }
 
 impl Config {
+    /// Sets the public base URL (the `--public-base-url` flag), checked like the file's, replacing the file's.
+    pub fn set_public_base_url(&mut self, url: &str) -> Result<(), String> {
+        self.public_base_url = Some(base_url(url)?);
+        Ok(())
+    }
+
     /// Adds FHIR server origins any caller may name (the `--fhir-server` flag), checked like the file's.
     pub fn add_open_servers(&mut self, servers: &[String]) -> Result<(), String> {
         for origin in origins(servers, "FHIR server")? {
@@ -292,29 +307,76 @@ fn client(section: ClientSection, dir: &Path) -> Result<TrustedClient, String> {
     if issuer.is_empty() {
         return Err("issuer is empty".to_string());
     }
-    let jwks_url = match &section.jwks_url {
-        Some(text) => {
-            let url = Url::parse(text).map_err(|e| format!("jwks_url `{text}`: {e}"))?;
-            safe_origin(&url).ok_or_else(|| format!("jwks_url `{text}` must be https (http only on loopback)"))?;
-            Some(url)
+    let key_url = |what: &str, text: &str| {
+        let url = Url::parse(text).map_err(|e| format!("{what} `{text}`: {e}"))?;
+        safe_origin(&url).ok_or_else(|| format!("{what} `{text}` must be https (http only on loopback)"))?;
+        if url.fragment().is_some() {
+            return Err(format!("{what} `{text}` must not have a fragment"));
         }
+        Ok(url)
+    };
+    let jwks_url = match &section.jwks_url {
+        Some(text) => Some(key_url("jwks_url", text)?),
         None => None,
     };
+    let jku = section
+        .jku
+        .iter()
+        .map(|text| key_url("jku", text))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut keys = JwkSet { keys: Vec::new() };
     if let Some(file) = &section.jwks_file {
+        // Relative to the configuration file's folder, not to where the service was started: the file and its
+        // keys move together. The message gives both, so a wrong guess about which is meant is plain.
         let path = dir.join(file);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("jwks_file `{}`: {e}", path.display()))?;
-        keys.keys.extend(
-            jwks(&text)
-                .map_err(|e| format!("jwks_file `{}`: {e}", path.display()))?
-                .keys,
-        );
+        let shown = if file.is_absolute() {
+            format!("jwks_file `{}`", file.display())
+        } else {
+            format!(
+                "jwks_file `{}` (relative to the configuration file's folder: {})",
+                file.display(),
+                absolute(&path).display()
+            )
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{shown}: {e}"))?;
+        keys.keys.extend(jwks(&text).map_err(|e| format!("{shown}: {e}"))?.keys);
     }
     if let Some(text) = &section.jwks {
         keys.keys.extend(jwks(text).map_err(|e| format!("jwks: {e}"))?.keys);
     }
-    if keys.keys.is_empty() && jwks_url.is_none() {
-        return Err("no keys: give jwks_url, jwks_file or jwks".to_string());
+    if keys.keys.is_empty() && jwks_url.is_none() && jku.is_empty() {
+        return Err("no keys: give jwks_url, jku, jwks_file or jwks".to_string());
+    }
+    let mut audiences = Vec::new();
+    for aud in &section.audience {
+        let aud = aud.trim();
+        if aud.is_empty() {
+            return Err("audience: an empty value would match nothing; remove it".to_string());
+        }
+        audiences.push(aud.to_string());
+    }
+    let mut fhir = Allowlist {
+        servers: origins(&section.fhir_servers, "fhir_servers")?,
+        open_servers: origins(&section.open_fhir_servers, "open_fhir_servers")?,
+        fhir_base: None,
+    };
+    if section.fhir_server_is_issuer {
+        // The issuer is a FHIR base URL: its origin is this client's FHIR server (called with its token), and
+        // the only one it may name.
+        let url = Url::parse(&issuer)
+            .ok()
+            .filter(|url| safe_origin(url).is_some() && url.query().is_none() && url.fragment().is_none())
+            .ok_or_else(|| {
+                format!(
+                    "fhir_server_is_issuer: the issuer `{issuer}` must be an https FHIR base URL (http only on \
+                     loopback)"
+                )
+            })?;
+        let origin = safe_origin(&url).unwrap_or_default();
+        if !fhir.servers.contains(&origin) {
+            fhir.servers.push(origin);
+        }
+        fhir.fhir_base = Some(url.as_str().trim_end_matches('/').to_string());
     }
     if section.algorithms.is_empty() {
         return Err("algorithms is empty".to_string());
@@ -329,17 +391,17 @@ fn client(section: ClientSection, dir: &Path) -> Result<TrustedClient, String> {
         }
         algorithms.push(alg);
     }
-    Ok(TrustedClient::new(
-        issuer,
-        jwks_url,
-        keys,
-        algorithms,
-        section.tenant,
-        Allowlist {
-            servers: origins(&section.fhir_servers, "fhir_servers")?,
-            open_servers: origins(&section.open_fhir_servers, "open_fhir_servers")?,
-        },
-    ))
+    let options = TrustOptions {
+        audiences,
+        jku,
+        fhir_server_is_issuer: section.fhir_server_is_issuer,
+    };
+    Ok(TrustedClient::new(issuer, jwks_url, keys, algorithms, section.tenant, fhir).with_options(options))
+}
+
+/// `path` made absolute against the working directory, for messages (it need not exist).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// A JWKS whose keys all have a `kid` and none is symmetric.
@@ -435,6 +497,35 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_jwks_file_names_the_path_written_and_the_path_read() {
+        let dir = std::env::temp_dir().join("dn-cds-config-test");
+        let error = Config::parse(
+            "public_base_url = \"https://cds.example.org\"\n[[client]]\nissuer = \"https://e\"\n\
+             jwks_file = \"keys/missing.json\"\nalgorithms = [\"ES384\"]",
+            &dir,
+        )
+        .unwrap_err();
+        let resolved = dir.join("keys/missing.json");
+        assert!(error.contains("`keys/missing.json`"), "{error}");
+        assert!(error.contains(&resolved.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn trust_options_are_read() {
+        let config = parse(
+            "public_base_url = \"https://cds.example.org\"\n[[client]]\nissuer = \"https://fhir.example.org/api/FHIR/R4\"\n\
+             jku = [\"https://keys.example.org/a.json\", \"https://keys.example.org/b.json\"]\n\
+             audience = [\"urn:example:cds\"]\nfhir_server_is_issuer = true\nalgorithms = [\"RS384\"]",
+        )
+        .unwrap();
+        let client = &config.clients[0];
+        assert_eq!(client.options.audiences, ["urn:example:cds"]);
+        assert_eq!(client.options.jku.len(), 2);
+        assert!(client.options.fhir_server_is_issuer);
+        assert_eq!(client.fhir.servers, ["https://fhir.example.org"]);
+    }
+
+    #[test]
     fn server_and_limits_sections_are_checked() {
         let parse = |text: &str| Config::parse(text, Path::new("."));
         let config =
@@ -499,6 +590,18 @@ mod tests {
             (
                 &client("jwks_file = \"missing.json\"\nalgorithms = [\"ES384\"]"),
                 "missing.json",
+            ),
+            (
+                &client("jku = [\"http://keys.example.org/jwks\"]\nalgorithms = [\"ES384\"]"),
+                "jku `http://keys.example.org/jwks` must be https",
+            ),
+            (
+                &client("jwks_url = \"https://e/jwks\"\naudience = [\" \"]\nalgorithms = [\"ES384\"]"),
+                "audience: an empty value",
+            ),
+            (
+                &client("jwks_file = \"keys/missing.json\"\nalgorithms = [\"ES384\"]"),
+                "relative to the configuration file's folder",
             ),
             ("[fhir]\ndeadline_ms = 0", "deadline_ms"),
             ("[fhir]\nservers = [\"http://ehr.example.org\"]", "must be https"),

@@ -57,6 +57,9 @@ pub struct Allowlist {
     pub servers: Vec<String>,
     /// May also be called without a token (open development servers such as the sandbox's).
     pub open_servers: Vec<String>,
+    /// When set, the one FHIR base URL (no trailing slash) a caller may name at all: a client whose issuer is
+    /// its FHIR server (Epic) names no other, and a request that does is refused whole.
+    pub fhir_base: Option<String>,
 }
 
 impl Allowlist {
@@ -67,6 +70,20 @@ impl Allowlist {
 
     pub fn is_empty(&self) -> bool {
         self.servers.is_empty() && self.open_servers.is_empty()
+    }
+
+    /// Whether a request naming `fhir_server` is within [`Allowlist::fhir_base`] (always, when unset). The
+    /// comparison is of parsed URLs, ignoring one trailing slash: `https://ehr/FHIR/R4/` is `https://ehr/FHIR/R4`.
+    pub fn admits_base(&self, fhir_server: &str) -> bool {
+        let Some(base) = &self.fhir_base else {
+            return true;
+        };
+        let normal = |text: &str| {
+            Url::parse(text)
+                .ok()
+                .map(|u| u.as_str().trim_end_matches('/').to_string())
+        };
+        normal(fhir_server).is_some_and(|server| Some(server) == normal(base))
     }
 }
 
@@ -374,6 +391,7 @@ mod tests {
         let allowlist = Allowlist {
             servers: vec!["https://ehr.example.org".to_string()],
             open_servers: vec!["https://open.example.org".to_string(), "http://127.0.0.1:9".to_string()],
+            fhir_base: None,
         };
         Fetcher::new(http_client(), FetchSettings::default(), allowlist)
     }
@@ -401,6 +419,7 @@ mod tests {
         let caller = Allowlist {
             servers: vec!["https://other.example.org".to_string()],
             open_servers: Vec::new(),
+            fhir_base: None,
         };
         assert!(
             f.check_server("https://other.example.org/fhir", true, Some(&caller))

@@ -7,6 +7,7 @@
 //! itself do not need to.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 /// At most this many characters of a caller's value are logged; the rest is replaced by `…`.
 pub const MAX_CHARS: usize = 80;
@@ -55,6 +56,32 @@ fn needs_escape(c: char) -> bool {
         || matches!(c,
             '\u{2028}' | '\u{2029}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
             | '\u{FEFF}')
+}
+
+/// A warning that repeats at most every ten seconds, saying how often its event happened meanwhile: a flood of
+/// connections or of bad tokens must not become a flood of log lines. Hand-written because it is six lines; `tracing` has no
+/// rate limit of its own.
+#[derive(Debug)]
+pub struct Occasional {
+    last: Option<Instant>,
+    times: u64,
+}
+
+impl Occasional {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    pub const fn new() -> Occasional {
+        Occasional { last: None, times: 0 }
+    }
+
+    pub fn warn(&mut self, log: impl FnOnce(u64)) {
+        self.times += 1;
+        if self.last.is_none_or(|last| last.elapsed() >= Self::EVERY) {
+            log(self.times);
+            self.times = 0;
+            self.last = Some(Instant::now());
+        }
+    }
 }
 
 #[cfg(test)]

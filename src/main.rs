@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dry_needling_cds::config::Config;
-use dry_needling_cds::http::{Access, ApiError, DEFAULT_BODY_LIMIT, ServeSettings};
+use dry_needling_cds::http::{Access, AddressNotice, ApiError, DEFAULT_BODY_LIMIT, ServeSettings};
 use dry_needling_cds::service::{HookCall, handle_hook};
 use dry_needling_cds::{AppState, ContentSource, Knowledge, app};
 use time::Date;
@@ -76,6 +76,10 @@ struct ServeArgs {
     /// Loopback servers are reached only when listed here or there.
     #[arg(long = "fhir-server", global = true, value_name = "ORIGIN")]
     fhir_servers: Vec<String>,
+    /// The URL EHRs call this service at (without `/cds-services`), replacing the configuration's
+    /// `public_base_url`: tokens' `aud` is checked against it.
+    #[arg(long, global = true, env = "DRY_NEEDLING_CDS_PUBLIC_BASE_URL", value_name = "URL")]
+    public_base_url: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -104,6 +108,11 @@ fn main() -> anyhow::Result<()> {
     config
         .add_open_servers(&cli.serve.fhir_servers)
         .map_err(|e| anyhow::anyhow!("--fhir-server: {e}"))?;
+    if let Some(url) = &cli.serve.public_base_url {
+        config
+            .set_public_base_url(url)
+            .map_err(|e| anyhow::anyhow!("--public-base-url: {e}"))?;
+    }
     let serve_settings = config.serve;
     // `evaluate` serves nobody, so the listen address does not decide whether it may run unsigned.
     let evaluating = matches!(cli.command, Some(Command::Evaluate { .. }));
@@ -163,11 +172,14 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings) -> anyhow::R
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
-        tracing::info!(
-            %address,
-            max_connections = settings.max_connections,
-            "serving CDS Hooks discovery at http://{address}/cds-services"
-        );
+        match AddressNotice::new(address, state.access.as_ref()) {
+            AddressNotice::Info(line) => {
+                tracing::info!(%address, max_connections = settings.max_connections, "{line}")
+            }
+            AddressNotice::Warn(line) => {
+                tracing::warn!(%address, max_connections = settings.max_connections, "{line}")
+            }
+        }
         dry_needling_cds::http::serve(listener, app(state), settings, shutdown_signal()).await?;
         Ok(())
     });

@@ -32,6 +32,10 @@ pub enum HookError {
     /// Over one of the [`Limits`] (413): the message names the field and the limit, never the content.
     #[error("{0}")]
     TooLarge(String),
+    /// The request names a FHIR server its client may not name at all (403): a client bound to its issuer's
+    /// FHIR server sent another one.
+    #[error("`fhirServer` is not the FHIR server of the token's issuer")]
+    ForeignFhirServer,
     /// Data the verdict needs could be had neither from prefetch nor from the FHIR server (412).
     #[error("data needed for the assessment is unavailable")]
     MissingData(Vec<DataKind>),
@@ -436,6 +440,11 @@ pub async fn handle_hook(
     call: HookCall<'_>,
 ) -> Result<(CardsResponse, HookSummary), HookError> {
     let mut prepared = prepare(knowledge, call.limits, call.service_id, call.body)?;
+    if let (Some(caller), Some(fhir_server)) = (call.caller, prepared.request.fhir_server.as_deref())
+        && !caller.admits_base(fhir_server)
+    {
+        return Err(HookError::ForeignFhirServer);
+    }
     gather(&mut prepared, fetcher, call.caller).await;
     finish(prepared, knowledge, call.today)
 }

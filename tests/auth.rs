@@ -646,7 +646,12 @@ async fn the_aud_of_another_endpoint_is_refused() {
     let cases = [
         ("discovery token on the hook", DISCOVERY, SELECT),
         ("discovery token on feedback", DISCOVERY, feedback.as_str()),
-        ("hook token on feedback", SELECT, feedback.as_str()),
+        ("another service's token on feedback", SIGN, feedback.as_str()),
+        (
+            "another service's feedback token on feedback",
+            &format!("{SIGN}/feedback"),
+            feedback.as_str(),
+        ),
         ("feedback token on the hook", feedback.as_str(), SELECT),
         ("hook token on discovery", SELECT, DISCOVERY),
         ("order-sign token on order-select", SIGN, SELECT),
@@ -920,9 +925,11 @@ async fn the_bearer_scheme_is_case_insensitive() {
 }
 
 #[tokio::test]
-async fn feedback_is_accepted_with_its_own_aud() {
+async fn feedback_is_accepted_with_its_own_aud_or_its_service_s() {
     let feedback = feedback_path();
-    accepted(&state(), &feedback, &es_token(&feedback), "ES384 on feedback").await;
+    accepted(&state(), &feedback, &es_token(&feedback), "the feedback URL").await;
+    // EHRs differ: some sign feedback for the service they called.
+    accepted(&state(), &feedback, &es_token(SELECT), "the service's URL").await;
 }
 
 #[tokio::test]
@@ -1347,4 +1354,262 @@ fn no_mode_lets_a_caller_pick_a_loopback_fhir_server() {
             .check_server("http://127.0.0.1:8082/fhir", false, None)
             .is_err()
     );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Real EHRs' token shapes: per-client options, each accepted with the option, refused without it, and never
+// widening another client's trust
+
+/// An Epic-like issuer: its `iss` is the organisation's FHIR base URL.
+const EPIC_ISSUER: &str = "https://fhir.hospital.test/interconnect/api/FHIR/R4";
+/// What the health system typed in as the service's audience when registering it with Epic.
+const REGISTERED_AUD: &str = "urn:hospital:cds:dry-needling";
+
+/// A client of `issuer` keyed by the test JWKS (no URL), with extra lines.
+fn client_toml(issuer: &str, extra: &str) -> String {
+    format!(
+        "[[client]]\nissuer = \"{issuer}\"\njwks_file = \"test-jwks.json\"\nalgorithms = [\"ES384\", \"RS384\"]\n{extra}\n"
+    )
+}
+
+fn base_toml(clients: &[String]) -> String {
+    format!("public_base_url = \"{BASE}\"\n\n{}", clients.concat())
+}
+
+/// An Epic-shaped token: RS384, `sub` and `nbf`, `iss` the FHIR base, `aud` as given.
+fn epic_token(aud: Value) -> String {
+    let now = now();
+    let claims = json!({"iss": EPIC_ISSUER, "sub": "Practitioner/abc123", "aud": aud, "iat": now, "nbf": now,
+                        "exp": now + 300, "jti": jti()});
+    sign(&header(Algorithm::RS384, RS_KID), &claims, &rs_key())
+}
+
+/// A hook request for the neck-pain fixture naming `fhir_server` (`None`: the key removed).
+fn hook_naming(fhir_server: Option<&str>, token: &str) -> Request<Body> {
+    let mut body: Value = serde_json::from_slice(&fixture("rules/neck-pain.json")).unwrap();
+    match fhir_server {
+        Some(server) => body["fhirServer"] = json!(server),
+        None => {
+            body.as_object_mut().unwrap().remove("fhirServer");
+        }
+    }
+    Request::post(SELECT)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_registered_audience_is_accepted_only_for_its_client() {
+    let epic = client_toml(EPIC_ISSUER, &format!("audience = [\"{REGISTERED_AUD}\"]"));
+    let state = configured(&base_toml(&[epic, client_toml(ISSUER, "")]));
+    accepted(
+        &state,
+        SELECT,
+        &epic_token(json!(REGISTERED_AUD)),
+        "the registered value",
+    )
+    .await;
+    accepted(
+        &state,
+        DISCOVERY,
+        &epic_token(json!(REGISTERED_AUD)),
+        "the registered value on discovery",
+    )
+    .await;
+    accepted(
+        &state,
+        SELECT,
+        &epic_token(json!(aud(SELECT))),
+        "the URL called still works",
+    )
+    .await;
+    accepted(&state, SELECT, &epic_token(json!(["x", REGISTERED_AUD])), "in an array").await;
+    for (what, aud) in [
+        ("another value", json!("urn:hospital:cds:other")),
+        ("a prefix", json!("urn:hospital:cds:dry")),
+        ("other case", json!(REGISTERED_AUD.to_uppercase())),
+    ] {
+        refused(&state, SELECT, &epic_token(aud), AuthError::Audience, what).await;
+    }
+    // The other client, though trusted by the same service, may not use that audience.
+    let token = es_token_with(SELECT, json!({"aud": REGISTERED_AUD}));
+    refused(&state, SELECT, &token, AuthError::Audience, "another client's audience").await;
+    // Without the option, the same token is refused.
+    let plain = configured(&base_toml(&[client_toml(EPIC_ISSUER, "")]));
+    refused(
+        &plain,
+        SELECT,
+        &epic_token(json!(REGISTERED_AUD)),
+        AuthError::Audience,
+        "no audience option",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_listed_jku_is_where_the_keys_come_from_and_nothing_else_is_fetched() {
+    // Oracle Health names its key URL in `jku`; the deployment lists the URLs it publishes.
+    let listed = JwksServer::start(StatusCode::OK, auth_text("remote-jwks.json")).await;
+    let other_listed = JwksServer::start(StatusCode::OK, auth_text("remote-jwks.json")).await;
+    let (listener, unlisted) = counting_listener().await;
+    let oracle = "https://cds-hooks.cerner.test";
+    let jku_toml = format!("jku = [\"{}\", \"{}\"]", listed.url, other_listed.url);
+    let state = configured(&base_toml(&[
+        format!("[[client]]\nissuer = \"{oracle}\"\nalgorithms = [\"ES384\"]\n{jku_toml}\n"),
+        client_toml(ISSUER, ""),
+    ]));
+    let token = |jku: Option<&str>, iss: &str, kid: &str, key: &EncodingKey| {
+        let header = Header {
+            jku: jku.map(str::to_string),
+            ..header(Algorithm::ES384, kid)
+        };
+        let mut claims = claims(SELECT);
+        claims["iss"] = json!(iss);
+        sign(&header, &claims, key)
+    };
+    accepted(
+        &state,
+        SELECT,
+        &token(Some(&listed.url), oracle, REMOTE_KID, &other_es_key()),
+        "a listed jku",
+    )
+    .await;
+    assert_eq!(
+        (listed.hits(), other_listed.hits()),
+        (1, 0),
+        "keys come from the jku named"
+    );
+    refused(
+        &state,
+        SELECT,
+        &token(Some(&unlisted), oracle, REMOTE_KID, &other_es_key()),
+        AuthError::Jku,
+        "an unlisted jku",
+    )
+    .await;
+    refused(
+        &state,
+        SELECT,
+        &token(None, oracle, REMOTE_KID, &other_es_key()),
+        AuthError::UnknownKey,
+        "no jku and no jwks_url: no key source",
+    )
+    .await;
+    // The other client may not name this client's key URL, nor be verified by its keys.
+    refused(
+        &state,
+        SELECT,
+        &token(Some(&other_listed.url), ISSUER, REMOTE_KID, &other_es_key()),
+        AuthError::Jku,
+        "another client's jku",
+    )
+    .await;
+    assert_eq!(other_listed.hits(), 0, "another client's jku was fetched");
+    assert_eq!(connections(&listener).await, 0, "the unlisted jku was fetched");
+    // Without the option, a jku is refused.
+    let plain = configured(&base_toml(&[client_toml(oracle, "")]));
+    refused(
+        &plain,
+        SELECT,
+        &token(Some(&listed.url), oracle, ES_KID, &es_key()),
+        AuthError::Jku,
+        "no jku option",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_bound_to_its_issuer_names_no_other_fhir_server() {
+    let epic = client_toml(EPIC_ISSUER, "fhir_server_is_issuer = true");
+    let state = configured(&base_toml(&[epic, client_toml(ISSUER, "")]));
+    let token = || epic_token(json!(aud(SELECT)));
+    for (what, server) in [
+        ("the issuer", Some(EPIC_ISSUER.to_string())),
+        ("the issuer with a slash", Some(format!("{EPIC_ISSUER}/"))),
+        ("no fhirServer", None),
+    ] {
+        let reply = send_with(state.clone(), hook_naming(server.as_deref(), &token())).await;
+        assert_accepted(&reply, what);
+    }
+    for (what, server) in [
+        ("another organisation", "https://fhir.other.test/api/FHIR/R4"),
+        (
+            "same origin, another path",
+            "https://fhir.hospital.test/interconnect/api/FHIR/DSTU2",
+        ),
+        ("a prefix of the issuer", "https://fhir.hospital.test/interconnect"),
+        (
+            "http instead of https",
+            "http://fhir.hospital.test/interconnect/api/FHIR/R4",
+        ),
+        ("not a URL", "ehr-server"),
+    ] {
+        let reply = send_with(state.clone(), hook_naming(Some(server), &token())).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{what}: {}", body_text(&reply));
+        assert_eq!(reply.json()["issue"][0]["code"], "forbidden", "{what}");
+        assert!(!body_text(&reply).contains(server), "{what}: the value was quoted");
+    }
+    // The binding is the Epic client's alone: the other client's calls name servers as before.
+    let reply = send_with(
+        state.clone(),
+        hook_naming(Some("https://fhir.other.test/R4"), &es_token(SELECT)),
+    )
+    .await;
+    assert_accepted(&reply, "another client");
+    // And without the option the Epic client is not bound either.
+    let plain = configured(&base_toml(&[client_toml(EPIC_ISSUER, "")]));
+    let reply = send_with(plain, hook_naming(Some("https://fhir.other.test/R4"), &token())).await;
+    assert_accepted(&reply, "no binding option");
+}
+
+#[tokio::test]
+async fn the_issuer_s_fhir_server_is_allowed_for_a_bound_client() {
+    let config = Config::parse(
+        &base_toml(&[client_toml(EPIC_ISSUER, "fhir_server_is_issuer = true")]),
+        &auth_dir(),
+    )
+    .unwrap();
+    let fhir = &config.clients[0].fhir;
+    assert_eq!(fhir.servers, ["https://fhir.hospital.test"]);
+    assert_eq!(fhir.fhir_base.as_deref(), Some(EPIC_ISSUER));
+    let error = Config::parse(
+        &base_toml(&[client_toml("hospital-epic", "fhir_server_is_issuer = true")]),
+        &auth_dir(),
+    )
+    .unwrap_err();
+    assert!(error.contains("must be an https FHIR base URL"), "{error}");
+}
+
+#[tokio::test]
+async fn an_aud_refusal_says_what_was_expected_and_what_came() {
+    let state = state();
+    let sent = format!("http://localhost:8080{SELECT}");
+    let token = es_token_with(SELECT, json!({"aud": sent}));
+    let (reply, log) = send_logged(&state, request_with(SELECT, Some(&format!("Bearer {token}")))).await;
+    assert_refused(&reply, "localhost for 127.0.0.1");
+    assert!(
+        log.contains(&format!("`{}`", aud(SELECT))),
+        "expected value not logged:\n{log}"
+    );
+    assert!(log.contains(&format!("`{sent}`")), "received value not logged:\n{log}");
+    assert!(
+        log.contains("--public-base-url http://localhost:8080"),
+        "no hint for the other origin:\n{log}"
+    );
+    // Rate-limited: the next refusals within ten seconds log the reason only.
+    let token = es_token_with(SELECT, json!({"aud": "https://forged.example/\nline"}));
+    let (reply, log) = send_logged(&state, request_with(SELECT, Some(&format!("Bearer {token}")))).await;
+    assert_refused(&reply, "second refusal");
+    assert_logged(&log, AuthError::Audience, None, "second refusal");
+    assert!(!log.contains("forged.example"), "not rate-limited:\n{log}");
+    // Another deployment (another verifier) has its own limit, and caller text is escaped.
+    let (_, log) = send_logged(
+        &configured(CLIENT_TOML),
+        request_with(SELECT, Some(&format!("Bearer {token}"))),
+    )
+    .await;
+    assert!(log.contains("forged.example/\\u{a}line"), "not escaped:\n{log}");
+    assert!(!log.lines().any(|l| l.starts_with("line")), "a forged log line:\n{log}");
 }

@@ -31,6 +31,7 @@ fn service(servers: &[&str], open: &[&str], settings: FetchSettings) -> AppState
     let allowlist = Allowlist {
         servers: servers.iter().map(|s| s.to_string()).collect(),
         open_servers: open.iter().map(|s| s.to_string()).collect(),
+        fhir_base: None,
     };
     AppState {
         fetcher: Arc::new(Fetcher::new(http_client(), settings, allowlist)),

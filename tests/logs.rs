@@ -47,6 +47,7 @@ async fn logs_carry_no_token_url_or_patient_id() {
     let allowlist = Allowlist {
         servers: vec![server.origin()],
         open_servers: Vec::new(),
+        fhir_base: None,
     };
     let state = AppState {
         fetcher: Arc::new(Fetcher::new(http_client(), FetchSettings::default(), allowlist)),

@@ -52,6 +52,9 @@ pub enum ApiError {
     /// Deliberately without detail; the log has the reason.
     #[error("authentication required")]
     Unauthorized(AuthError),
+    /// A verified caller asked for something its trust does not cover (another organisation's FHIR server).
+    #[error("{0}")]
+    Forbidden(String),
     /// Load shedding: too many calls in progress.
     #[error("the service is busy; retry after {RETRY_AFTER_SECS} s")]
     Overloaded,
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => ("too-costly", vec![self.to_string()]),
             ApiError::PreconditionFailed(kinds) => ("incomplete", kinds.iter().map(|k| missing_message(*k)).collect()),
             ApiError::Unauthorized(_) => ("login", vec![self.to_string()]),
+            ApiError::Forbidden(_) => ("forbidden", vec![self.to_string()]),
             ApiError::Overloaded => ("throttled", vec![self.to_string()]),
             ApiError::Internal => ("exception", vec![self.to_string()]),
         };
@@ -107,6 +112,7 @@ impl From<HookError> for ApiError {
             e @ HookError::WrongHook { .. } => ApiError::BadRequest(e.to_string()),
             HookError::TooLarge(message) => ApiError::ContentTooLarge(message),
             HookError::MissingData(kinds) => ApiError::PreconditionFailed(kinds),
+            e @ HookError::ForeignFhirServer => ApiError::Forbidden(e.to_string()),
         }
     }
 }

@@ -38,7 +38,7 @@ pub use admission::{Admission, AdmissionSettings};
 pub use error::{ApiError, StartError};
 pub use serve::{ServeSettings, serve};
 
-use crate::auth::{AuthError, Verifier};
+use crate::auth::{AuthError, Rejection, Verifier};
 use crate::config::Config;
 use crate::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
 use crate::knowledge::Knowledge;
@@ -148,6 +148,56 @@ impl AppState {
     }
 }
 
+/// The start-up line that says where EHRs must call, and whether that fits the listen address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressNotice {
+    Info(String),
+    /// The public URL cannot reach this listener as written: every token would fail `aud` (or never arrive).
+    Warn(String),
+}
+
+impl AddressNotice {
+    /// What to announce for a service bound to `listen` with this access. With trusted clients, `aud` is
+    /// checked against `public_base_url`, so that (not the listen address) is the URL EHRs must call; when it
+    /// names this machine on another port or address, the two cannot both be right, and the line says what to
+    /// change.
+    pub fn new(listen: SocketAddr, access: &Access) -> AddressNotice {
+        let Access::Verify(verifier) = access else {
+            return AddressNotice::Info(format!("serving CDS Hooks discovery at http://{listen}/cds-services"));
+        };
+        let base = verifier.base_url();
+        let discovery = format!("{base}/cds-services");
+        let Ok(url) = url::Url::parse(base) else {
+            return AddressNotice::Info(format!("EHRs must call {discovery}; listening on {listen}"));
+        };
+        let local_host = match url.host() {
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified(),
+            None => false,
+        };
+        if !local_host {
+            return AddressNotice::Info(format!(
+                "EHRs must call {discovery} (public_base_url; tokens' aud is checked against it); listening on \
+                 {listen}, so whatever serves that URL must forward it here"
+            ));
+        }
+        let reachable = url.port_or_known_default() == Some(listen.port())
+            && (listen.ip().is_loopback() || listen.ip().is_unspecified());
+        if reachable {
+            AddressNotice::Info(format!(
+                "EHRs must call {discovery} (public_base_url; tokens' aud is checked against it); listening on {listen}"
+            ))
+        } else {
+            AddressNotice::Warn(format!(
+                "public_base_url is {base} but the service listens on {listen}: tokens are accepted only for \
+                 {discovery} and the URLs under it, which this listener does not serve. If EHRs call \
+                 http://{listen}, start with --public-base-url http://{listen} (or set public_base_url)"
+            ))
+        }
+    }
+}
+
 async fn no_route() -> ApiError {
     ApiError::NoRoute
 }
@@ -197,7 +247,13 @@ async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, n
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim().to_string());
     let Some(token) = token else {
-        warn!(reason = %AuthError::MissingToken, "request refused");
+        let rejection = Rejection {
+            reason: AuthError::MissingToken,
+            issuer: None,
+            kid: None,
+            audience: None,
+        };
+        log_refusal(&rejection, verifier);
         return ApiError::Unauthorized(AuthError::MissingToken).into_response();
     };
     let now = std::time::SystemTime::now()
@@ -212,14 +268,63 @@ async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, n
             next.run(request).await
         }
         Err(rejection) => {
-            warn!(
-                reason = %rejection.reason,
-                issuer = %caller_text(rejection.issuer.as_deref().unwrap_or("")),
-                kid = %caller_text(rejection.kid.as_deref().unwrap_or("")),
-                "request refused"
-            );
+            log_refusal(&rejection, verifier);
             ApiError::Unauthorized(rejection.reason).into_response()
         }
+    }
+}
+
+/// The refusal's log line. An `aud` refusal also says, at most every ten seconds, which values were expected and
+/// which came: the one trust mistake the person setting up an EHR cannot see from the EHR's side (calling the
+/// service as `localhost` rather than `127.0.0.1`, or on another port than `public_base_url`).
+fn log_refusal(rejection: &Rejection, verifier: &Verifier) {
+    metrics::counter!("cds_auth_refusals_total", "reason" => rejection.reason.label()).increment(1);
+    let issuer = caller_text(rejection.issuer.as_deref().unwrap_or(""));
+    let kid = caller_text(rejection.kid.as_deref().unwrap_or(""));
+    let reason = rejection.reason;
+    let Some(mismatch) = &rejection.audience else {
+        warn!(%reason, %issuer, %kid, "request refused");
+        return;
+    };
+    let mut detailed = false;
+    verifier
+        .audience_diagnostics
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .warn(|times| {
+            detailed = true;
+            let list = |values: &[String]| {
+                let quoted: Vec<String> = values.iter().map(|v| format!("`{}`", caller_text(v))).collect();
+                if quoted.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    quoted.join(", ")
+                }
+            };
+            let hint = match mismatch.other_origin() {
+                Some(origin) => format!(
+                    "; the EHR calls this service at {}, but public_base_url is {}: if that is the right address, \
+                     start with --public-base-url {}",
+                    caller_text(&origin),
+                    verifier.base_url(),
+                    caller_text(&origin)
+                ),
+                None => String::new(),
+            };
+            warn!(
+                %reason,
+                %issuer,
+                %kid,
+                times,
+                expected = %list(&mismatch.expected),
+                received = %list(&mismatch.received),
+                "request refused: the token's aud is {}, this service accepts {}{hint}",
+                list(&mismatch.received),
+                list(&mismatch.expected),
+            );
+        });
+    if !detailed {
+        warn!(%reason, %issuer, %kid, "request refused");
     }
 }
 
@@ -273,4 +378,58 @@ async fn timeout_body(response: Response) -> Response {
     }
     let body = wire::operation_outcome("timeout", &["the request took too long".to_string()]);
     (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(listen: &str, base: Option<&str>) -> AddressNotice {
+        let access = match base {
+            Some(base) => Access::Verify(Verifier::new(Vec::new(), base, http_client())),
+            None => Access::Open,
+        };
+        AddressNotice::new(listen.parse().unwrap(), &access)
+    }
+
+    #[test]
+    fn the_start_up_line_says_which_url_ehrs_must_call() {
+        let info = |text: &str| AddressNotice::Info(text.to_string());
+        assert_eq!(
+            notice("127.0.0.1:8080", None),
+            info("serving CDS Hooks discovery at http://127.0.0.1:8080/cds-services")
+        );
+        for (listen, base) in [
+            ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("127.0.0.1:8080", "http://localhost:8080"),
+            ("0.0.0.0:8080", "http://127.0.0.1:8080"),
+        ] {
+            let AddressNotice::Info(line) = notice(listen, Some(base)) else {
+                panic!("{listen} {base}: a warning");
+            };
+            assert!(
+                line.starts_with(&format!("EHRs must call {base}/cds-services")),
+                "{line}"
+            );
+        }
+        // Behind a proxy: the public URL is another host; said plainly, not a warning.
+        let AddressNotice::Info(line) = notice("0.0.0.0:8080", Some("https://cds.example.org")) else {
+            panic!("a warning behind a proxy");
+        };
+        assert!(
+            line.contains("EHRs must call https://cds.example.org/cds-services"),
+            "{line}"
+        );
+        assert!(line.contains("must forward it here"), "{line}");
+        // The sandbox configuration run on another port, or on a non-loopback address: a warning with the fix.
+        for (listen, base) in [
+            ("127.0.0.1:9090", "http://127.0.0.1:8080"),
+            ("10.0.0.5:8080", "http://127.0.0.1:8080"),
+        ] {
+            let AddressNotice::Warn(line) = notice(listen, Some(base)) else {
+                panic!("{listen} {base}: no warning");
+            };
+            assert!(line.contains(&format!("--public-base-url http://{listen}")), "{line}");
+        }
+    }
 }

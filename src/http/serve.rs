@@ -28,6 +28,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::Service;
 
+use crate::logsafe::Occasional;
+
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeSettings {
@@ -318,30 +320,5 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// A warning that repeats at most every ten seconds, saying how often its event happened meanwhile: a flood of
-/// connections must not become a flood of log lines. Hand-written because it is six lines; `tracing` has no
-/// rate limit of its own.
-struct Occasional {
-    last: Option<Instant>,
-    times: u64,
-}
-
-impl Occasional {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    fn new() -> Occasional {
-        Occasional { last: None, times: 0 }
-    }
-
-    fn warn(&mut self, log: impl FnOnce(u64)) {
-        self.times += 1;
-        if self.last.is_none_or(|last| last.elapsed() >= Self::EVERY) {
-            log(self.times);
-            self.times = 0;
-            self.last = Some(Instant::now());
-        }
     }
 }
