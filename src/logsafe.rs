@@ -61,7 +61,7 @@ fn needs_escape(c: char) -> bool {
 /// A warning that repeats at most every ten seconds, saying how often its event happened meanwhile: a flood of
 /// connections or of bad tokens must not become a flood of log lines. Hand-written because it is six lines; `tracing` has no
 /// rate limit of its own.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Occasional {
     last: Option<Instant>,
     times: u64,
