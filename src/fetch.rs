@@ -154,6 +154,26 @@ pub enum FetchFailure {
     TooManyEntries,
 }
 
+impl FetchFailure {
+    /// A fixed, short name: a metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FetchFailure::BadServer => "bad_server",
+            FetchFailure::NotAllowed => "not_allowed",
+            FetchFailure::BadToken => "bad_token",
+            FetchFailure::Transport => "transport",
+            FetchFailure::Deadline => "deadline",
+            FetchFailure::Status => "status",
+            FetchFailure::TooLarge => "too_large",
+            FetchFailure::NotABundle => "not_a_bundle",
+            FetchFailure::OutcomeError => "outcome_error",
+            FetchFailure::OtherOrigin => "other_origin",
+            FetchFailure::TooManyPages => "too_many_pages",
+            FetchFailure::TooManyEntries => "too_many_entries",
+        }
+    }
+}
+
 /// What one kind's fetch gave: the pages read (kept even on failure: what they say is true, only the absence
 /// of a fact is not known), and whether the set is complete.
 #[derive(Debug)]

@@ -599,6 +599,17 @@ pub enum Indicator {
     Critical,
 }
 
+impl Indicator {
+    /// The CDS Hooks name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Indicator::Info => "info",
+            Indicator::Warning => "warning",
+            Indicator::Critical => "critical",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CardFile {

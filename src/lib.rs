@@ -18,6 +18,7 @@
 //! | one hook call end to end | [`service`] | the order of steps |
 //! | caller text as a log field (escaped, truncated) | [`logsafe`] | nothing |
 //! | the tester's workbench page and its bundled patients | [`web`] | static files |
+//! | metrics for operators (names, labels, `/metrics`) | [`ops`] | Prometheus text |
 //!
 //! `main.rs` is only the command line, configuration, telemetry and serving. See `ARCHITECTURE.md`.
 
@@ -29,6 +30,7 @@ pub mod fhir;
 pub mod http;
 pub mod knowledge;
 pub mod logsafe;
+pub mod ops;
 pub mod record;
 pub mod render;
 pub mod service;

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dry_needling_cds::config::Config;
-use dry_needling_cds::http::{Access, AddressNotice, ApiError, DEFAULT_BODY_LIMIT, ServeSettings};
+use dry_needling_cds::http::{
+    Access, AddressNotice, ApiError, DEFAULT_BODY_LIMIT, MetricsExposure, ServeSettings, metrics_app,
+};
 use dry_needling_cds::service::{HookCall, handle_hook};
 use dry_needling_cds::{AppState, ContentSource, Knowledge, app};
 use time::Date;
@@ -76,6 +78,15 @@ struct ServeArgs {
     /// Loopback servers are reached only when listed here or there.
     #[arg(long = "fhir-server", global = true, value_name = "ORIGIN")]
     fhir_servers: Vec<String>,
+    /// Serve `GET /metrics` (and the health checks) on this separate address, and not on the main port.
+    /// Without it, `/metrics` is on the main port for loopback peers only.
+    #[arg(
+        long,
+        global = true,
+        env = "DRY_NEEDLING_CDS_METRICS_LISTEN",
+        value_name = "HOST:PORT"
+    )]
+    metrics_listen: Option<SocketAddr>,
     /// The URL EHRs call this service at (without `/cds-services`), replacing the configuration's
     /// `public_base_url`: tokens' `aud` is checked against it.
     #[arg(long, global = true, env = "DRY_NEEDLING_CDS_PUBLIC_BASE_URL", value_name = "URL")]
@@ -152,6 +163,15 @@ fn init_telemetry(format: LogFormat) {
 
 fn serve(state: AppState, args: ServeArgs, settings: ServeSettings) -> anyhow::Result<()> {
     init_telemetry(args.log_format);
+    let metrics = dry_needling_cds::ops::metrics::install().context("cannot install the metrics recorder")?;
+    let state = AppState {
+        metrics: Some(metrics),
+        metrics_exposure: match args.metrics_listen {
+            Some(_) => MetricsExposure::SeparateListener,
+            None => MetricsExposure::LoopbackOnly,
+        },
+        ..state
+    };
     match state.access.as_ref() {
         Access::Verify(verifier) => {
             let issuers: Vec<&str> = verifier.issuers().collect();
@@ -180,7 +200,40 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings) -> anyhow::R
                 tracing::warn!(%address, max_connections = settings.max_connections, "{line}")
             }
         }
-        dry_needling_cds::http::serve(listener, app(state), settings, shutdown_signal()).await?;
+        // One signal stops both listeners.
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        let metrics_server = match args.metrics_listen {
+            Some(metrics_address) => {
+                let listener = tokio::net::TcpListener::bind(metrics_address)
+                    .await
+                    .with_context(|| format!("cannot listen on {metrics_address} (--metrics-listen)"))?;
+                let metrics_address = listener.local_addr()?;
+                tracing::info!(%metrics_address, "serving metrics at http://{metrics_address}/metrics");
+                let metrics_settings = ServeSettings {
+                    max_connections: 64,
+                    ..settings
+                };
+                let app = metrics_app(state.clone());
+                Some(tokio::spawn(dry_needling_cds::http::serve(
+                    listener,
+                    app,
+                    metrics_settings,
+                    stopped(stopping.clone()),
+                )))
+            }
+            None => None,
+        };
+        dry_needling_cds::http::serve(listener, app(state), settings, stopped(stopping)).await?;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         Ok(())
     });
     // Work still on the blocking pool (a large request whose connection was closed at the deadline) is not

@@ -377,11 +377,7 @@ fn truncate_words(text: &str, max_chars: usize) -> String {
 }
 
 fn indicator(i: Indicator) -> &'static str {
-    match i {
-        Indicator::Info => "info",
-        Indicator::Warning => "warning",
-        Indicator::Critical => "critical",
-    }
+    i.as_str()
 }
 
 fn wire_coding(c: &crate::knowledge::CodingText) -> WireCoding {

@@ -10,10 +10,10 @@ use std::collections::BTreeSet;
 
 use time::Date;
 
-use crate::assess::{Outcome, assess, is_dry_needling};
+use crate::assess::{Note, Outcome, assess, is_dry_needling};
 use crate::fetch::{Allowlist, Fetched, Fetcher, Start, Target};
 use crate::fhir::{Contents, Resource, parse_contents};
-use crate::knowledge::{Knowledge, ServiceText};
+use crate::knowledge::{CardId, Knowledge, ServiceText};
 use crate::logsafe::caller_text;
 use crate::record::{Availability, Coding, DataKind, Order, PatientRecord};
 use crate::render::{RequestFacts, render_card};
@@ -47,6 +47,10 @@ pub struct HookSummary {
     pub dry_needling_orders: usize,
     pub cards: usize,
     pub skipped_entries: usize,
+    /// The template of each card returned, in order.
+    pub card_ids: Vec<CardId>,
+    /// Kinds of data a card says could not be checked (the order decided without them).
+    pub unchecked: Vec<DataKind>,
 }
 
 /// The prefetch key for each kind of data, as discovery declares them.
@@ -353,6 +357,14 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
         Ok(base) => base,
         Err(reason) => {
             tracing::warn!(%reason, "fhirServer not contacted");
+            for (kind, _) in &wanted {
+                metrics::counter!(
+                    crate::ops::metrics::FHIR_SEARCHES,
+                    "kind" => prefetch_key(*kind),
+                    "outcome" => reason.label()
+                )
+                .increment(1);
+            }
             return;
         }
     };
@@ -381,16 +393,23 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
                 availability = Availability::Failed;
             }
         }
-        if let Err(reason) = result {
-            tracing::warn!(kind = kind.resource_type(), %reason, "FHIR search failed");
-            availability = Availability::Failed;
-        }
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(reason) => {
+                tracing::warn!(kind = kind.resource_type(), %reason, "FHIR search failed");
+                availability = Availability::Failed;
+                reason.label()
+            }
+        };
+        metrics::counter!(crate::ops::metrics::FHIR_SEARCHES, "kind" => prefetch_key(kind), "outcome" => outcome)
+            .increment(1);
         record.set_availability(kind, availability);
     }
     // Recorded here so that a 412 after a failed fetch shows it too.
     let span = tracing::Span::current();
     span.record("fetched", kinds);
     span.record("fetch_ms", started.elapsed().as_millis() as u64);
+    metrics::histogram!(crate::ops::metrics::FHIR_FETCH_DURATION).record(started.elapsed().as_secs_f64());
 }
 
 /// The second half: resolve the record's `medicationReference`s against the Medications gathered with it
@@ -422,7 +441,11 @@ pub fn finish(
     let mut missing = BTreeSet::new();
     for order in &orders {
         match assess(order, &record, today, &knowledge.terminology, &knowledge.policy) {
-            Outcome::Card(assessment) => cards.push(render_card(&assessment, order, &facts, knowledge)),
+            Outcome::Card(assessment) => {
+                summary.card_ids.push(assessment.card);
+                summary.unchecked.extend(unchecked(&assessment.notes));
+                cards.push(render_card(&assessment, order, &facts, knowledge));
+            }
             Outcome::NeedsData(kinds) => missing.extend(kinds),
         }
     }
@@ -431,6 +454,19 @@ pub fn finish(
     }
     summary.cards = cards.len();
     Ok((CardsResponse { cards }, summary))
+}
+
+/// The kinds of data a card's notes say could not be checked.
+fn unchecked(notes: &[Note]) -> Vec<DataKind> {
+    let mut kinds = Vec::new();
+    for note in notes {
+        match note {
+            Note::HistoryUnavailable(unavailable) => kinds.extend(unavailable),
+            Note::ConditionsUnavailable => kinds.push(DataKind::Conditions),
+            Note::Skipped(_) | Note::ReasonUnresolved(_) | Note::FromProblemList => {}
+        }
+    }
+    kinds
 }
 
 /// Answers one hook call: prefetch first, then the FHIR server for what prefetch lacks.

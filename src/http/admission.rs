@@ -77,6 +77,11 @@ impl Admission {
         self.settings
     }
 
+    /// Hook calls admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.settings.max_hooks.saturating_sub(self.hooks.available_permits())
+    }
+
     /// Admits a call whose body has this `Content-Length` (`None`: chunked, so possibly large), or refuses it
     /// at once.
     pub fn admit(&self, content_length: Option<u64>) -> Result<Ticket, Overloaded> {

@@ -10,19 +10,21 @@ use axum::Extension;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::net::SocketAddr;
 use time::Date;
 use tracing::{Span, field, info, warn};
 
 use super::admission::Overloaded;
 use super::memory;
-use super::{ApiError, AppState};
+use super::{Access, ApiError, AppState, MetricsExposure};
 use crate::auth::Verified;
 use crate::logsafe::caller_text;
-use crate::service::{HookCall, HookSummary, find_service, handle_hook};
+use crate::ops::metrics as ops;
+use crate::service::{HookCall, HookError, HookSummary, find_service, handle_hook};
 use crate::wire::{self, CardsResponse, Discovery, PREFETCH, ServiceDescription};
 
 /// The largest feedback body accepted: thousands of entries.
@@ -81,12 +83,13 @@ pub(super) async fn hook(
     let ticket = state.admission.admit(length).map_err(|Overloaded| {
         // What hyper buffered of the refused body is freed on this worker: the next quiet tick returns it.
         memory::freed_large();
+        metrics::counter!(ops::HOOKS_SHED).increment(1);
         ApiError::Overloaded
     })?;
     let body = read_body(body, state.body_limit).await?;
     let call = Call {
         state: state.clone(),
-        id,
+        id: id.clone(),
         body,
         today: state.today(),
         verified: verified.map(|Extension(verified)| verified),
@@ -115,6 +118,7 @@ pub(super) async fn hook(
     let span = Span::current();
     span.record("orders", summary.dry_needling_orders);
     span.record("cards", summary.cards);
+    count_cards(&state, &id, &summary);
     if summary.skipped_entries > 0 {
         warn!(
             skipped = summary.skipped_entries,
@@ -133,6 +137,27 @@ struct Call {
     verified: Option<Verified>,
 }
 
+/// Cards by service, template and indicator; data a card could not check, by kind. All labels come from the
+/// content and the code, never from the request.
+fn count_cards(state: &AppState, service: &str, summary: &HookSummary) {
+    let Some(service) = find_service(&state.knowledge, service).map(|s| s.id.clone()) else {
+        return;
+    };
+    for &card in &summary.card_ids {
+        let indicator = state.knowledge.card(card).indicator.as_str();
+        metrics::counter!(
+            ops::CARDS,
+            "service" => service.clone(),
+            "card" => card.file_stem(),
+            "indicator" => indicator
+        )
+        .increment(1);
+    }
+    for &kind in &summary.unchecked {
+        metrics::counter!(ops::DATA_UNAVAILABLE, "kind" => ops::kind_label(kind), "answer" => "note").increment(1);
+    }
+}
+
 impl Call {
     async fn run(&self) -> Result<(CardsResponse, HookSummary), ApiError> {
         let call = HookCall {
@@ -142,7 +167,17 @@ impl Call {
             caller: self.verified.as_ref().map(|v| &v.client.fhir),
             limits: &self.state.limits,
         };
-        Ok(handle_hook(&self.state.knowledge, &self.state.fetcher, call).await?)
+        match handle_hook(&self.state.knowledge, &self.state.fetcher, call).await {
+            Ok(answer) => Ok(answer),
+            Err(HookError::MissingData(kinds)) => {
+                for &kind in &kinds {
+                    metrics::counter!(ops::DATA_UNAVAILABLE, "kind" => ops::kind_label(kind), "answer" => "412")
+                        .increment(1);
+                }
+                Err(ApiError::PreconditionFailed(kinds))
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 }
 
@@ -160,6 +195,13 @@ pub(super) async fn feedback(
     let body = read_body(body, limit).await?;
     let entries = wire::parse_feedback(&body).map_err(|e| ApiError::BadRequest(e.0))?;
     for entry in &entries {
+        // `outcome` is checked to be `accepted` or `overridden` by the parser: a closed set.
+        let outcome = if entry.outcome == "accepted" {
+            "accepted"
+        } else {
+            "overridden"
+        };
+        metrics::counter!(ops::FEEDBACK, "outcome" => outcome).increment(1);
         info!(
             card = %caller_text(&entry.card),
             outcome = %entry.outcome,
@@ -170,6 +212,36 @@ pub(super) async fn feedback(
         );
     }
     Ok(Json(serde_json::json!({ "received": entries.len() })))
+}
+
+/// `GET /metrics` on the main port: for loopback peers only, and only when no separate metrics listener is
+/// configured; anyone else sees no such endpoint.
+pub(super) async fn metrics_on_main(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Result<Response, ApiError> {
+    let loopback = peer.is_some_and(|Extension(ConnectInfo(peer))| peer.ip().is_loopback());
+    if !loopback || state.metrics_exposure != MetricsExposure::LoopbackOnly {
+        return Err(ApiError::NoRoute);
+    }
+    metrics(State(state)).await
+}
+
+/// `GET /metrics`: the Prometheus text format, with the gauges read now.
+pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Some(metrics) = &state.metrics else {
+        return Err(ApiError::NoRoute);
+    };
+    let replay = match state.access.as_ref() {
+        Access::Verify(verifier) => Some(verifier.replay_cache_len()),
+        Access::Open => None,
+    };
+    let body = metrics.render(state.admission.in_flight(), replay);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response())
 }
 
 /// The service id from the path: 400 when the path segment is not valid UTF-8 once decoded, 404 when no service

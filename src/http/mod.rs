@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -43,6 +43,7 @@ use crate::config::Config;
 use crate::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
 use crate::knowledge::Knowledge;
 use crate::logsafe::caller_text;
+use crate::ops::metrics::{self as ops, Metrics};
 use crate::service::Limits;
 use crate::web::{self, Workbench};
 use crate::wire;
@@ -77,6 +78,19 @@ pub struct AppState {
     pub admission: Admission,
     /// Whether the tester's workbench (`GET /`) is served.
     pub workbench: Workbench,
+    /// The metrics recorder, when one is installed (by `main`), and where `/metrics` is served.
+    pub metrics: Option<Metrics>,
+    pub metrics_exposure: MetricsExposure,
+}
+
+/// Where `GET /metrics` answers. Metrics say nothing about patients, but they do say how the service is used and
+/// what it refuses, so they are not for anyone who can reach the hook endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsExposure {
+    /// On the main port, to loopback peers only (a sidecar or an agent on the same host); the default.
+    LoopbackOnly,
+    /// Only on the separate metrics listener (`--metrics-listen`); the main port has no `/metrics`.
+    SeparateListener,
 }
 
 impl AppState {
@@ -95,6 +109,8 @@ impl AppState {
             limits: Limits::default(),
             admission: Admission::new(AdmissionSettings::default()),
             workbench: Workbench::On,
+            metrics: None,
+            metrics_exposure: MetricsExposure::LoopbackOnly,
         }
     }
 
@@ -207,8 +223,9 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// One span per request, with what may be logged: method, path (service ids only), hookInstance, status,
-/// latency. Never bodies, headers or tokens.
-async fn trace(request: Request, next: Next) -> Response {
+/// latency. Never bodies, headers or tokens. Also counts the request and its latency by route.
+async fn trace(State(services): State<Arc<[String]>>, request: Request, next: Next) -> Response {
+    let route = route_label(&request, &services);
     let span = info_span!(
         "request",
         method = %request.method(),
@@ -227,10 +244,37 @@ async fn trace(request: Request, next: Next) -> Response {
     );
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
     span.record("status", response.status().as_u16());
-    span.record("latency_us", started.elapsed().as_micros() as u64);
+    span.record("latency_us", elapsed.as_micros() as u64);
+    let status = response.status().as_str().to_string();
+    metrics::counter!(ops::REQUESTS, "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!(ops::REQUEST_DURATION, "route" => route).record(elapsed.as_secs_f64());
     span.in_scope(|| info!("request done"));
     response
+}
+
+/// The route a request matched, as a metrics label: the router's template (a closed set), with a known service's
+/// id put in for `{id}` (the content's ids, also a closed set); `unmatched` for everything else. Never the path
+/// itself, which the caller chooses.
+fn route_label(request: &Request, services: &[String]) -> String {
+    let Some(matched) = request.extensions().get::<MatchedPath>() else {
+        return "unmatched".to_string();
+    };
+    let template = matched.as_str();
+    if template.starts_with("/cds-services/{id}") {
+        let id = request
+            .uri()
+            .path()
+            .trim_start_matches("/cds-services/")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if let Some(known) = services.iter().find(|s| s.as_str() == id) {
+            return template.replace("{id}", known);
+        }
+    }
+    template.to_string()
 }
 
 /// Verifies the caller's JWT when clients are configured; the verified client travels to the handlers as a
@@ -343,6 +387,7 @@ fn cors() -> CorsLayer {
 pub fn app(state: AppState) -> Router {
     let access = state.access.clone();
     let workbench = state.workbench;
+    let service_ids: Arc<[String]> = state.knowledge.services.iter().map(|s| s.id.clone()).collect();
     let state_for_health = state.clone();
     let services = Router::new()
         .route("/cds-services", get(handlers::discovery))
@@ -356,6 +401,7 @@ pub fn app(state: AppState) -> Router {
     let health = Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics_on_main))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state_for_health);
     // The workbench's page and public fixtures need no token; the calls the page makes do, like anyone's.
@@ -367,8 +413,22 @@ pub fn app(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(cors())
-        .layer(middleware::from_fn(trace))
+        .layer(middleware::from_fn_with_state(service_ids, trace))
         .layer(middleware::map_response(timeout_body))
+}
+
+/// The separate metrics listener's application (`--metrics-listen`): `GET /metrics` and the health checks,
+/// nothing else.
+pub fn metrics_app(state: AppState) -> Router {
+    let services: Arc<[String]> = Arc::from(Vec::new());
+    Router::new()
+        .route("/metrics", get(handlers::metrics))
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(services, trace))
 }
 
 /// The time-out layer answers with an empty body; give it the same JSON shape as every other error.

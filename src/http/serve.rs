@@ -12,6 +12,7 @@
 //! preface gets an HTTP/1.1 error and a closed connection.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -117,9 +118,9 @@ pub async fn serve(
                 }
             }
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of descriptors or memory, or a connection reset before it was accepted. Pause briefly
                     // rather than spin: the condition usually clears as connections close.
@@ -132,7 +133,14 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        connections.spawn(connection(stream, app.clone(), settings, stopping.clone(), permit));
+        connections.spawn(connection(
+            stream,
+            peer,
+            app.clone(),
+            settings,
+            stopping.clone(),
+            permit,
+        ));
     }
     drop(listener);
     let _ = stop.send(true);
@@ -156,6 +164,7 @@ pub async fn serve(
 /// shutdown asks it to end after its request in progress, or when it has been idle or stalled too long.
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     app: Router,
     settings: ServeSettings,
     mut stopping: watch::Receiver<bool>,
@@ -170,7 +179,10 @@ async fn connection(
     let in_service = activity.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let busy = in_service.begin();
-        let call = app.clone().call(request.map(axum::body::Body::new));
+        let mut request = request.map(axum::body::Body::new);
+        // As `axum::serve` does: handlers that care who is calling (`/metrics` on the main port) can ask.
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let call = app.clone().call(request);
         async move {
             let response = call.await;
             drop(busy);
