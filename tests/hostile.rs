@@ -9,12 +9,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::process::Service;
 use common::{SELECT, fixture, state};
 use dry_needling_cds::http::{Admission, AdmissionSettings, ServeSettings, serve};
 use dry_needling_cds::{AppState, app};
@@ -243,108 +241,6 @@ async fn http2_with_prior_knowledge_is_not_served() {
         read.is_empty() || read.starts_with(b"HTTP/1.1 4") || read.starts_with(b"HTTP/1.1 5"),
         "answered in HTTP/2: {read:?}"
     );
-}
-
-/// The real binary, serving on a free loopback port with `config`; its stdout (the log) arrives line by line.
-struct Service {
-    child: Child,
-    address: SocketAddr,
-    lines: mpsc::Receiver<String>,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Service {
-    fn start(config: &str) -> Service {
-        let dir = std::env::temp_dir().join(format!("dn-hostile-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dry-needling-cds"))
-            .args(["--listen", "127.0.0.1:0", "--as-of", "2026-11-23", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .env_remove("NO_COLOR")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (send, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + 20 * SECOND;
-        let address = loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the service logs its address within 20 s");
-            if let Some(at) = line.find("http://127.0.0.1:") {
-                let rest = &line[at + "http://".len()..];
-                let end = rest.find('/').unwrap();
-                break rest[..end].parse().unwrap();
-            }
-        };
-        Service {
-            child,
-            address,
-            lines,
-            _dir: TempDir(dir),
-        }
-    }
-
-    fn terminate(&self) {
-        // SAFETY: kill only sends a signal to the child this test started.
-        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(sent, 0);
-    }
-
-    /// Waits for the process to exit; its exit status and how long that took.
-    fn wait(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some((status, started.elapsed()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// Every log line printed until now (after the process exited: all of them).
-    fn log(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            lines.push(line);
-        }
-        lines
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 #[tokio::test]

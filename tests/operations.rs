@@ -1,0 +1,297 @@
+//! What operators see (issue 13): `/metrics` after known traffic, where it is served and to whom, and the start-up
+//! line that says which URL EHRs must call.
+//!
+//! Why the real binary: the metrics recorder is process-wide, so exact counts need a process of their own; and
+//! the start-up line and the second listener are `main`'s.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use common::process::Service;
+use common::{SELECT, SIGN, fixture, send_with, state};
+use dry_needling_cds::http::MetricsExposure;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn post(address: SocketAddr, path: &str, body: Vec<u8>, token: Option<&str>) -> StatusCode {
+    let mut request = client()
+        .post(format!("http://{address}{path}"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let status = request.send().await.unwrap().status();
+    StatusCode::from_u16(status.as_u16()).unwrap()
+}
+
+async fn get(address: SocketAddr, path: &str) -> (StatusCode, String) {
+    let response = client().get(format!("http://{address}{path}")).send().await.unwrap();
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    (status, response.text().await.unwrap())
+}
+
+/// The value of the sample `name{labels}` in a scrape (labels exactly as rendered), or `None`.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_known_traffic_and_carry_no_caller_text() {
+    let service = Service::start_with("", &["--metrics-listen", "127.0.0.1:0"]);
+    let line = service.wait_for_line("metrics_address=");
+    let at = line.find("metrics_address=").unwrap() + "metrics_address=".len();
+    let metrics: SocketAddr = line[at..].split(' ').next().unwrap().parse().unwrap();
+    let main = service.address;
+
+    // The traffic, with what each must count (written before running it).
+    for _ in 0..2 {
+        // Neck pain: the card that prefers manual therapy with exercise (warning).
+        assert_eq!(
+            post(main, SELECT, fixture("rules/neck-pain.json"), None).await,
+            StatusCode::OK
+        );
+    }
+    // No reason and no conditions: 412 naming the conditions.
+    let status = post(main, SELECT, fixture("rules/prefetch-absent-no-reason.json"), None).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    // Medications missing, but the order decides: a card that notes both medication kinds as unchecked.
+    let status = post(
+        main,
+        SELECT,
+        fixture("rules/prefetch-medications-missing-but-decided.json"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Two orders on order-sign.
+    assert_eq!(
+        post(main, SIGN, fixture("rules/order-sign-two-orders.json"), None).await,
+        StatusCode::OK
+    );
+    let feedback = json!({"feedback": [{"card": "4a5c5d2e-8f3b-4c1d-9e6f-7a8b9c0d1e2f", "outcome": "overridden",
+        "overrideReason": {"reason": {"code": "patient-refused", "system": "http://example.org"}},
+        "outcomeTimestamp": "2026-11-23T10:00:00Z"}]});
+    let path = format!("{SELECT}/feedback");
+    let status = post(main, &path, serde_json::to_vec(&feedback).unwrap(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(get(main, "/no-such-page-secret").await.0, StatusCode::NOT_FOUND);
+    let status = post(main, "/cds-services/evil-service-name", b"{}".to_vec(), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // With a separate listener, the main port has no /metrics.
+    assert_eq!(get(main, "/metrics").await.0, StatusCode::NOT_FOUND);
+
+    let (status, scrape) = get(metrics, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let expect = |series: &str, value: f64| {
+        assert_eq!(sample(&scrape, series), Some(value), "{series}\n{scrape}");
+    };
+    let select = "route=\"/cds-services/dry-needling-order-select\"";
+    expect(&format!("cds_http_requests_total{{{select},status=\"200\"}}"), 3.0);
+    expect(&format!("cds_http_requests_total{{{select},status=\"412\"}}"), 1.0);
+    expect(
+        "cds_http_requests_total{route=\"/cds-services/dry-needling-order-sign\",status=\"200\"}",
+        1.0,
+    );
+    expect(
+        "cds_http_requests_total{route=\"/cds-services/dry-needling-order-select/feedback\",status=\"200\"}",
+        1.0,
+    );
+    expect("cds_http_requests_total{route=\"unmatched\",status=\"404\"}", 1.0);
+    expect(
+        "cds_http_requests_total{route=\"/cds-services/{id}\",status=\"404\"}",
+        1.0,
+    );
+    expect(&format!("cds_http_request_duration_seconds_count{{{select}}}"), 4.0);
+    expect(
+        "cds_cards_total{service=\"dry-needling-order-select\",card=\"neck-pain-prefer-manual-therapy\",indicator=\"warning\"}",
+        2.0,
+    );
+    expect("cds_data_unavailable_total{kind=\"conditions\",answer=\"412\"}", 1.0);
+    expect(
+        "cds_data_unavailable_total{kind=\"medicationStatements\",answer=\"note\"}",
+        1.0,
+    );
+    expect(
+        "cds_data_unavailable_total{kind=\"medicationRequests\",answer=\"note\"}",
+        1.0,
+    );
+    expect("cds_feedback_total{outcome=\"overridden\"}", 1.0);
+    expect("cds_hooks_in_flight", 0.0);
+    let sign_cards: f64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("cds_cards_total{service=\"dry-needling-order-sign\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(sign_cards, 2.0, "one card per order on order-sign\n{scrape}");
+    assert!(scrape.contains("# HELP cds_cards_total"), "{scrape}");
+    for secret in [
+        "rule-patient",
+        "28db0a57",
+        "no-such-page-secret",
+        "evil-service-name",
+        "patient-refused",
+    ] {
+        assert!(!scrape.contains(secret), "`{secret}` in the scrape\n{scrape}");
+    }
+    // The metrics listener serves nothing else.
+    assert_eq!(get(metrics, "/cds-services").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(metrics, "/healthz").await.0, StatusCode::OK);
+}
+
+/// The test issuer's ES384 key (`fixtures/auth/`).
+fn es_token(aud: &str, jti: &str) -> String {
+    let key = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/auth/es384-private.pem")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"iss": "https://ehr.test.example", "aud": aud, "iat": now, "exp": now + 300, "jti": jti});
+    let header = Header {
+        kid: Some("test-es384".to_string()),
+        ..Header::new(Algorithm::ES384)
+    };
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_pem(&key).unwrap()).unwrap()
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn client_config(public_base_url: &str) -> String {
+    format!(
+        "public_base_url = \"{public_base_url}\"\n[[client]]\nissuer = \"https://ehr.test.example\"\n\
+         jwks_file = \"{}/fixtures/auth/test-jwks.json\"\nalgorithms = [\"ES384\"]\n",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[tokio::test]
+async fn refusals_by_reason_and_the_replay_cache_are_counted() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let service = Service::start_with(
+        &client_config("http://127.0.0.1:1"),
+        &["--listen", &listen, "--public-base-url", &base],
+    );
+    let line = service.wait_for_line("max_connections=");
+    assert!(line.contains(&format!("EHRs must call {base}/cds-services")), "{line}");
+    let main = service.address;
+    let body = || fixture("rules/neck-pain.json");
+    assert_eq!(post(main, SELECT, body(), None).await, StatusCode::UNAUTHORIZED);
+    let token = es_token(&format!("{base}{SELECT}"), "jti-1");
+    assert_eq!(post(main, SELECT, body(), Some(&token)).await, StatusCode::OK);
+    assert_eq!(post(main, SELECT, body(), Some(&token)).await, StatusCode::UNAUTHORIZED);
+    let wrong = es_token(&format!("http://localhost:{port}{SELECT}"), "jti-2");
+    assert_eq!(post(main, SELECT, body(), Some(&wrong)).await, StatusCode::UNAUTHORIZED);
+    let (status, scrape) = get(main, "/metrics").await;
+    assert_eq!(status, StatusCode::OK, "loopback peers read /metrics on the main port");
+    for (series, value) in [
+        ("cds_auth_refusals_total{reason=\"missing_token\"}", 1.0),
+        ("cds_auth_refusals_total{reason=\"replay\"}", 1.0),
+        ("cds_auth_refusals_total{reason=\"audience\"}", 1.0),
+        ("cds_replay_cache_entries", 1.0),
+        (
+            "cds_http_requests_total{route=\"/cds-services/dry-needling-order-select\",status=\"401\"}",
+            3.0,
+        ),
+    ] {
+        assert_eq!(sample(&scrape, series), Some(value), "{series}\n{scrape}");
+    }
+    assert!(!scrape.contains("jti-1"), "{scrape}");
+    // The aud refusal said what it expected and what came, with the fix.
+    let line = service.wait_for_line("the token's aud is");
+    assert!(
+        line.contains(&format!("--public-base-url http://localhost:{port}")),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_public_base_url_that_this_listener_cannot_serve_is_named_at_start() {
+    // The sandbox configuration (public_base_url on port 8080) run on another port.
+    let service = Service::start_with(&client_config("http://127.0.0.1:8080"), &[]);
+    let line = service.wait_for_line("max_connections=");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains(&format!("--public-base-url http://{}", service.address)),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_on_the_main_port_answer_loopback_peers_only() {
+    let mut state = state();
+    state.metrics = Some(dry_needling_cds::ops::metrics::install().unwrap());
+    let request = |peer: Option<&str>| {
+        let mut request = Request::get("/metrics").body(Body::empty()).unwrap();
+        if let Some(peer) = peer {
+            let peer: SocketAddr = peer.parse().unwrap();
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
+        request
+    };
+    let reply = send_with(state.clone(), request(Some("127.0.0.1:40000"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let reply = send_with(state.clone(), request(Some("[::1]:40000"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    for peer in [Some("10.0.0.5:40000"), Some("[2001:db8::1]:40000"), None] {
+        let reply = send_with(state.clone(), request(peer)).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{peer:?}");
+    }
+    state.metrics_exposure = MetricsExposure::SeparateListener;
+    let reply = send_with(state, request(Some("127.0.0.1:40000"))).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "with a separate listener");
+}
+
+#[tokio::test]
+async fn fhir_searches_are_counted_by_kind_and_outcome() {
+    let path = "rules/neck-pain.json";
+    let server = common::fhir_server::FhirServer::start(&fixture(path)).await;
+    let service = Service::start_with("", &["--fhir-server", &server.origin()]);
+    let mut body: serde_json::Value = serde_json::from_slice(&fixture(path)).unwrap();
+    body.as_object_mut().unwrap().remove("prefetch");
+    body["fhirServer"] = json!(server.base());
+    // All four kinds fetched once, successfully.
+    let status = post(service.address, SELECT, serde_json::to_vec(&body).unwrap(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    // A server nobody listed: not contacted, each kind counted as `not_allowed`.
+    body["fhirServer"] = json!("https://fhir.unlisted.example/R4");
+    let status = post(service.address, SELECT, serde_json::to_vec(&body).unwrap(), None).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (_, scrape) = get(service.address, "/metrics").await;
+    for kind in ["conditions", "medicationStatements", "medicationRequests", "procedures"] {
+        for (outcome, value) in [("ok", 1.0), ("not_allowed", 1.0)] {
+            let series = format!("cds_fhir_searches_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}");
+            assert_eq!(sample(&scrape, &series), Some(value), "{series}\n{scrape}");
+        }
+    }
+    assert_eq!(
+        sample(&scrape, "cds_fhir_fetch_duration_seconds_count"),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert!(!scrape.contains("unlisted"), "{scrape}");
+}
