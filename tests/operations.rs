@@ -295,3 +295,96 @@ async fn fhir_searches_are_counted_by_kind_and_outcome() {
     );
     assert!(!scrape.contains("unlisted"), "{scrape}");
 }
+
+/// The field names the README's "JSON log fields" table documents.
+fn documented_log_fields() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("### JSON log fields")
+        .nth(1)
+        .expect("README has a JSON log fields section");
+    let mut fields = Vec::new();
+    for row in table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+    {
+        let first = row.split('|').nth(1).unwrap_or_default();
+        fields.extend(first.split('`').skip(1).step_by(2).map(str::to_string));
+    }
+    fields
+}
+
+#[tokio::test]
+async fn every_json_log_field_is_documented_and_none_is_empty() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let service = Service::start_with(&client_config(&base), &["--listen", &listen, "--log-format", "json"]);
+    let main = service.address;
+    // Accepted, refused for aud (with its details), refused without a token, feedback without an override
+    // reason, a FHIR server not contacted.
+    let token = |path: &str, jti: &str| es_token(&format!("{base}{path}"), jti);
+    let mut body: serde_json::Value = serde_json::from_slice(&fixture("rules/neck-pain.json")).unwrap();
+    body.as_object_mut().unwrap().remove("prefetch");
+    let body = serde_json::to_vec(&body).unwrap();
+    assert_eq!(
+        post(main, SELECT, body, Some(&token(SELECT, "a"))).await,
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        post(main, SELECT, fixture("rules/neck-pain.json"), Some(&token(SIGN, "b"))).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(main, SELECT, fixture("rules/neck-pain.json"), None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let feedback = format!("{SELECT}/feedback");
+    let entry =
+        json!({"feedback": [{"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-11-23T10:00:00Z"}]});
+    let status = post(
+        main,
+        &feedback,
+        serde_json::to_vec(&entry).unwrap(),
+        Some(&token(&feedback, "c")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    service.wait_for_line("\"feedback\"");
+    service.terminate();
+    service.wait_for_line("\"stopped\"");
+    let documented = documented_log_fields();
+    let mut seen = std::collections::BTreeSet::new();
+    for line in service.log() {
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let object = value.as_object().unwrap();
+        let span = object.get("span").and_then(|s| s.as_object());
+        for (key, value) in object.iter().chain(span.into_iter().flatten()) {
+            assert!(
+                documented.iter().any(|d| d == key) || key == "name",
+                "`{key}` is not in README's JSON log fields: {line}"
+            );
+            assert_ne!(value, &json!(""), "`{key}` is empty: {line}");
+            seen.insert(key.clone());
+        }
+    }
+    for key in [
+        "timestamp",
+        "level",
+        "message",
+        "span",
+        "status",
+        "latency_us",
+        "reason",
+        "expected",
+        "received",
+        "card",
+    ] {
+        assert!(seen.contains(key), "no line had `{key}`");
+    }
+    assert!(
+        !seen.contains("override_reason"),
+        "an absent override reason was logged"
+    );
+}

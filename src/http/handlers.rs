@@ -202,11 +202,12 @@ pub(super) async fn feedback(
             "overridden"
         };
         metrics::counter!(ops::FEEDBACK, "outcome" => outcome).increment(1);
+        // Fields a feedback entry does not have are left out, not logged empty.
         info!(
             card = %caller_text(&entry.card),
             outcome = %entry.outcome,
-            accepted_suggestions = entry.accepted_suggestions.len(),
-            override_reason = %caller_text(entry.override_reason.as_deref().unwrap_or("")),
+            accepted_suggestions = (!entry.accepted_suggestions.is_empty()).then_some(entry.accepted_suggestions.len()),
+            override_reason = entry.override_reason.as_deref().map(|r| field::display(caller_text(r))),
             outcome_timestamp = %entry.outcome_timestamp,
             "feedback"
         );

@@ -323,11 +323,12 @@ async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, n
 /// service as `localhost` rather than `127.0.0.1`, or on another port than `public_base_url`).
 fn log_refusal(rejection: &Rejection, verifier: &Verifier) {
     metrics::counter!("cds_auth_refusals_total", "reason" => rejection.reason.label()).increment(1);
-    let issuer = caller_text(rejection.issuer.as_deref().unwrap_or(""));
-    let kid = caller_text(rejection.kid.as_deref().unwrap_or(""));
+    // What the token did not have is left out of the line, not logged empty.
+    let issuer = rejection.issuer.as_deref().map(|i| field::display(caller_text(i)));
+    let kid = rejection.kid.as_deref().map(|k| field::display(caller_text(k)));
     let reason = rejection.reason;
     let Some(mismatch) = &rejection.audience else {
-        warn!(%reason, %issuer, %kid, "request refused");
+        warn!(%reason, issuer, kid, "request refused");
         return;
     };
     let mut detailed = false;
@@ -357,8 +358,8 @@ fn log_refusal(rejection: &Rejection, verifier: &Verifier) {
             };
             warn!(
                 %reason,
-                %issuer,
-                %kid,
+                issuer,
+                kid,
                 times,
                 expected = %list(&mismatch.expected),
                 received = %list(&mismatch.received),
@@ -368,7 +369,7 @@ fn log_refusal(rejection: &Rejection, verifier: &Verifier) {
             );
         });
     if !detailed {
-        warn!(%reason, %issuer, %kid, "request refused");
+        warn!(%reason, issuer, kid, "request refused");
     }
 }
 

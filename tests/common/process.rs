@@ -74,11 +74,14 @@ impl Service {
                     )
                 });
             early.push(line.clone());
-            if line.contains("max_connections=")
-                && let Some(at) = line.find(" address=")
+            // `address=…` in the text log, `"address":"…"` in the JSON one.
+            if line.contains("max_connections")
+                && let Some((at, marker)) = [" address=", "\"address\":\""]
+                    .into_iter()
+                    .find_map(|marker| Some((line.find(marker)?, marker)))
             {
-                let rest = &line[at + " address=".len()..];
-                let end = rest.find(' ').unwrap_or(rest.len());
+                let rest = &line[at + marker.len()..];
+                let end = rest.find([' ', '"']).unwrap_or(rest.len());
                 break rest[..end].parse().unwrap();
             }
         };
