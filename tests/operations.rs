@@ -388,3 +388,50 @@ async fn every_json_log_field_is_documented_and_none_is_empty() {
         "an absent override reason was logged"
     );
 }
+
+#[tokio::test]
+async fn jwks_fetches_are_counted() {
+    // A JWKS URL on loopback serving the remote key set; a token with a kid only there makes one fetch.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let jwks = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/auth/remote-jwks.json")).unwrap();
+    let router = axum::Router::new().fallback(move || {
+        let jwks = jwks.clone();
+        async move { ([("content-type", "application/json")], jwks) }
+    });
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = format!(
+        "public_base_url = \"{base}\"\n[[client]]\nissuer = \"https://ehr.test.example\"\njwks_url = \"{jwks_url}\"\nalgorithms = [\"ES384\"]\n"
+    );
+    let listen = format!("127.0.0.1:{port}");
+    let service = Service::start_with(&config, &["--listen", &listen]);
+    let key = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/auth/es384-other-private.pem"
+    ))
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for jti in ["j1", "j2"] {
+        let claims = json!({"iss": "https://ehr.test.example", "aud": format!("{base}{SELECT}"), "iat": now,
+                            "exp": now + 300, "jti": jti});
+        let header = Header {
+            kid: Some("remote-es384".to_string()),
+            ..Header::new(Algorithm::ES384)
+        };
+        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_pem(&key).unwrap()).unwrap();
+        let status = post(service.address, SELECT, fixture("rules/neck-pain.json"), Some(&token)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, scrape) = get(service.address, "/metrics").await;
+    assert_eq!(
+        sample(&scrape, "cds_jwks_fetches_total{outcome=\"ok\"}"),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(sample(&scrape, "cds_replay_cache_entries"), Some(2.0), "{scrape}");
+}
