@@ -141,6 +141,7 @@ impl Call {
             today: self.today,
             caller: self.verified.as_ref().map(|v| &v.client.fhir),
             limits: &self.state.limits,
+            missing_data: &self.state.missing_data,
         };
         Ok(handle_hook(&self.state.knowledge, &self.state.fetcher, call).await?)
     }

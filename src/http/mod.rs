@@ -43,7 +43,7 @@ use crate::config::Config;
 use crate::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
 use crate::knowledge::Knowledge;
 use crate::logsafe::caller_text;
-use crate::service::Limits;
+use crate::service::{Limits, MissingDataPolicy};
 use crate::web::{self, Workbench};
 use crate::wire;
 
@@ -77,6 +77,8 @@ pub struct AppState {
     pub admission: Admission,
     /// Whether the tester's workbench (`GET /`) is served.
     pub workbench: Workbench,
+    /// 412 or a card, per kind of data the verdict lacks (`[missing_data]`; all 412 by default).
+    pub missing_data: MissingDataPolicy,
 }
 
 impl AppState {
@@ -95,6 +97,7 @@ impl AppState {
             limits: Limits::default(),
             admission: Admission::new(AdmissionSettings::default()),
             workbench: Workbench::On,
+            missing_data: MissingDataPolicy::default(),
         }
     }
 
