@@ -142,6 +142,7 @@ impl AppState {
             limits: config.limits,
             admission: Admission::new(config.admission),
             workbench,
+            missing_data: config.missing_data,
             ..AppState::new(knowledge)
         })
     }
