@@ -8,7 +8,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dry_needling_cds::Knowledge;
-use dry_needling_cds::service::{Limits, finish, prepare};
+use dry_needling_cds::service::{Limits, MissingDataPolicy, finish, prepare};
 use fhir_sdk::r4b::resources::Bundle;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -50,7 +50,7 @@ fn largest_real_fixture() -> (String, Vec<u8>) {
 fn handle_hook(knowledge: &Knowledge, service: &str, body: &[u8], today: time::Date) {
     let prepared = prepare(knowledge, &Limits::default(), service, body).unwrap();
     assert!(prepared.wanted().is_empty());
-    black_box(finish(prepared, knowledge, today).unwrap());
+    black_box(finish(prepared, knowledge, today, &MissingDataPolicy::default()).unwrap());
 }
 
 fn bench(c: &mut Criterion) {

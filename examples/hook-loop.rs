@@ -5,7 +5,7 @@
 //! Run: `cargo build --release --example hook-loop`, then the command above. SERVICE defaults to order-select.
 
 use dry_needling_cds::Knowledge;
-use dry_needling_cds::service::{Limits, finish, prepare};
+use dry_needling_cds::service::{Limits, MissingDataPolicy, finish, prepare};
 use std::hint::black_box;
 
 fn main() {
@@ -21,7 +21,11 @@ fn main() {
         let prepared =
             prepare(&knowledge, &Limits::default(), &service, black_box(&body)).expect("a valid hook request");
         assert!(prepared.wanted().is_empty(), "the request must carry complete prefetch");
-        cards += finish(prepared, &knowledge, today).expect("an answer").0.cards.len();
+        cards += finish(prepared, &knowledge, today, &MissingDataPolicy::default())
+            .expect("an answer")
+            .0
+            .cards
+            .len();
     }
     println!("{count} calls, {cards} cards");
 }

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use crate::auth::{TrustOptions, TrustedClient};
 use crate::fetch::{Allowlist, FetchSettings, safe_origin};
 use crate::http::{AdmissionSettings, ServeSettings};
-use crate::service::Limits;
+use crate::record::DataKind;
+use crate::service::{Limits, MissingDataAnswer, MissingDataPolicy};
 
 /// A configuration that could not be used; the message says where and why.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[workbench] enabled`: `None` leaves it to the mode (on only when open on loopback).
     pub workbench: Option<bool>,
+    /// `[missing_data]`: 412 or a card, per kind of data the verdict lacks.
+    pub missing_data: MissingDataPolicy,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +63,8 @@ struct File {
     limits: LimitsSection,
     #[serde(default)]
     workbench: WorkbenchSection,
+    #[serde(default)]
+    missing_data: MissingDataSection,
 }
 
 /// `[workbench]`: the tester's page at `/`.
@@ -194,6 +199,7 @@ impl Config {
             admission,
             limits: limits(file.limits)?,
             workbench: file.workbench.enabled,
+            missing_data: missing_data(file.missing_data)?,
         })
     }
 }
@@ -273,6 +279,51 @@ fn limits(section: LimitsSection) -> Result<Limits, String> {
         return Err("[limits] values must be positive".to_string());
     }
     Ok(limits)
+}
+
+/// `[missing_data]`: what to answer when the verdict needs data that could not be had, per kind (README
+/// "Missing data: 412 or a card"). Values are strings, `"412"` or `"card"`; `default` covers the kinds not
+/// listed. Kept as raw TOML values so that a wrong one (`412` without quotes, `"Card"`) is named with its key.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MissingDataSection {
+    default: Option<toml::Value>,
+    conditions: Option<toml::Value>,
+    medication_statements: Option<toml::Value>,
+    medication_requests: Option<toml::Value>,
+    procedures: Option<toml::Value>,
+}
+
+fn missing_data(section: MissingDataSection) -> Result<MissingDataPolicy, String> {
+    let answer = |key: &str, value: Option<toml::Value>| match value {
+        None => Ok(None),
+        Some(toml::Value::String(text)) if text == "412" => Ok(Some(MissingDataAnswer::Status412)),
+        Some(toml::Value::String(text)) if text == "card" => Ok(Some(MissingDataAnswer::Card)),
+        Some(other) => Err(format!(
+            "[missing_data] {key} = {other}: the allowed values are \"412\" (the spec's answer) and \"card\""
+        )),
+    };
+    let default = answer("default", section.default)?.unwrap_or_default();
+    let mut policy = MissingDataPolicy::all(default);
+    for (kind, key, value) in [
+        (DataKind::Conditions, "conditions", section.conditions),
+        (
+            DataKind::MedicationStatements,
+            "medication_statements",
+            section.medication_statements,
+        ),
+        (
+            DataKind::MedicationRequests,
+            "medication_requests",
+            section.medication_requests,
+        ),
+        (DataKind::Procedures, "procedures", section.procedures),
+    ] {
+        if let Some(answer) = answer(key, value)? {
+            policy.set(kind, answer);
+        }
+    }
+    Ok(policy)
 }
 
 fn base_url(text: &str) -> Result<String, String> {
@@ -494,6 +545,50 @@ mod tests {
             "the example shows the defaults"
         );
         assert_eq!(example.admission.max_hooks, AdmissionSettings::default().max_hooks);
+        assert_eq!(
+            example.missing_data,
+            MissingDataPolicy::default(),
+            "the example shows the defaults"
+        );
+        let text = std::fs::read_to_string(dir.join("example.toml")).unwrap();
+        assert!(
+            text.contains("[missing_data]"),
+            "the example shows the [missing_data] table"
+        );
+    }
+
+    #[test]
+    fn the_missing_data_policy_per_kind() {
+        use MissingDataAnswer::{Card, Status412};
+        assert_eq!(parse("").unwrap().missing_data, MissingDataPolicy::all(Status412));
+        let config = parse("[missing_data]\nconditions = \"card\"\nprocedures = \"412\"\n").unwrap();
+        let policy = config.missing_data;
+        assert_eq!(policy.answer(DataKind::Conditions), Card);
+        assert_eq!(policy.answer(DataKind::MedicationStatements), Status412);
+        assert_eq!(policy.answer(DataKind::MedicationRequests), Status412);
+        assert_eq!(policy.answer(DataKind::Procedures), Status412);
+        // `default` covers the kinds not listed; listed ones keep their own.
+        let config = parse("[missing_data]\ndefault = \"card\"\nmedication_requests = \"412\"\n").unwrap();
+        assert_eq!(
+            config.missing_data,
+            MissingDataPolicy::all(Card).with(DataKind::MedicationRequests, Status412)
+        );
+        for (text, named) in [
+            ("[missing_data]\nconditions = 412", "conditions = 412"),
+            ("[missing_data]\nconditions = \"Card\"", "conditions = \"Card\""),
+            ("[missing_data]\nprocedures = \"warn\"", "procedures = \"warn\""),
+            ("[missing_data]\ndefault = true", "default = true"),
+            ("[missing_data]\nmedication_statements = \"\"", "medication_statements"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.contains(named), "{text}: {error}");
+            assert!(
+                error.contains("\"412\"") && error.contains("\"card\""),
+                "{text}: {error}"
+            );
+        }
+        let error = parse("[missing_data]\npatient = \"card\"").unwrap_err();
+        assert!(error.contains("unknown field"), "{error}");
     }
 
     #[test]

@@ -1853,7 +1853,13 @@ mod tests {
         let prefetch = prepared.request.prefetch.as_ref().unwrap();
         assert_eq!(prefetch.len(), 2);
         assert!(prefetch.iter().all(|(_, value)| matches!(value, PrefetchValue::Raw(_))));
-        let (cards, _) = crate::service::finish(prepared, &knowledge, time::macros::date!(2026 - 11 - 23)).unwrap();
+        let (cards, _) = crate::service::finish(
+            prepared,
+            &knowledge,
+            time::macros::date!(2026 - 11 - 23),
+            &crate::service::MissingDataPolicy::default(),
+        )
+        .unwrap();
         assert!(cards.cards.is_empty());
         // Dry needling: the same prefetch is read, in the request's own pass.
         let body = request("20560");

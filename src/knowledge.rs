@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use include_dir::{Dir, include_dir};
 use serde::Deserialize;
 
-use crate::record::Coding;
+use crate::record::{Coding, DataKind};
 
 static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/cards");
 
@@ -47,10 +47,12 @@ pub enum CardId {
     NotFirstLineCareDocumented,
     ConfirmDuration,
     IndicationNotDocumented,
+    /// Not a verdict: the rules lacked data and the missing-data policy asked for a card instead of a 412.
+    DataUnavailable,
 }
 
 impl CardId {
-    pub const ALL: [CardId; 12] = [
+    pub const ALL: [CardId; 13] = [
         CardId::AgainstChronicLowBackPain,
         CardId::AgainstOsteoarthritis,
         CardId::AgainstPatellofemoralPain,
@@ -63,6 +65,7 @@ impl CardId {
         CardId::NotFirstLineCareDocumented,
         CardId::ConfirmDuration,
         CardId::IndicationNotDocumented,
+        CardId::DataUnavailable,
     ];
 
     pub fn file_stem(self) -> &'static str {
@@ -79,6 +82,7 @@ impl CardId {
             CardId::NotFirstLineCareDocumented => "not-first-line-care-documented",
             CardId::ConfirmDuration => "confirm-duration",
             CardId::IndicationNotDocumented => "indication-not-documented",
+            CardId::DataUnavailable => "data-unavailable",
         }
     }
 }
@@ -578,6 +582,10 @@ impl Template {
 /// Placeholders a card's summary may use, and the longest value each can take (see `render`).
 /// The indication gets at least its length here and more when the rest of the summary leaves room.
 pub const SUMMARY_VARS: &[(&str, usize)] = &[("indication", 40), ("missing", 56)];
+/// The data-unavailable card's placeholder for the data that could not be checked: in its summary, their names
+/// (its longest value is every name, computed from the card's own labels); in its detail, a list of them with
+/// what each would have been read for.
+pub const UNAVAILABLE_VAR: &str = "unavailable";
 /// Placeholders a card's detail may use.
 pub const DETAIL_VARS: &[&str] = &[
     "indication",
@@ -621,6 +629,8 @@ struct CardFile {
     /// Override reasons offered on this card besides the service's (e.g. "already done" where care is missing).
     #[serde(default)]
     extra_override_reasons: Vec<CodingText>,
+    /// The data-unavailable card's names for each kind of data; that card must have it, no other may.
+    unavailable: Option<DataLabels>,
 }
 
 /// One suggestion of a card: remove the order, create resources from `cards/resources/`, or both.
@@ -643,6 +653,49 @@ pub struct CardTemplate {
     pub detail: Template,
     pub suggestions: Vec<SuggestionTemplate>,
     pub extra_override_reasons: Vec<CodingText>,
+    /// How the data-unavailable card names each kind of data (that card only).
+    pub unavailable: Option<DataLabels>,
+}
+
+/// One kind of data as the data-unavailable card names it: `name` in the summary's list, `checks` (what the
+/// rules read it for) beside it in the detail's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataLabel {
+    pub name: String,
+    pub checks: String,
+}
+
+/// `[unavailable.*]` in `cards/cards/data-unavailable.toml`: the words for each kind of data live with the
+/// card's other words, where reviewers read them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataLabels {
+    pub conditions: DataLabel,
+    pub medication_statements: DataLabel,
+    pub medication_requests: DataLabel,
+    pub procedures: DataLabel,
+}
+
+impl DataLabels {
+    pub fn label(&self, kind: DataKind) -> &DataLabel {
+        match kind {
+            DataKind::Conditions => &self.conditions,
+            DataKind::MedicationStatements => &self.medication_statements,
+            DataKind::MedicationRequests => &self.medication_requests,
+            DataKind::Procedures => &self.procedures,
+        }
+    }
+
+    /// The kinds' names as one phrase: "problem list", "problem list and procedures", "a, b and c".
+    pub fn names(&self, kinds: &[DataKind]) -> String {
+        let names: Vec<&str> = kinds.iter().map(|k| self.label(*k).name.as_str()).collect();
+        match names.as_slice() {
+            [] => String::new(),
+            [one] => one.to_string(),
+            [init @ .., last] => format!("{} and {last}", init.join(", ")),
+        }
+    }
 }
 
 /// A FHIR Coding in content files.
@@ -781,7 +834,7 @@ impl Knowledge {
         let mut cards = BTreeMap::new();
         for id in CardId::ALL {
             let name = format!("cards/{}.toml", id.file_stem());
-            let card = parse_card(&name, file(&name)?, &resources)?;
+            let card = parse_card(id, &name, file(&name)?, &resources)?;
             cards.insert(id, card);
         }
         let known: Vec<String> = CardId::ALL
@@ -912,6 +965,7 @@ fn check_service_request(name: &str, text: &str) -> Result<serde_json::Value, Kn
 }
 
 fn parse_card(
+    id: CardId,
     name: &str,
     text: &str,
     resources: &BTreeMap<String, serde_json::Value>,
@@ -920,11 +974,28 @@ fn parse_card(
     let summary = Template::parse(&file.summary).map_err(|e| invalid(name, format!("summary: {e}")))?;
     let detail = Template::parse(&file.detail).map_err(|e| invalid(name, format!("detail: {e}")))?;
     for var in summary.vars() {
-        if !SUMMARY_VARS.iter().any(|(v, _)| *v == var) {
+        let known = SUMMARY_VARS.iter().any(|(v, _)| *v == var) || var == UNAVAILABLE_VAR;
+        if !known {
             return Err(invalid(name, format!("summary cannot use `{{{{{var}}}}}`")));
         }
     }
+    if let Some(var) = detail
+        .vars()
+        .find(|v| !DETAIL_VARS.contains(v) && *v != UNAVAILABLE_VAR)
+    {
+        return Err(invalid(name, format!("detail cannot use `{{{{{var}}}}}`")));
+    }
+    check_unavailable(id, name, &file, &summary, &detail)?;
+    // The longest list of unavailable data is all of it.
+    let all_unavailable = file
+        .unavailable
+        .as_ref()
+        .map(|labels| labels.names(&DataKind::ALL))
+        .unwrap_or_default();
     let longest = summary.render(|var| {
+        if var == UNAVAILABLE_VAR {
+            return all_unavailable.clone();
+        }
         let max = SUMMARY_VARS.iter().find(|(v, _)| *v == var).map_or(0, |(_, n)| *n);
         "x".repeat(max)
     });
@@ -933,9 +1004,6 @@ fn parse_card(
             name,
             "summary can reach 140 characters; the spec requires fewer",
         ));
-    }
-    if let Some(var) = detail.vars().find(|v| !DETAIL_VARS.contains(v)) {
-        return Err(invalid(name, format!("detail cannot use `{{{{{var}}}}}`")));
     }
     for s in &file.suggestions {
         if s.label.trim().is_empty() || (!s.remove_order && s.create.is_empty()) {
@@ -954,7 +1022,58 @@ fn parse_card(
         detail,
         suggestions: file.suggestions,
         extra_override_reasons: file.extra_override_reasons,
+        unavailable: file.unavailable,
     })
+}
+
+/// The data-unavailable card stands in for a 412, so it must say what could not be checked (in its summary and
+/// its detail) and must never look like clearance (no `info` indicator). Its placeholder and its labels belong
+/// to it alone: on a verdict card they would have nothing to say.
+fn check_unavailable(
+    id: CardId,
+    name: &str,
+    file: &CardFile,
+    summary: &Template,
+    detail: &Template,
+) -> Result<(), KnowledgeError> {
+    let uses = |t: &Template| t.vars().any(|v| v == UNAVAILABLE_VAR);
+    if id != CardId::DataUnavailable {
+        if uses(summary) || uses(detail) || file.unavailable.is_some() {
+            return Err(invalid(
+                name,
+                format!("only the data-unavailable card may use `{{{{{UNAVAILABLE_VAR}}}}}` and [unavailable]"),
+            ));
+        }
+        return Ok(());
+    }
+    let Some(labels) = &file.unavailable else {
+        return Err(invalid(name, "[unavailable] must name every kind of data"));
+    };
+    if !uses(summary) || !uses(detail) {
+        return Err(invalid(
+            name,
+            format!("summary and detail must both say what could not be checked (`{{{{{UNAVAILABLE_VAR}}}}}`)"),
+        ));
+    }
+    if file.indicator == Indicator::Info {
+        return Err(invalid(
+            name,
+            "the indicator must be `warning` or `critical`: this card stands in for a 412",
+        ));
+    }
+    if let Some(kind) = DataKind::ALL.into_iter().find(|k| {
+        let label = labels.label(*k);
+        label.name.trim().is_empty() || label.checks.trim().is_empty()
+    }) {
+        return Err(invalid(
+            name,
+            format!(
+                "[unavailable] needs a name and what it checks for {}",
+                kind.resource_type()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -967,13 +1086,10 @@ mod tests {
         assert_eq!(knowledge.cards.len(), CardId::ALL.len());
     }
 
-    #[test]
-    fn a_content_directory_overrides_and_bad_files_stop_the_start() {
+    /// A copy of `cards/` in a temporary directory of its own, to break.
+    fn copy_of_cards(tag: &str) -> PathBuf {
         let cards = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/cards"));
-        let from_dir = Knowledge::load(&ContentSource::Directory(cards.clone())).expect("cards/ as a directory");
-        assert_eq!(from_dir.cards.len(), CardId::ALL.len());
-
-        let copy = std::env::temp_dir().join(format!("dn-cds-cards-{}", std::process::id()));
+        let copy = std::env::temp_dir().join(format!("dn-cds-cards-{tag}-{}", std::process::id()));
         let copy_tree = |from: &Path, to: &Path| {
             for entry in std::fs::read_dir(from).unwrap() {
                 let path = entry.unwrap().path();
@@ -989,6 +1105,16 @@ mod tests {
             std::fs::create_dir_all(copy.join(sub)).unwrap();
             copy_tree(&cards.join(sub), &copy.join(sub));
         }
+        copy
+    }
+
+    #[test]
+    fn a_content_directory_overrides_and_bad_files_stop_the_start() {
+        let cards = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/cards"));
+        let from_dir = Knowledge::load(&ContentSource::Directory(cards)).expect("cards/ as a directory");
+        assert_eq!(from_dir.cards.len(), CardId::ALL.len());
+
+        let copy = copy_of_cards("broken");
         let card = copy.join("cards/against-headache.toml");
         let broken = [
             (
@@ -1019,6 +1145,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("file is missing"), "{error}");
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+
+    /// The data-unavailable card stands in for a 412: it must name what could not be checked, in its summary and
+    /// its detail, stay within the summary budget with every kind named, and never be `info`.
+    #[test]
+    fn the_data_unavailable_card_is_checked_at_load() {
+        let knowledge = Knowledge::embedded().unwrap();
+        let template = knowledge.card(CardId::DataUnavailable);
+        assert_eq!(template.indicator, Indicator::Warning);
+        let labels = template.unavailable.as_ref().expect("labels for every kind");
+        assert_eq!(
+            labels.names(&DataKind::ALL),
+            "problem list, medication statements, medication orders and procedures"
+        );
+        assert_eq!(labels.names(&[DataKind::Procedures]), "procedures");
+        assert!(
+            knowledge
+                .cards
+                .iter()
+                .all(|(id, t)| (*id == CardId::DataUnavailable) == t.unavailable.is_some())
+        );
+
+        let copy = copy_of_cards("unavailable");
+        let path = copy.join("cards/data-unavailable.toml");
+        let good = std::fs::read_to_string(&path).unwrap();
+        let labels_at = good.find("[unavailable.conditions]").unwrap();
+        let summary_line = good.lines().find(|l| l.starts_with("summary = ")).unwrap();
+        let broken = [
+            (
+                good.replace("indicator = \"warning\"", "indicator = \"info\""),
+                "must be `warning` or `critical`",
+            ),
+            (
+                good.replace(summary_line, "summary = \"Dry needling: some data was not checked\""),
+                "must both say what could not be checked",
+            ),
+            (good[..labels_at].to_string(), "[unavailable] must name every kind"),
+            (
+                good.replace("[unavailable.procedures]", "[unavailable.other]"),
+                "data-unavailable.toml",
+            ),
+            (
+                good.replace("name = \"problem list\"", "name = \" \""),
+                "needs a name and what it checks for Condition",
+            ),
+            (
+                good.replace("name = \"procedures\"", &format!("name = \"{}\"", "p".repeat(40))),
+                "140",
+            ),
+        ];
+        for (text, expected) in broken {
+            std::fs::write(&path, text).unwrap();
+            let error = Knowledge::load(&ContentSource::Directory(copy.clone()))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        // Its placeholder belongs to it alone.
+        std::fs::write(&path, &good).unwrap();
+        let headache = copy.join("cards/against-headache.toml");
+        std::fs::write(
+            &headache,
+            "indicator = \"warning\"\nsummary = \"x {{unavailable}}\"\ndetail = \"y\"\n",
+        )
+        .unwrap();
+        let error = Knowledge::load(&ContentSource::Directory(copy.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("only the data-unavailable card"), "{error}");
         std::fs::remove_dir_all(&copy).unwrap();
     }
 

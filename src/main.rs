@@ -298,6 +298,7 @@ fn evaluate(state: AppState, file: &PathBuf, service: Option<String>) -> anyhow:
         today: state.today.unwrap_or_else(|| time::OffsetDateTime::now_utc().date()),
         caller: None,
         limits: &state.limits,
+        missing_data: &state.missing_data,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(handle_hook(knowledge, &state.fetcher, call));

@@ -14,7 +14,7 @@ use crate::assess::{
     Assessment, CareStatus, ChronicBy, DateEvidence, DateSource, Element, EpisodeLength, Evidence, EvidenceSource,
     HeatRequirement, Indication, IndicationKind, NotCounted, Note, Origin,
 };
-use crate::knowledge::{Indicator, Knowledge, Phrases, SUMMARY_VARS};
+use crate::knowledge::{CardId, DataLabels, Indicator, Knowledge, Phrases, SUMMARY_VARS, UNAVAILABLE_VAR};
 use crate::record::{Coding, Concept, DataKind, DateSpan, Order};
 use crate::wire::{Action, Card, CardExtension, Source, Suggestion, WireCoding};
 
@@ -547,8 +547,65 @@ fn summary_max(var: &str) -> usize {
 
 /// Renders the card for one assessed order.
 pub fn render_card(assessment: &Assessment, order: &Order, facts: &RequestFacts, knowledge: &Knowledge) -> Card {
+    render(assessment, &[], order, facts, knowledge)
+}
+
+/// Renders the data-unavailable card for an order the rules could not decide without `kinds` of data (the
+/// `card` missing-data policy). It carries no assessment: no conditions, care or notes, only what could not be
+/// checked and what the guideline asks before dry needling, and the same source, footer, override reasons and
+/// removal suggestion as every warning card.
+pub fn render_data_unavailable(kinds: &[DataKind], order: &Order, facts: &RequestFacts, knowledge: &Knowledge) -> Card {
+    let assessment = Assessment {
+        card: CardId::DataUnavailable,
+        decisive: None,
+        candidates: Vec::new(),
+        care: None,
+        low_back_first_line: false,
+        notes: Vec::new(),
+        recent_procedures: Vec::new(),
+    };
+    render(&assessment, kinds, order, facts, knowledge)
+}
+
+/// The list of data that could not be checked, with what the rules would have read each for.
+fn unavailable_list(kinds: &[DataKind], labels: Option<&DataLabels>) -> String {
+    let Some(labels) = labels else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for kind in kinds {
+        let label = labels.label(*kind);
+        let _ = writeln!(
+            out,
+            "- **{}** ({}): {}",
+            capitalised(&label.name),
+            kind.resource_type(),
+            label.checks
+        );
+    }
+    out
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn render(
+    assessment: &Assessment,
+    unavailable: &[DataKind],
+    order: &Order,
+    facts: &RequestFacts,
+    knowledge: &Knowledge,
+) -> Card {
     let phrases = &knowledge.phrases;
     let template = knowledge.card(assessment.card);
+    let labels = template.unavailable.as_ref();
+    // Within the summary's budget by construction: the loader measured it with every kind named.
+    let unavailable_names = labels.map(|l| l.names(unavailable)).unwrap_or_default();
     let indication = match &assessment.decisive {
         Some(d) => plain_name(&d.name).to_string(),
         None => phrases.unknown_indication.clone(),
@@ -557,6 +614,7 @@ pub fn render_card(assessment: &Assessment, order: &Order, facts: &RequestFacts,
     let render_summary = |indication: &str| {
         template.summary.render(|var| match var {
             "indication" => indication.to_string(),
+            UNAVAILABLE_VAR => unavailable_names.clone(),
             _ => missing.clone(),
         })
     };
@@ -593,6 +651,7 @@ pub fn render_card(assessment: &Assessment, order: &Order, facts: &RequestFacts,
         "first_line" => first_line.clone(),
         "duration" => duration.clone(),
         "notes" => notes_text(&assessment.notes, phrases),
+        UNAVAILABLE_VAR => unavailable_list(unavailable, labels),
         _ => String::new(),
     });
     let detail = format!("{}\n\n{}", detail.trim(), phrases.source_footer);

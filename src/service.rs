@@ -5,6 +5,10 @@
 //! (possibly megabytes of) prefetch is only scanned, not parsed, unless an order needs it. When one does, the
 //! prefetch is read in the same pass as the request (clients send `context` before `prefetch`), so the record
 //! costs one scan, not two.
+//!
+//! Missing data is a policy, applied here and not in [`crate::assess`]: the rules only say what they lack
+//! ([`Outcome::NeedsData`]); [`MissingDataPolicy`] says whether that becomes the spec's 412 or a warning card, per
+//! kind of data, because some EHRs (and the CDS Hooks sandbox) show a 412 as "all clear".
 
 use std::collections::BTreeSet;
 
@@ -13,11 +17,11 @@ use time::Date;
 use crate::assess::{Note, Outcome, assess, is_dry_needling};
 use crate::fetch::{Allowlist, Fetched, Fetcher, Start, Target};
 use crate::fhir::{Contents, Resource, parse_contents};
-use crate::knowledge::{CardId, Knowledge, ServiceText};
+use crate::knowledge::{Knowledge, ServiceText};
 use crate::logsafe::caller_text;
 use crate::record::{Availability, Coding, DataKind, Order, PatientRecord};
-use crate::render::{RequestFacts, render_card};
-use crate::wire::{CardsResponse, HookRequest, PrefetchValue, RequestError, parse_hook_request};
+use crate::render::{RequestFacts, render_card, render_data_unavailable};
+use crate::wire::{Card, CardsResponse, HookRequest, PrefetchValue, RequestError, parse_hook_request};
 
 /// Why a hook call got no cards.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +51,50 @@ pub struct HookSummary {
     pub dry_needling_orders: usize,
     pub cards: usize,
     pub skipped_entries: usize,
-    /// The template of each card returned, in order.
-    pub card_ids: Vec<CardId>,
+    /// The kinds of data named on data-unavailable cards (the `card` missing-data policy), sorted, once each.
+    /// Empty when every order was assessed; a 412 carries its kinds in [`HookError::MissingData`] instead.
+    pub unavailable: Vec<DataKind>,
     /// Kinds of data a card says could not be checked (the order decided without them).
     pub unchecked: Vec<DataKind>,
+}
+
+/// What to answer when the verdict needs one kind of data that could not be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingDataAnswer {
+    /// `412 Precondition Failed` with an OperationOutcome naming the data: the spec's answer.
+    #[default]
+    Status412,
+    /// `200` with a warning card saying what could not be checked and what the guideline requires.
+    Card,
+}
+
+/// The answer for each kind of data (`[missing_data]` in the configuration). The strictest wins: a call gets
+/// data-unavailable cards only when every kind its undecided orders lack is set to [`MissingDataAnswer::Card`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MissingDataPolicy {
+    /// Indexed like [`DataKind::ALL`].
+    answers: [MissingDataAnswer; 4],
+}
+
+impl MissingDataPolicy {
+    /// The same answer for every kind.
+    pub fn all(answer: MissingDataAnswer) -> MissingDataPolicy {
+        MissingDataPolicy { answers: [answer; 4] }
+    }
+
+    pub fn answer(&self, kind: DataKind) -> MissingDataAnswer {
+        self.answers[kind as usize]
+    }
+
+    pub fn set(&mut self, kind: DataKind, answer: MissingDataAnswer) {
+        self.answers[kind as usize] = answer;
+    }
+
+    /// Builder form of [`MissingDataPolicy::set`].
+    pub fn with(mut self, kind: DataKind, answer: MissingDataAnswer) -> MissingDataPolicy {
+        self.set(kind, answer);
+        self
+    }
 }
 
 /// The prefetch key for each kind of data, as discovery declares them.
@@ -414,10 +458,15 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
 
 /// The second half: resolve the record's `medicationReference`s against the Medications gathered with it
 /// (prefetched or fetched), then assess each order against the record and render the cards.
+///
+/// Orders the rules cannot decide for lack of data get a 412 naming that data, unless `missing_data` says
+/// `card` for every kind they lack: then each of them gets the data-unavailable card instead (the others keep
+/// their cards). One kind set to 412 keeps the whole answer a 412, exactly as without the policy.
 pub fn finish(
     prepared: Prepared<'_>,
     knowledge: &Knowledge,
     today: Date,
+    missing_data: &MissingDataPolicy,
 ) -> Result<(CardsResponse, HookSummary), HookError> {
     let Prepared {
         request,
@@ -437,23 +486,96 @@ pub fn finish(
         encounter_id: request.context.encounter_id.clone(),
         other_draft_codes,
     };
-    let mut cards = Vec::new();
-    let mut missing = BTreeSet::new();
-    for order in &orders {
-        match assess(order, &record, today, &knowledge.terminology, &knowledge.policy) {
+    let Answered {
+        cards,
+        unavailable,
+        unchecked,
+    } = answer(&orders, &record, &facts, knowledge, today, missing_data)?;
+    summary.cards = cards.len();
+    summary.unavailable = unavailable;
+    summary.unchecked = unchecked;
+    Ok((CardsResponse { cards }, summary))
+}
+
+/// The cards of one call and what they could not check.
+#[derive(Debug)]
+pub struct Answered {
+    pub cards: Vec<Card>,
+    /// The kinds of data named on data-unavailable cards, sorted, once each.
+    pub unavailable: Vec<DataKind>,
+    /// The kinds of data the decided cards' notes say could not be checked, once per card.
+    pub unchecked: Vec<DataKind>,
+}
+
+/// The cards for the orders of one call, given the gathered record (its references resolved), and the kinds of
+/// data named on data-unavailable cards; or the 412 (see [`finish`]). No I/O, so tests can drive it with any
+/// record.
+pub fn answer(
+    orders: &[Order],
+    record: &PatientRecord,
+    facts: &RequestFacts,
+    knowledge: &Knowledge,
+    today: Date,
+    missing_data: &MissingDataPolicy,
+) -> Result<Answered, HookError> {
+    // Each order's card, or what it lacks (rendered once the policy is known for the whole call).
+    let mut answers = Vec::with_capacity(orders.len());
+    let mut unchecked = Vec::new();
+    let mut needed = BTreeSet::new();
+    let mut lacking = BTreeSet::new();
+    for order in orders {
+        match assess(order, record, today, &knowledge.terminology, &knowledge.policy) {
             Outcome::Card(assessment) => {
-                summary.card_ids.push(assessment.card);
-                summary.unchecked.extend(unchecked(&assessment.notes));
-                cards.push(render_card(&assessment, order, &facts, knowledge));
+                unchecked.extend(self::unchecked(&assessment.notes));
+                answers.push(Ok(render_card(&assessment, order, facts, knowledge)));
             }
-            Outcome::NeedsData(kinds) => missing.extend(kinds),
+            Outcome::NeedsData(kinds) => {
+                let lacks = lacked(&kinds, record);
+                needed.extend(kinds);
+                lacking.extend(lacks.iter().copied());
+                answers.push(Err(lacks));
+            }
         }
     }
-    if !missing.is_empty() {
-        return Err(HookError::MissingData(missing.into_iter().collect()));
+    // The strictest answer wins. (An undecided order that named nothing it lacks could not get a card that says
+    // what is missing; the rules never do that, but it too gets the 412.)
+    let refused = lacking
+        .iter()
+        .any(|kind| missing_data.answer(*kind) == MissingDataAnswer::Status412)
+        || answers.iter().any(|a| matches!(a, Err(lacks) if lacks.is_empty()));
+    if refused {
+        return Err(HookError::MissingData(needed.into_iter().collect()));
     }
-    summary.cards = cards.len();
-    Ok((CardsResponse { cards }, summary))
+    if !lacking.is_empty() {
+        tracing::info!(
+            kinds = ?lacking.iter().map(|k| k.resource_type()).collect::<Vec<_>>(),
+            "data unavailable: answered with a card, as [missing_data] asks"
+        );
+    }
+    let cards = orders
+        .iter()
+        .zip(answers)
+        .map(|(order, answer)| match answer {
+            Ok(card) => card,
+            Err(lacks) => render_data_unavailable(&lacks, order, facts, knowledge),
+        })
+        .collect();
+    Ok(Answered {
+        cards,
+        unavailable: lacking.into_iter().collect(),
+        unchecked,
+    })
+}
+
+/// What an undecided order lacks: the kinds the rules asked for and, when they stopped at the conditions
+/// (before the care check), every other kind the record lacks too, since the verdict may turn on any of them.
+/// So a policy cannot turn a 412 into a card by the order in which the rules happen to look.
+fn lacked(needs: &[DataKind], record: &PatientRecord) -> Vec<DataKind> {
+    let mut kinds: BTreeSet<DataKind> = needs.iter().copied().collect();
+    if kinds.contains(&DataKind::Conditions) {
+        kinds.extend(record.unknown_kinds());
+    }
+    kinds.into_iter().collect()
 }
 
 /// The kinds of data a card's notes say could not be checked.
@@ -482,7 +604,7 @@ pub async fn handle_hook(
         return Err(HookError::ForeignFhirServer);
     }
     gather(&mut prepared, fetcher, call.caller).await;
-    finish(prepared, knowledge, call.today)
+    finish(prepared, knowledge, call.today, call.missing_data)
 }
 
 /// The inputs of one hook call besides the shared state.
@@ -494,4 +616,6 @@ pub struct HookCall<'a> {
     /// The authenticated client's FHIR server allowlist, if a client was authenticated.
     pub caller: Option<&'a Allowlist>,
     pub limits: &'a Limits,
+    /// 412 or a card, per kind of data the verdict lacks.
+    pub missing_data: &'a MissingDataPolicy,
 }

@@ -27,7 +27,7 @@ use dry_needling_cds::Knowledge;
 use dry_needling_cds::auth::{LEEWAY_SECONDS, MAX_LIFETIME_SECONDS, Verifier};
 use dry_needling_cds::config::Config;
 use dry_needling_cds::fhir::{Contents, Unreadable, parse_contents, parse_prefetch_value, parse_resource};
-use dry_needling_cds::service::{HookError, Limits, finish, prepare};
+use dry_needling_cds::service::{HookError, Limits, MissingDataPolicy, finish, prepare};
 use dry_needling_cds::wire::CardsResponse;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey};
 use proptest::prelude::*;
@@ -479,7 +479,8 @@ const TINY: Limits = Limits {
 };
 
 fn call_with(limits: &Limits, service: &str, body: &[u8]) -> Result<Value, String> {
-    let answer = prepare(&KNOWLEDGE, limits, service, body).and_then(|prepared| finish(prepared, &KNOWLEDGE, TODAY));
+    let answer = prepare(&KNOWLEDGE, limits, service, body)
+        .and_then(|prepared| finish(prepared, &KNOWLEDGE, TODAY, &MissingDataPolicy::default()));
     match answer {
         Ok((response, summary)) => {
             assert_eq!(summary.cards, response.cards.len());

@@ -1,7 +1,8 @@
 //! Invariants of the guideline that must hold whatever the record says, checked on generated records
 //! (proptest): more evidence of chronicity, less evidence of care, or older dates never make an answer more
 //! permissive; the same meaning in another code system gives the same answer; an unknown duration never
-//! reaches a permissive card; and every card meets CDS Hooks 2.0.
+//! reaches a permissive card; every card meets CDS Hooks 2.0; and whatever the missing-data policy, the card it
+//! gives instead of a 412 is never more permissive than the 412.
 //!
 //! Generated dates are never after today: a future date is no evidence at all, so moving it into the past
 //! can rightly add evidence, and the "earlier" invariant is about the record seen later, not about plans.
@@ -13,6 +14,7 @@ use dry_needling_cds::record::{
     PatientRecord, Procedure,
 };
 use dry_needling_cds::render::{RequestFacts, render_card};
+use dry_needling_cds::service::{HookError, MissingDataAnswer, MissingDataPolicy, answer};
 use proptest::prelude::*;
 use std::sync::LazyLock;
 use time::{Date, Duration};
@@ -500,6 +502,136 @@ proptest! {
                 }
             }
             prop_assert!(no_empty(&card), "{}", card);
+        }
+    }
+}
+
+fn availability_strategy() -> impl Strategy<Value = Availability> {
+    prop::sample::select(vec![
+        Availability::Present,
+        Availability::NoData,
+        Availability::Failed,
+        Availability::Missing,
+    ])
+}
+
+/// A policy per kind: `true` is a card. Everything a card half of the time, so the card path is met often.
+fn policy_strategy() -> impl Strategy<Value = MissingDataPolicy> {
+    prop_oneof![Just([true; 4]), prop::array::uniform4(any::<bool>())].prop_map(|cards| {
+        let mut policy = MissingDataPolicy::default();
+        for (kind, card) in DataKind::ALL.into_iter().zip(cards) {
+            if card {
+                policy.set(kind, MissingDataAnswer::Card);
+            }
+        }
+        policy
+    })
+}
+
+/// The missing-data generator reaches all three answers often: a decided card, the 412, the data-unavailable card.
+#[test]
+fn generated_policies_reach_every_answer() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::deterministic_rng(Config::default().rng_algorithm),
+    );
+    let strategy = (
+        case_strategy(),
+        prop::array::uniform4(availability_strategy()),
+        policy_strategy(),
+    );
+    let k = &*KNOWLEDGE;
+    let facts = RequestFacts::default();
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..1000 {
+        let (case, availability, policy) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut record = record(&case);
+        for (kind, a) in DataKind::ALL.into_iter().zip(availability) {
+            record.set_availability(kind, a);
+        }
+        let answered = answer(&[order(&case)], &record, &facts, k, TODAY, &policy);
+        let what = match answered {
+            Err(_) => "412",
+            Ok(answered) if answered.unavailable.is_empty() => "decided",
+            Ok(_) => "data-unavailable",
+        };
+        *counts.entry(what).or_insert(0) += 1;
+    }
+    for what in ["412", "decided", "data-unavailable"] {
+        assert!(counts.get(what).copied().unwrap_or(0) >= 30, "{counts:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// For any record (any kind of data present, empty, failed or missing) and any policy: an order the rules
+    /// decide gets the same card whatever the policy; an undecided one gets either the very 412 of the default
+    /// policy or a warning data-unavailable card that permits nothing, and the card only when every kind it
+    /// lacks is set to `card`.
+    #[test]
+    fn a_card_for_missing_data_is_never_more_permissive_than_the_412(
+        case in case_strategy(),
+        availability in prop::array::uniform4(availability_strategy()),
+        policy in policy_strategy(),
+    ) {
+        let k = &*KNOWLEDGE;
+        let mut record = record(&case);
+        for (kind, a) in DataKind::ALL.into_iter().zip(availability) {
+            record.set_availability(kind, a);
+        }
+        let order = order(&case);
+        let orders = [order.clone()];
+        let facts = RequestFacts { patient_id: Some("p".into()), ..RequestFacts::default() };
+        let strict = answer(&orders, &record, &facts, k, TODAY, &MissingDataPolicy::default());
+        let chosen = answer(&orders, &record, &facts, k, TODAY, &policy);
+        match assess(&order, &record, TODAY, &k.terminology, &k.policy) {
+            Outcome::Card(a) => {
+                for answered in [strict, chosen] {
+                    let answered = answered.map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                    let (cards, unavailable) = (answered.cards, answered.unavailable);
+                    prop_assert_eq!(cards.len(), 1);
+                    prop_assert_eq!(cards[0].extension.card, a.card.file_stem());
+                    prop_assert!(unavailable.is_empty());
+                }
+            }
+            Outcome::NeedsData(mut kinds) => {
+                kinds.sort();
+                let is_the_412 = |answered: &Result<_, HookError>| {
+                    matches!(answered, Err(HookError::MissingData(named)) if *named == kinds)
+                };
+                prop_assert!(is_the_412(&strict), "{:?}", strict.map(|a| a.unavailable));
+                if is_the_412(&chosen) {
+                    return Ok(());
+                }
+                let chosen = chosen.map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                let (cards, unavailable) = (chosen.cards, chosen.unavailable);
+                prop_assert_eq!(cards.len(), 1);
+                prop_assert!(kinds.iter().all(|k| unavailable.contains(k)), "{:?} {:?}", kinds, unavailable);
+                prop_assert!(
+                    unavailable.iter().all(|k| policy.answer(*k) == MissingDataAnswer::Card),
+                    "a kind set to 412 was answered with a card: {:?}",
+                    unavailable
+                );
+                prop_assert!(unavailable.iter().all(|k| !record.availability(*k).is_known()));
+                let card = serde_json::to_value(&cards[0]).unwrap();
+                prop_assert_eq!(&card["extension"]["dry-needling-cds-card"], "data-unavailable");
+                prop_assert_eq!(&card["indicator"], "warning");
+                let stance_of_card = dry_needling_cds::knowledge::CardId::ALL
+                    .into_iter()
+                    .find(|id| id.file_stem() == "data-unavailable")
+                    .map(stance);
+                prop_assert_eq!(stance_of_card, Some(Stance::NotYet));
+                let summary = card["summary"].as_str().unwrap();
+                prop_assert!(!summary.is_empty() && summary.chars().count() < 140, "{}", summary);
+                let detail = card["detail"].as_str().unwrap();
+                prop_assert!(!detail.contains("{{"));
+                for text in [summary, detail] {
+                    prop_assert!(!text.to_lowercase().contains("may be considered"), "{}", text);
+                }
+            }
         }
     }
 }

@@ -135,7 +135,9 @@ pub fn stance(card: CardId) -> Stance {
         CardId::MyofascialCareMissing
         | CardId::NotFirstLineCareMissing
         | CardId::ConfirmDuration
-        | CardId::IndicationNotDocumented => Stance::NotYet,
+        | CardId::IndicationNotDocumented
+        // Stands in for a 412, which permits nothing either.
+        | CardId::DataUnavailable => Stance::NotYet,
         CardId::MyofascialMayConsider | CardId::NotFirstLineCareDocumented => Stance::MayConsider,
     }
 }

@@ -118,7 +118,7 @@ pub(super) async fn hook(
     let span = Span::current();
     span.record("orders", summary.dry_needling_orders);
     span.record("cards", summary.cards);
-    count_cards(&state, &id, &summary);
+    count_cards(&state, &id, &response, &summary);
     if summary.skipped_entries > 0 {
         warn!(
             skipped = summary.skipped_entries,
@@ -137,24 +137,25 @@ struct Call {
     verified: Option<Verified>,
 }
 
-/// Cards by service, template and indicator; data a card could not check, by kind. All labels come from the
-/// content and the code, never from the request.
-fn count_cards(state: &AppState, service: &str, summary: &HookSummary) {
+/// Cards by service, template and indicator; data that could not be had, by kind and by answer. All labels come
+/// from the content and the code (`&'static str`s and configured ids), never from the request.
+fn count_cards(state: &AppState, service: &str, response: &CardsResponse, summary: &HookSummary) {
     let Some(service) = find_service(&state.knowledge, service).map(|s| s.id.clone()) else {
         return;
     };
-    for &card in &summary.card_ids {
-        let indicator = state.knowledge.card(card).indicator.as_str();
+    for card in &response.cards {
         metrics::counter!(
             ops::CARDS,
             "service" => service.clone(),
-            "card" => card.file_stem(),
-            "indicator" => indicator
+            "card" => card.extension.card,
+            "indicator" => card.indicator
         )
         .increment(1);
     }
-    for &kind in &summary.unchecked {
-        metrics::counter!(ops::DATA_UNAVAILABLE, "kind" => ops::kind_label(kind), "answer" => "note").increment(1);
+    for (kinds, answer) in [(&summary.unchecked, "note"), (&summary.unavailable, "card")] {
+        for &kind in kinds {
+            metrics::counter!(ops::DATA_UNAVAILABLE, "kind" => ops::kind_label(kind), "answer" => answer).increment(1);
+        }
     }
 }
 
@@ -166,6 +167,7 @@ impl Call {
             today: self.today,
             caller: self.verified.as_ref().map(|v| &v.client.fhir),
             limits: &self.state.limits,
+            missing_data: &self.state.missing_data,
         };
         match handle_hook(&self.state.knowledge, &self.state.fetcher, call).await {
             Ok(answer) => Ok(answer),

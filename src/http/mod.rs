@@ -44,7 +44,7 @@ use crate::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
 use crate::knowledge::Knowledge;
 use crate::logsafe::caller_text;
 use crate::ops::metrics::{self as ops, Metrics};
-use crate::service::Limits;
+use crate::service::{Limits, MissingDataPolicy};
 use crate::web::{self, Workbench};
 use crate::wire;
 
@@ -78,6 +78,8 @@ pub struct AppState {
     pub admission: Admission,
     /// Whether the tester's workbench (`GET /`) is served.
     pub workbench: Workbench,
+    /// 412 or a card, per kind of data the verdict lacks (`[missing_data]`; all 412 by default).
+    pub missing_data: MissingDataPolicy,
     /// The metrics recorder, when one is installed (by `main`), and where `/metrics` is served.
     pub metrics: Option<Metrics>,
     pub metrics_exposure: MetricsExposure,
@@ -109,6 +111,7 @@ impl AppState {
             limits: Limits::default(),
             admission: Admission::new(AdmissionSettings::default()),
             workbench: Workbench::On,
+            missing_data: MissingDataPolicy::default(),
             metrics: None,
             metrics_exposure: MetricsExposure::LoopbackOnly,
         }
@@ -155,6 +158,7 @@ impl AppState {
             limits: config.limits,
             admission: Admission::new(config.admission),
             workbench,
+            missing_data: config.missing_data,
             ..AppState::new(knowledge)
         })
     }
