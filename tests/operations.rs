@@ -435,3 +435,30 @@ async fn jwks_fetches_are_counted() {
     );
     assert_eq!(sample(&scrape, "cds_replay_cache_entries"), Some(2.0), "{scrape}");
 }
+
+#[tokio::test]
+async fn data_unavailable_cards_are_counted() {
+    let service = Service::start_with("[missing_data]\ndefault = \"card\"\n", &[]);
+    let status = post(
+        service.address,
+        SELECT,
+        fixture("rules/prefetch-absent-no-reason.json"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, scrape) = get(service.address, "/metrics").await;
+    for series in [
+        "cds_data_unavailable_total{kind=\"conditions\",answer=\"card\"}",
+        "cds_cards_total{service=\"dry-needling-order-select\",card=\"data-unavailable\",indicator=\"warning\"}",
+    ] {
+        assert_eq!(sample(&scrape, series), Some(1.0), "{series}\n{scrape}");
+    }
+    assert_eq!(
+        sample(
+            &scrape,
+            "cds_data_unavailable_total{kind=\"conditions\",answer=\"412\"}"
+        ),
+        None
+    );
+}
