@@ -46,6 +46,13 @@ enum Command {
         #[arg(long)]
         service: Option<String>,
     },
+    /// Exit 0 if the service on this machine answers `GET /healthz` with 200 within 2 s, 1 otherwise (for a
+    /// container's health check: a distroless image has no curl). Asks loopback at the port of `--listen`.
+    Healthcheck {
+        /// The URL to ask instead, such as `http://127.0.0.1:8080/readyz`.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -107,6 +114,10 @@ fn parse_date(s: &str) -> Result<Date, String> {
 fn main() -> anyhow::Result<()> {
     dry_needling_cds::http::memory::limit_arenas();
     let cli = Cli::parse();
+    // Before the content and the configuration are read: a health probe must fail only on the server's answer.
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        healthcheck(url.as_deref(), cli.serve.listen);
+    }
     let source = match &cli.cards {
         Some(dir) => ContentSource::Directory(dir.clone()),
         None => ContentSource::Embedded,
@@ -141,6 +152,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Evaluate { file, service }) => evaluate(state, &file, service),
         Some(Command::Serve) | None => serve(state, cli.serve, serve_settings),
+        Some(Command::Healthcheck { .. }) => unreachable!("answered before loading anything"),
     }
 }
 
@@ -315,4 +327,41 @@ fn evaluate(state: AppState, file: &PathBuf, service: Option<String>) -> anyhow:
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `healthcheck`: GETs `url`, or `/healthz` on loopback at the port the service listens on (an unspecified
+/// address such as 0.0.0.0 or [::] is reached on loopback; any other, as given). Exits 0 on a 200 within 2 s,
+/// otherwise 1 with one line on stderr. No proxy (HTTP_PROXY must not turn a local probe into a remote one) and
+/// no redirect (200 from the address asked, nothing else).
+fn healthcheck(url: Option<&str>, listen: SocketAddr) -> ! {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let url = url.map(str::to_string).unwrap_or_else(|| {
+        let ip = match listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}/healthz", SocketAddr::new(ip, listen.port()))
+    });
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(2))
+                    .no_proxy()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()?;
+                Ok::<_, anyhow::Error>(client.get(&url).send().await?.status())
+            })
+        });
+    match answer {
+        Ok(status) if status == reqwest::StatusCode::OK => std::process::exit(0),
+        Ok(status) => eprintln!("healthcheck: {url} answered {status}"),
+        // `{:#}` writes the causes on the same line: "error sending request ...: tcp connect error: ...".
+        Err(error) => eprintln!("healthcheck: {url}: {error:#}"),
+    }
+    std::process::exit(1)
 }
