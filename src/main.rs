@@ -29,6 +29,12 @@ struct Cli {
     /// Configuration file (TOML): public URL, trusted clients, FHIR servers. See config/example.toml.
     #[arg(long, global = true, env = "DRY_NEEDLING_CDS_CONFIG")]
     config: Option<PathBuf>,
+    /// A FHIR server origin (`http://127.0.0.1:8081`, `https://fhir.example.org`) any caller may name as
+    /// `fhirServer`, with or without a token; repeatable. Adds to the configuration's `[fhir] open_servers`.
+    /// Loopback servers are reached only when listed here or there.
+    #[arg(long = "fhir-server", global = true, value_name = "ORIGIN")]
+    fhir_servers: Vec<String>,
+    /// Serving options, for the default command (they may also follow `serve`).
     #[command(flatten)]
     serve: ServeArgs,
     #[command(subcommand)]
@@ -38,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the CDS Hooks endpoints (the default command).
-    Serve,
+    Serve(ServeArgs),
     /// Print the response the service would give to a hook request (a file, or `-` for stdin).
     Evaluate {
         file: PathBuf,
@@ -55,48 +61,38 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
+/// The server's own options: not `global`, so that `evaluate --help` lists only what `evaluate` uses.
+#[derive(clap::Args, Clone)]
 struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on: an IP address or a host name (`localhost:8080`), with its port.
     #[arg(
         long,
-        global = true,
         env = "DRY_NEEDLING_CDS_LISTEN",
-        default_value = "127.0.0.1:8080"
+        default_value = "127.0.0.1:8080",
+        value_parser = parse_listen
     )]
     listen: SocketAddr,
     /// Largest request body accepted, in bytes.
-    #[arg(long, global = true, env = "DRY_NEEDLING_CDS_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    #[arg(long, env = "DRY_NEEDLING_CDS_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     body_limit: usize,
     /// Log format.
-    #[arg(
-        long,
-        global = true,
-        env = "DRY_NEEDLING_CDS_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
+    #[arg(long, env = "DRY_NEEDLING_CDS_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Accept unsigned requests on a non-loopback address. Only behind something else that authenticates.
-    #[arg(long, global = true)]
+    #[arg(long)]
     insecure_no_auth: bool,
-    /// A FHIR server origin (`http://127.0.0.1:8081`, `https://fhir.example.org`) any caller may name as
-    /// `fhirServer`, with or without a token; repeatable. Adds to the configuration's `[fhir] open_servers`.
-    /// Loopback servers are reached only when listed here or there.
-    #[arg(long = "fhir-server", global = true, value_name = "ORIGIN")]
-    fhir_servers: Vec<String>,
     /// Serve `GET /metrics` (and the health checks) on this separate address, and not on the main port.
     /// Without it, `/metrics` is on the main port for loopback peers only.
     #[arg(
         long,
-        global = true,
         env = "DRY_NEEDLING_CDS_METRICS_LISTEN",
-        value_name = "HOST:PORT"
+        value_name = "HOST:PORT",
+        value_parser = parse_listen
     )]
     metrics_listen: Option<SocketAddr>,
     /// The URL EHRs call this service at (without `/cds-services`), replacing the configuration's
     /// `public_base_url`: tokens' `aud` is checked against it.
-    #[arg(long, global = true, env = "DRY_NEEDLING_CDS_PUBLIC_BASE_URL", value_name = "URL")]
+    #[arg(long, env = "DRY_NEEDLING_CDS_PUBLIC_BASE_URL", value_name = "URL")]
     public_base_url: Option<String>,
 }
 
@@ -111,12 +107,44 @@ fn parse_date(s: &str) -> Result<Date, String> {
     Date::parse(s, &format).map_err(|e| format!("expected YYYY-MM-DD: {e}"))
 }
 
-fn main() -> anyhow::Result<()> {
+/// `HOST:PORT`, where the host may be a name (`localhost`): resolved now, the first address taken.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let hint = "write HOST:PORT, such as 127.0.0.1:8080, localhost:8080 or 0.0.0.0:8080 (every interface)";
+    let mut resolved = text.to_socket_addrs().map_err(|e| format!("{e}: {hint}"))?;
+    resolved
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address: {hint}"))
+}
+
+/// Errors are the user's to fix (a busy port, a bad configuration): printed as `Error: …` with their causes,
+/// never with a backtrace (which `anyhow` would add under `RUST_BACKTRACE=1`), and exit status 1.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  because: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     dry_needling_cds::http::memory::limit_arenas();
     let cli = Cli::parse();
+    let serve_args = match &cli.command {
+        Some(Command::Serve(args)) => args.clone(),
+        _ => cli.serve.clone(),
+    };
     // Before the content and the configuration are read: a health probe must fail only on the server's answer.
     if let Some(Command::Healthcheck { url }) = &cli.command {
-        healthcheck(url.as_deref(), cli.serve.listen);
+        healthcheck(url.as_deref(), serve_args.listen);
     }
     let source = match &cli.cards {
         Some(dir) => ContentSource::Directory(dir.clone()),
@@ -128,9 +156,9 @@ fn main() -> anyhow::Result<()> {
         None => Config::default(),
     };
     config
-        .add_open_servers(&cli.serve.fhir_servers)
+        .add_open_servers(&cli.fhir_servers)
         .map_err(|e| anyhow::anyhow!("--fhir-server: {e}"))?;
-    if let Some(url) = &cli.serve.public_base_url {
+    if let Some(url) = &serve_args.public_base_url {
         config
             .set_public_base_url(url)
             .map_err(|e| anyhow::anyhow!("--public-base-url: {e}"))?;
@@ -141,17 +169,17 @@ fn main() -> anyhow::Result<()> {
     let state = AppState::configure(
         knowledge,
         config,
-        cli.serve.listen,
-        cli.serve.insecure_no_auth || evaluating,
+        serve_args.listen,
+        serve_args.insecure_no_auth || evaluating,
     )?;
     let state = AppState {
         today: cli.as_of,
-        body_limit: cli.serve.body_limit,
+        body_limit: serve_args.body_limit,
         ..state
     };
     match cli.command {
         Some(Command::Evaluate { file, service }) => evaluate(state, &file, service),
-        Some(Command::Serve) | None => serve(state, cli.serve, serve_settings),
+        Some(Command::Serve(_)) | None => serve(state, serve_args, serve_settings),
         Some(Command::Healthcheck { .. }) => unreachable!("answered before loading anything"),
     }
 }
