@@ -19,6 +19,7 @@
 //! | caller text as a log field (escaped, truncated) | [`logsafe`] | nothing |
 //! | the tester's workbench page and its bundled patients | [`web`] | static files |
 //! | metrics for operators (names, labels, `/metrics`) | [`ops`] | Prometheus text |
+//! | card log, feedback, override analytics, shared `jti` cache | [`store`] | SQLite, PostgreSQL |
 //!
 //! `main.rs` is only the command line, configuration, telemetry and serving. See `ARCHITECTURE.md`.
 
@@ -34,6 +35,7 @@ pub mod ops;
 pub mod record;
 pub mod render;
 pub mod service;
+pub mod store;
 pub mod web;
 pub mod wire;
 

@@ -1,0 +1,806 @@
+//! Storage that outlives the process: the card log (every card returned), clinicians' feedback on those cards,
+//! override analytics over both, and the JWT `jti` replay cache shared by several instances (issue 14).
+//!
+//! One interface, [`Store`], over two backends chosen by [`StoreConfig`]:
+//!
+//! - **SQLite** (the default): one file, created with its directory on first open, so `cargo run --release`
+//!   still needs nothing else. WAL journal, `synchronous = NORMAL` (a power cut may lose the last
+//!   transactions, never corrupt the file), a 5 s busy time-out so several processes on one file wait for
+//!   each other instead of failing.
+//! - **PostgreSQL** by URL, for several instances sharing one card log and one `jti` cache. TLS (`sslmode=`)
+//!   goes through rustls with aws-lc-rs, which the service already builds for its HTTPS client.
+//!
+//! The schema is versioned (`migrations/sqlite/`, `migrations/postgres/`, embedded in the binary) and
+//! brought up to date by [`Store::open`]; re-opening an up-to-date store changes nothing. Both folders define the
+//! same tables, columns and keys, and every query below is one text for both backends (placeholders `$1`,
+//! `ON CONFLICT`, `RETURNING`, window functions and integer arithmetic are common to SQLite 3.35+ and
+//! PostgreSQL), so the two cannot drift apart in meaning; `tests/store.rs` runs one suite against both.
+//!
+//! **What is stored, and what is not.** Cards: their uuid, service, template, indicator, stance, suggestion
+//! uuids, time, the client's issuer and tenant, and the `hookInstance` (which names the call, not the patient).
+//! Feedback: card uuid, outcome, accepted suggestion ids, the override reason's code and system, the clinician's
+//! comment only when the caller passes it, times, issuer. **No patient identifier** (no patient id, encounter,
+//! FHIR server URL, or record content) has a column, and no query takes one. Every text is capped
+//! ([`MAX_TEXT_CHARS`], [`MAX_COMMENT_CHARS`], [`MAX_LIST_ITEMS`]) and NUL characters (which PostgreSQL
+//! refuses in text) become U+FFFD, so a caller cannot grow a row without bound, and both backends store the same.
+//!
+//! **Times** are stored as Unix milliseconds (UTC) in integer columns: the same arithmetic on both backends for
+//! retention and ISO weeks, with no time-zone settings involved.
+//!
+//! **Why sqlx** rather than rusqlite + tokio-postgres: one async API and one pool type for both backends (the
+//! alternative is two APIs, a blocking pool for SQLite and a hand-written pool for PostgreSQL), versioned
+//! migrations with checksums and a cross-process lock, and no new TLS or runtime stack. Its cost is measured in
+//! the README ("Storage"). It is used without its `macros` feature (no compile-time query checks, which would
+//! need a database at build time, and a second copy of sqlx for the proc-macro); `migrations.rs` embeds the
+//! migrations by hand.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`Store`], records, errors, the queries |
+//! | `migrations.rs` | the embedded schema versions |
+//! | `analytics.rs` | [`Analytics`], the counting rule, and the arrangement of the grouped rows |
+
+mod analytics;
+mod migrations;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Database, Row, Transaction};
+use time::OffsetDateTime;
+
+pub use analytics::{Analytics, ReasonCount, TemplateStats, WeekStats, WeekTotal};
+pub use migrations::LATEST as SCHEMA_VERSION;
+
+/// The SQLite file's name in a data directory ([`StoreConfig::sqlite_in`]).
+pub const SQLITE_FILE_NAME: &str = "dry-needling-cds.sqlite3";
+/// Ids, codes, systems, issuers, tenants and `hookInstance`s are cut to this many characters.
+pub const MAX_TEXT_CHARS: usize = 256;
+/// A clinician's override comment is cut to this many characters.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+/// Suggestion ids kept per card or feedback item.
+pub const MAX_LIST_ITEMS: usize = 64;
+/// How long a statement waits for another connection's (or process's) write lock on SQLite.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite serialises writers anyway; a few connections let reads run beside a write (WAL).
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// Per instance; several instances share the server's `max_connections` (100 by default).
+const POSTGRES_MAX_CONNECTIONS: u32 = 8;
+
+/// Where the store lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// A SQLite file; its directory is created (mode 0700) if missing.
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL URL, e.g. `postgres://cds:secret@db.example.org/cds?sslmode=verify-full`, or for a Unix
+    /// socket `postgres://cds@localhost/cds?host=/run/postgresql`. `options=-c search_path=NAME` selects a
+    /// schema. The password never appears in errors or [`StoreConfig::describe`].
+    Postgres { url: String },
+}
+
+impl StoreConfig {
+    /// The default: [`SQLITE_FILE_NAME`] in `data_dir`.
+    pub fn sqlite_in(data_dir: &Path) -> StoreConfig {
+        StoreConfig::Sqlite {
+            path: data_dir.join(SQLITE_FILE_NAME),
+        }
+    }
+
+    /// What to say in logs and errors: the SQLite path, or PostgreSQL's user, host (or socket directory), port
+    /// and database, never the password or other parameters.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Sqlite { path } => format!("SQLite file {}", path.display()),
+            StoreConfig::Postgres { url } => format!("PostgreSQL {}", describe_postgres_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not derived: the URL may carry a password.
+        f.write_str(&self.describe())
+    }
+}
+
+/// `user@host:port/database` (or `user@/socket/dir/database`) from a PostgreSQL URL, with nothing else.
+fn describe_postgres_url(url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return "(an unparsable URL)".to_string();
+    };
+    let socket = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.into_owned());
+    let host = socket.unwrap_or_else(|| parsed.host_str().unwrap_or("localhost").to_string());
+    let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let user = match parsed.username() {
+        "" => String::new(),
+        u => format!("{u}@"),
+    };
+    format!("{user}{host}{port}{}", parsed.path())
+}
+
+/// Why the store failed. Each message names the store (path, or PostgreSQL host and database, never a password)
+/// or the operation, and includes the underlying error's text.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the store's directory {}: {error}", path.display())]
+    CreateDir { path: PathBuf, error: std::io::Error },
+    #[error("cannot lock {} to migrate the store: {error}", path.display())]
+    Lock { path: PathBuf, error: std::io::Error },
+    #[error("invalid PostgreSQL URL {target}: {error}")]
+    InvalidUrl { target: String, error: sqlx::Error },
+    #[error("cannot open the store ({target}): {error}")]
+    Open { target: String, error: sqlx::Error },
+    #[error("cannot bring the store ({target}) to schema version {SCHEMA_VERSION}: {error}")]
+    Migrate {
+        target: String,
+        error: sqlx::migrate::MigrateError,
+    },
+    #[error("store: {operation} failed: {error}")]
+    Query {
+        operation: &'static str,
+        error: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    fn query(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |error| StoreError::Query { operation, error }
+    }
+}
+
+/// One card as returned to the EHR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRecord {
+    /// The card's `uuid` (the key feedback refers to).
+    pub uuid: String,
+    pub service_id: String,
+    /// The card template id, e.g. `neck-pain-prefer-manual-therapy`.
+    pub card: String,
+    /// `info`, `warning` or `critical`.
+    pub indicator: String,
+    /// The verdict's stance, e.g. `not_recommended`, `prefer_alternative`, `not_yet`, `may_consider`,
+    /// `data_unavailable`.
+    pub stance: String,
+    /// The `uuid`s of the card's suggestions.
+    pub suggestion_uuids: Vec<String>,
+    pub issued_at: OffsetDateTime,
+    /// The verified client's `iss`; `None` in open mode.
+    pub client_issuer: Option<String>,
+    pub tenant: Option<String>,
+    /// The request's `hookInstance` (identifies the call, not the patient).
+    pub hook_instance: String,
+}
+
+/// A feedback item's outcome (CDS Hooks 2.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Accepted,
+    Overridden,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Overridden => "overridden",
+        }
+    }
+
+    /// `accepted` or `overridden`, as on the wire.
+    pub fn parse(text: &str) -> Option<Outcome> {
+        match text {
+            "accepted" => Some(Outcome::Accepted),
+            "overridden" => Some(Outcome::Overridden),
+            _ => None,
+        }
+    }
+}
+
+/// One feedback item, as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackRecord {
+    /// The `card` field: the uuid of a card this service returned (or claims to).
+    pub card_uuid: String,
+    /// The service the feedback was posted to.
+    pub service_id: String,
+    pub outcome: Outcome,
+    /// The `id`s in `acceptedSuggestions`.
+    pub accepted_suggestions: Vec<String>,
+    /// `overrideReason.reason.code` and `.system`.
+    pub override_reason_code: Option<String>,
+    pub override_reason_system: Option<String>,
+    /// `overrideReason.userComment`: free text that may mention the patient, so the caller decides whether to
+    /// pass it; the store keeps what it is given (capped at [`MAX_COMMENT_CHARS`]).
+    pub user_comment: Option<String>,
+    /// `outcomeTimestamp`, parsed; stored to the millisecond.
+    pub outcome_at: OffsetDateTime,
+    pub received_at: OffsetDateTime,
+    pub client_issuer: Option<String>,
+}
+
+/// What [`Store::insert_feedback`] did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedbackOutcome {
+    /// Items stored now (including those for unknown cards).
+    pub stored: u64,
+    /// Items already stored (the same card, outcome and `outcomeTimestamp`), by an earlier call or earlier in
+    /// this batch; not stored again.
+    pub duplicates: u64,
+    /// Of `stored`, the items whose card uuid is not in the card log: kept, and flagged.
+    pub unknown_cards: u64,
+}
+
+/// What [`Store::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub cards: u64,
+    pub feedback: u64,
+}
+
+/// The card log, feedback store, analytics and shared `jti` cache. Cheap to clone (a pool handle); every method
+/// takes `&self` and may be called from many tasks at once.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    /// [`StoreConfig::describe`], for messages.
+    target: Arc<str>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("target", &self.target).finish()
+    }
+}
+
+/// Runs `$body` with `$pool` bound to whichever backend's pool this store has. The body is compiled once per
+/// backend, so one query text serves both with each driver's own types.
+macro_rules! with_pool {
+    ($self:ident, $pool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A transaction for writing. SQLite's must take the write lock at `BEGIN` (`IMMEDIATE`): a deferred
+/// transaction that reads first and writes later fails at once with `SQLITE_BUSY` when another connection
+/// wrote in between, instead of waiting for the busy time-out.
+trait WritePool {
+    type Db: Database;
+    async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl WritePool for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl WritePool for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+const INSERT_CARD: &str = "INSERT INTO cards (uuid, service_id, card, indicator, stance, suggestion_uuids, \
+     issued_at_ms, client_issuer, tenant, hook_instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     ON CONFLICT (uuid) DO NOTHING";
+
+/// Feedback that arrived before its card (a card log written through a queue can lag) is known from now on.
+const CLEAR_UNKNOWN: &str = "UPDATE feedback SET unknown_card = FALSE WHERE card_uuid = $1 AND unknown_card = TRUE";
+
+/// One statement per item, so that SQLite takes the write lock at once and the flag is decided in the same
+/// statement as the insert. `RETURNING` gives a row only when the item was new.
+const INSERT_FEEDBACK: &str = "INSERT INTO feedback (card_uuid, outcome, outcome_at_ms, service_id, \
+     accepted_suggestions, override_reason_code, override_reason_system, user_comment, received_at_ms, \
+     client_issuer, unknown_card) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+     NOT EXISTS (SELECT 1 FROM cards WHERE uuid = $1)) \
+     ON CONFLICT (card_uuid, outcome, outcome_at_ms) DO NOTHING RETURNING unknown_card";
+
+/// Insert-if-absent in one statement: a new key is inserted; an existing key is overwritten only when it has
+/// expired (`expires_at < now`, as in `auth::ReplayCache`). Either way `RETURNING` gives a row, and only then is
+/// the `jti` fresh. On PostgreSQL, a concurrent insert of the same key waits for the first to commit and then
+/// re-checks the `WHERE` against the row it committed, so exactly one caller gets a row; SQLite runs writers
+/// one at a time.
+const REMEMBER_JTI: &str = "INSERT INTO jti_seen (key, expires_at) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE jti_seen.expires_at < $3 \
+     RETURNING expires_at";
+
+/// Per card issued in the window: its template, its ISO week's Monday (days since 1970-01-01; 1970-01-01 was a
+/// Thursday, so day `d` is a Monday when `(d + 3) % 7 = 0`), and its latest feedback (the greatest
+/// `outcome_at_ms`, `overridden` before `accepted` at the same instant); grouped and counted.
+const ANALYTICS: &str = "WITH shown AS ( \
+       SELECT c.uuid, c.service_id, c.card, \
+              (c.issued_at_ms / 86400000) - (((c.issued_at_ms / 86400000) + 3) % 7) AS week_day \
+       FROM cards c WHERE c.issued_at_ms >= $1 AND c.issued_at_ms < $2 \
+     ), ranked AS ( \
+       SELECT f.card_uuid, f.outcome, f.override_reason_code, f.override_reason_system, \
+              ROW_NUMBER() OVER (PARTITION BY f.card_uuid ORDER BY f.outcome_at_ms DESC, f.outcome DESC) AS rn \
+       FROM feedback f WHERE f.card_uuid IN (SELECT uuid FROM shown) \
+     ) \
+     SELECT s.service_id, s.card, s.week_day, r.outcome, r.override_reason_code, r.override_reason_system, \
+            COUNT(*) AS n \
+     FROM shown s LEFT JOIN ranked r ON r.card_uuid = s.uuid AND r.rn = 1 \
+     GROUP BY s.service_id, s.card, s.week_day, r.outcome, r.override_reason_code, r.override_reason_system";
+
+const UNKNOWN_CARD_FEEDBACK: &str = "SELECT COUNT(*) FROM feedback \
+     WHERE unknown_card = TRUE AND received_at_ms >= $1 AND received_at_ms < $2";
+
+impl Store {
+    /// Opens (and for SQLite creates) the store and applies the migrations it lacks. Fails with a message
+    /// naming the path or the PostgreSQL host, never a password.
+    pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let target: Arc<str> = config.describe().into();
+        let migrate_error = |error| StoreError::Migrate {
+            target: target.to_string(),
+            error,
+        };
+        let backend = match config {
+            StoreConfig::Sqlite { path } => {
+                let pool = open_sqlite(path, &target).await?;
+                // sqlx takes no lock for SQLite migrations: two processes opening a new file at once would both
+                // create the tables, and one would fail. A lock file serialises them (and tasks in one process).
+                let lock = sqlite_migration_lock(path).await?;
+                migrations::migrator(migrations::Dialect::Sqlite)
+                    .run(&pool)
+                    .await
+                    .map_err(migrate_error)?;
+                drop(lock);
+                Backend::Sqlite(pool)
+            }
+            StoreConfig::Postgres { url } => {
+                let pool = open_postgres(url, &target).await?;
+                // sqlx holds a PostgreSQL advisory lock while it migrates, so instances starting together
+                // apply each version once.
+                migrations::migrator(migrations::Dialect::Postgres)
+                    .run(&pool)
+                    .await
+                    .map_err(migrate_error)?;
+                Backend::Postgres(pool)
+            }
+        };
+        Ok(Store { backend, target })
+    }
+
+    /// What the store is, for logs: the SQLite path or the PostgreSQL host and database.
+    pub fn describe(&self) -> &str {
+        &self.target
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Readiness: one round trip (`SELECT 1`) on a pooled connection.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+            .map_err(StoreError::query("ping"))
+    }
+
+    /// The newest schema version applied (equal to [`SCHEMA_VERSION`] after [`Store::open`]).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success = TRUE";
+        with_pool!(self, pool => sqlx::query_scalar::<_, i64>(SQL).fetch_one(pool).await)
+            .map_err(StoreError::query("schema_version"))
+    }
+
+    /// Closes the pool: waits for calls in progress, then closes every connection.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    /// Logs cards, all in one transaction. A uuid already logged is left as it is (so a retried batch is
+    /// harmless); returns how many cards were new. Feedback that arrived earlier for a new card stops being
+    /// flagged as for an unknown card.
+    pub async fn insert_cards(&self, cards: &[CardRecord]) -> Result<u64, StoreError> {
+        if cards.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<CardRow> = cards.iter().map(CardRow::new).collect();
+        with_pool!(self, pool => async {
+            let mut tx = pool.begin_write().await?;
+            let mut inserted = 0;
+            for r in &rows {
+                let done = sqlx::query(INSERT_CARD)
+                    .bind(r.uuid.as_str())
+                    .bind(r.service_id.as_str())
+                    .bind(r.card.as_str())
+                    .bind(r.indicator.as_str())
+                    .bind(r.stance.as_str())
+                    .bind(r.suggestion_uuids.as_str())
+                    .bind(r.issued_at_ms)
+                    .bind(r.client_issuer.as_deref())
+                    .bind(r.tenant.as_deref())
+                    .bind(r.hook_instance.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if done > 0 {
+                    inserted += 1;
+                    sqlx::query(CLEAR_UNKNOWN).bind(r.uuid.as_str()).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(inserted)
+        }
+        .await)
+        .map_err(StoreError::query("insert_cards"))
+    }
+
+    /// Stores feedback items, all in one transaction. Idempotent: an item is identified by (card uuid, outcome,
+    /// `outcomeTimestamp` to the millisecond), because CDS Hooks feedback has no id of its own; an EHR that
+    /// retries a POST resends the same items, while a clinician's new action on the same card has a new
+    /// timestamp or outcome. A card uuid the log does not have is stored all the same and flagged (it may be
+    /// from a card logged later, from before the retention cut-off, or forged), so nothing a client sent is
+    /// lost and analytics can count it.
+    pub async fn insert_feedback(&self, items: &[FeedbackRecord]) -> Result<FeedbackOutcome, StoreError> {
+        if items.is_empty() {
+            return Ok(FeedbackOutcome::default());
+        }
+        let rows: Vec<FeedbackRow> = items.iter().map(FeedbackRow::new).collect();
+        with_pool!(self, pool => async {
+            let mut tx = pool.begin_write().await?;
+            let mut outcome = FeedbackOutcome::default();
+            for r in &rows {
+                let stored = sqlx::query(INSERT_FEEDBACK)
+                    .bind(r.card_uuid.as_str())
+                    .bind(r.outcome)
+                    .bind(r.outcome_at_ms)
+                    .bind(r.service_id.as_str())
+                    .bind(r.accepted_suggestions.as_str())
+                    .bind(r.override_reason_code.as_deref())
+                    .bind(r.override_reason_system.as_deref())
+                    .bind(r.user_comment.as_deref())
+                    .bind(r.received_at_ms)
+                    .bind(r.client_issuer.as_deref())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match stored {
+                    Some(row) => {
+                        outcome.stored += 1;
+                        if row.try_get::<bool, _>(0)? {
+                            outcome.unknown_cards += 1;
+                        }
+                    }
+                    None => outcome.duplicates += 1,
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(outcome)
+        }
+        .await)
+        .map_err(StoreError::query("insert_feedback"))
+    }
+
+    /// Records that `issuer` used `jti`, to be remembered until `expires_at` (Unix seconds; the token's `exp`
+    /// plus the clock-skew leeway). `true`: fresh, the token may be used; `false`: a replay. An entry whose
+    /// `expires_at` is before `now` counts as absent and is replaced. Atomic across tasks, and across
+    /// processes sharing the store.
+    ///
+    /// The key is SHA-256 of (issuer, jti), not the values: fixed-size keys however long the caller's `jti`,
+    /// no caller text stored, no collision in practice (unlike cutting the values to a length, which would make
+    /// two long `jti`s with a common prefix one), and the same in every process (unlike the in-memory cache's
+    /// keyed hash).
+    pub async fn remember_jti(&self, issuer: &str, jti: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+        let key = jti_key(issuer, jti);
+        with_pool!(self, pool => sqlx::query(REMEMBER_JTI)
+            .bind(&key[..])
+            .bind(expires_at)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+            .map(|row| row.is_some()))
+        .map_err(StoreError::query("remember_jti"))
+    }
+
+    /// Forgets `jti`s that expired before `now` (Unix seconds); returns how many. [`Store::remember_jti`] treats
+    /// them as absent anyway: this only bounds the table.
+    pub async fn prune_jtis(&self, now: i64) -> Result<u64, StoreError> {
+        with_pool!(self, pool => sqlx::query("DELETE FROM jti_seen WHERE expires_at < $1")
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err(StoreError::query("prune_jtis"))
+    }
+
+    /// Retention: deletes cards issued before `before` and feedback received before it, in one transaction.
+    pub async fn prune(&self, before: OffsetDateTime) -> Result<Pruned, StoreError> {
+        let cut = unix_ms(before);
+        with_pool!(self, pool => async {
+            let mut tx = pool.begin_write().await?;
+            let cards = sqlx::query("DELETE FROM cards WHERE issued_at_ms < $1")
+                .bind(cut)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let feedback = sqlx::query("DELETE FROM feedback WHERE received_at_ms < $1")
+                .bind(cut)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Pruned { cards, feedback })
+        }
+        .await)
+        .map_err(StoreError::query("prune"))
+    }
+
+    /// Override analytics for cards issued in `[since, until)`; see [`Analytics`] for the counting rule.
+    pub async fn analytics(&self, since: OffsetDateTime, until: OffsetDateTime) -> Result<Analytics, StoreError> {
+        let (from, to) = (unix_ms(since), unix_ms(until));
+        let (rows, unknown) = with_pool!(self, pool => async {
+            let rows = sqlx::query(ANALYTICS).bind(from).bind(to).fetch_all(pool).await?;
+            let rows = rows
+                .iter()
+                .map(|row| {
+                    Ok(analytics::GroupRow {
+                        service_id: row.try_get(0)?,
+                        card: row.try_get(1)?,
+                        week_day: row.try_get(2)?,
+                        outcome: row.try_get(3)?,
+                        reason_code: row.try_get(4)?,
+                        reason_system: row.try_get(5)?,
+                        count: row.try_get(6)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let unknown: i64 = sqlx::query_scalar(UNKNOWN_CARD_FEEDBACK).bind(from).bind(to).fetch_one(pool).await?;
+            Ok::<_, sqlx::Error>((rows, unknown))
+        }
+        .await)
+        .map_err(StoreError::query("analytics"))?;
+        Ok(analytics::fold(since, until, rows, unknown))
+    }
+}
+
+async fn open_sqlite(path: &Path, target: &str) -> Result<SqlitePool, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(|error| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            error,
+        })?;
+    }
+    let existed = path.exists();
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(SQLITE_MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|error| StoreError::Open {
+            target: target.to_string(),
+            error,
+        })?;
+    if !existed {
+        // The log holds caller text (comments, hookInstances): readable by the service's user only. SQLite gives
+        // its -wal and -shm files the database file's mode.
+        restrict_to_owner(path);
+    }
+    Ok(pool)
+}
+
+/// An exclusive lock on `<database>-migrate.lock`, held while migrating. Not the database file itself: SQLite's
+/// POSIX locks are dropped when any descriptor of that file closes in the process.
+async fn sqlite_migration_lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-migrate.lock");
+    let lock_path = PathBuf::from(name);
+    let for_error = lock_path.clone();
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .unwrap_or_else(|join| Err(std::io::Error::other(join)));
+    locked.map_err(|error| StoreError::Lock { path: for_error, error })
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // Best effort: a file system without modes (or a file owned by someone else) keeps its own.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path) {}
+
+async fn open_postgres(url: &str, target: &str) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url).map_err(|error| StoreError::InvalidUrl {
+        target: target.to_string(),
+        error,
+    })?;
+    PgPoolOptions::new()
+        .max_connections(POSTGRES_MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|error| StoreError::Open {
+            target: target.to_string(),
+            error,
+        })
+}
+
+/// SHA-256 over the issuer's length, the issuer and the `jti`: the length keeps ("ab", "c") and ("a", "bc")
+/// apart.
+fn jti_key(issuer: &str, jti: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update((issuer.len() as u64).to_be_bytes());
+    hash.update(issuer.as_bytes());
+    hash.update(jti.as_bytes());
+    hash.finalize().into()
+}
+
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
+
+/// At most `max` characters, NUL replaced (PostgreSQL refuses it in text; SQLite would keep it, and the two
+/// backends must store the same).
+fn clean(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c == '\0' { char::REPLACEMENT_CHARACTER } else { c })
+        .collect()
+}
+
+fn clean_opt(text: &Option<String>, max: usize) -> Option<String> {
+    text.as_deref().map(|t| clean(t, max))
+}
+
+/// A JSON array of at most [`MAX_LIST_ITEMS`] cleaned ids.
+fn id_list(ids: &[String]) -> String {
+    let ids: Vec<String> = ids
+        .iter()
+        .take(MAX_LIST_ITEMS)
+        .map(|id| clean(id, MAX_TEXT_CHARS))
+        .collect();
+    // Serialising strings cannot fail; an empty list is the harmless answer if it ever did.
+    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// A card as stored: cleaned and converted.
+struct CardRow {
+    uuid: String,
+    service_id: String,
+    card: String,
+    indicator: String,
+    stance: String,
+    suggestion_uuids: String,
+    issued_at_ms: i64,
+    client_issuer: Option<String>,
+    tenant: Option<String>,
+    hook_instance: String,
+}
+
+impl CardRow {
+    fn new(c: &CardRecord) -> CardRow {
+        CardRow {
+            uuid: clean(&c.uuid, MAX_TEXT_CHARS),
+            service_id: clean(&c.service_id, MAX_TEXT_CHARS),
+            card: clean(&c.card, MAX_TEXT_CHARS),
+            indicator: clean(&c.indicator, MAX_TEXT_CHARS),
+            stance: clean(&c.stance, MAX_TEXT_CHARS),
+            suggestion_uuids: id_list(&c.suggestion_uuids),
+            issued_at_ms: unix_ms(c.issued_at),
+            client_issuer: clean_opt(&c.client_issuer, MAX_TEXT_CHARS),
+            tenant: clean_opt(&c.tenant, MAX_TEXT_CHARS),
+            hook_instance: clean(&c.hook_instance, MAX_TEXT_CHARS),
+        }
+    }
+}
+
+/// A feedback item as stored: cleaned and converted.
+struct FeedbackRow {
+    card_uuid: String,
+    outcome: &'static str,
+    outcome_at_ms: i64,
+    service_id: String,
+    accepted_suggestions: String,
+    override_reason_code: Option<String>,
+    override_reason_system: Option<String>,
+    user_comment: Option<String>,
+    received_at_ms: i64,
+    client_issuer: Option<String>,
+}
+
+impl FeedbackRow {
+    fn new(f: &FeedbackRecord) -> FeedbackRow {
+        FeedbackRow {
+            card_uuid: clean(&f.card_uuid, MAX_TEXT_CHARS),
+            outcome: f.outcome.as_str(),
+            outcome_at_ms: unix_ms(f.outcome_at),
+            service_id: clean(&f.service_id, MAX_TEXT_CHARS),
+            accepted_suggestions: id_list(&f.accepted_suggestions),
+            override_reason_code: clean_opt(&f.override_reason_code, MAX_TEXT_CHARS),
+            override_reason_system: clean_opt(&f.override_reason_system, MAX_TEXT_CHARS),
+            user_comment: clean_opt(&f.user_comment, MAX_COMMENT_CHARS),
+            received_at_ms: unix_ms(f.received_at),
+            client_issuer: clean_opt(&f.client_issuer, MAX_TEXT_CHARS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_url_described_without_password() {
+        let config = StoreConfig::Postgres {
+            url: "postgres://cds:s3cret@db.example.org:6543/cds?sslmode=require&password=other".into(),
+        };
+        assert_eq!(config.describe(), "PostgreSQL cds@db.example.org:6543/cds");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let socket = StoreConfig::Postgres {
+            url: "postgres://postgres@localhost/dncds_test?host=/tmp/pg".into(),
+        };
+        assert_eq!(socket.describe(), "PostgreSQL postgres@/tmp/pg/dncds_test");
+        let bad = StoreConfig::Postgres {
+            url: "not a url with s3cret".into(),
+        };
+        assert!(!bad.describe().contains("s3cret"));
+    }
+
+    #[test]
+    fn jti_keys_separate_issuer_and_jti() {
+        assert_ne!(jti_key("ab", "c"), jti_key("a", "bc"));
+        assert_eq!(jti_key("a", "b"), jti_key("a", "b"));
+    }
+
+    #[test]
+    fn text_is_capped_and_nul_free() {
+        assert_eq!(clean("a\0b", 10), "a\u{FFFD}b");
+        assert_eq!(clean(&"é".repeat(300), MAX_TEXT_CHARS).chars().count(), MAX_TEXT_CHARS);
+        let many: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        let list: Vec<String> = serde_json::from_str(&id_list(&many)).expect("json");
+        assert_eq!(list.len(), MAX_LIST_ITEMS);
+    }
+}
