@@ -50,15 +50,24 @@ enum Raw {
 }
 
 enum Cleanup {
-    Dir(PathBuf),
+    Dir(TempDir),
     Schema { admin: PgPool, schema: String },
+}
+
+/// Removed when dropped, so a failing test leaves nothing behind either.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Fixture {
     async fn sqlite(name: &str) -> Fixture {
-        let dir = std::env::temp_dir().join(format!("dncds-store-{}", unique(name)));
+        let dir = TempDir(std::env::temp_dir().join(format!("dncds-store-{}", unique(name))));
         // Two levels that do not exist yet: open must create them.
-        let path = dir.join("data").join("nested").join("store.sqlite3");
+        let path = dir.0.join("data").join("nested").join("store.sqlite3");
         let config = StoreConfig::Sqlite { path: path.clone() };
         // The store creates the file; the raw pool opens it only after the first `open` (see `raw`).
         Store::open(&config).await.expect("open SQLite store").close().await;
@@ -154,9 +163,7 @@ impl Fixture {
             Raw::Postgres(pool) => pool.close().await,
         }
         match self.cleanup {
-            Cleanup::Dir(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
+            Cleanup::Dir(dir) => drop(dir),
             Cleanup::Schema { admin, schema } => {
                 sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
                     .execute(&admin)
@@ -799,9 +806,9 @@ async fn analytics_identical_on_both_backends() {
 
 #[tokio::test]
 async fn sqlite_open_error_names_the_path() {
-    let dir = std::env::temp_dir().join(format!("dncds-store-{}", unique("bad")));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("a-file");
+    let dir = TempDir(std::env::temp_dir().join(format!("dncds-store-{}", unique("bad"))));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = dir.0.join("a-file");
     std::fs::write(&file, b"not a directory").unwrap();
     let config = StoreConfig::Sqlite {
         path: file.join("store.sqlite3"),
@@ -809,7 +816,6 @@ async fn sqlite_open_error_names_the_path() {
     let error = Store::open(&config).await.expect_err("a file is in the way");
     assert!(matches!(error, StoreError::CreateDir { .. }), "{error:?}");
     assert!(error.to_string().contains(&file.display().to_string()), "{error}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

@@ -456,7 +456,9 @@ impl Store {
     /// retries a POST resends the same items, while a clinician's new action on the same card has a new
     /// timestamp or outcome. A card uuid the log does not have is stored all the same and flagged (it may be
     /// from a card logged later, from before the retention cut-off, or forged), so nothing a client sent is
-    /// lost and analytics can count it.
+    /// lost and analytics can count it. When the card is logged later, [`Store::insert_cards`] clears the flag;
+    /// only an item committed in the same instant as its card's first logging can keep it (on PostgreSQL
+    /// neither transaction sees the other's row), and feedback follows its card by a clinician's reaction time.
     pub async fn insert_feedback(&self, items: &[FeedbackRecord]) -> Result<FeedbackOutcome, StoreError> {
         if items.is_empty() {
             return Ok(FeedbackOutcome::default());
@@ -499,7 +501,8 @@ impl Store {
     /// Records that `issuer` used `jti`, to be remembered until `expires_at` (Unix seconds; the token's `exp`
     /// plus the clock-skew leeway). `true`: fresh, the token may be used; `false`: a replay. An entry whose
     /// `expires_at` is before `now` counts as absent and is replaced. Atomic across tasks, and across
-    /// processes sharing the store.
+    /// processes sharing the store. On an error the caller should refuse the token (fail closed, as
+    /// `auth::ReplayCache` does when full), and call [`Store::prune_jtis`] now and then (every minute, say).
     ///
     /// The key is SHA-256 of (issuer, jti), not the values: fixed-size keys however long the caller's `jti`,
     /// no caller text stored, no collision in practice (unlike cutting the values to a length, which would make
