@@ -58,6 +58,9 @@ enum Command {
         /// The URL to ask instead, such as `http://127.0.0.1:8080/readyz`.
         #[arg(long)]
         url: Option<String>,
+        /// The service's listen address, whose port is asked on loopback.
+        #[arg(long, env = "DRY_NEEDLING_CDS_LISTEN", value_parser = parse_listen)]
+        listen: Option<SocketAddr>,
     },
 }
 
@@ -143,8 +146,8 @@ fn run() -> anyhow::Result<()> {
         _ => cli.serve.clone(),
     };
     // Before the content and the configuration are read: a health probe must fail only on the server's answer.
-    if let Some(Command::Healthcheck { url }) = &cli.command {
-        healthcheck(url.as_deref(), serve_args.listen);
+    if let Some(Command::Healthcheck { url, listen }) = &cli.command {
+        healthcheck(url.as_deref(), listen.unwrap_or(serve_args.listen));
     }
     let source = match &cli.cards {
         Some(dir) => ContentSource::Directory(dir.clone()),
