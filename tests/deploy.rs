@@ -4,14 +4,16 @@
 //! service's own configuration parser. The `healthcheck` subcommand the image's HEALTHCHECK runs is tested
 //! against the real binary.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::process::Service;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -577,54 +579,6 @@ fn manifest_lets_requests_finish_and_keeps_one_pod_through_disruptions() {
 
 // ---- the healthcheck subcommand, on the real binary ----
 
-/// The real binary serving on a free loopback port, without configuration.
-struct Service {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Service {
-    fn start() -> Service {
-        let mut child = Command::new(BINARY)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env_remove("DRY_NEEDLING_CDS_CONFIG")
-            .env_remove("DRY_NEEDLING_CDS_LISTEN")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (send, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let address = loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the service logs its address within 20 s");
-            if let Some(at) = line.find("http://127.0.0.1:") {
-                let rest = &line[at + "http://".len()..];
-                break rest[..rest.find('/').unwrap()].parse().unwrap();
-            }
-        };
-        Service { child, address }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs `dry-needling-cds healthcheck ARGS` with `env`; its output and how long it took.
 fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
     let started = Instant::now();
@@ -654,7 +608,8 @@ fn closed_port() -> u16 {
 
 #[test]
 fn healthcheck_passes_against_the_running_service() {
-    let service = Service::start();
+    // The real binary on a free loopback port, with an empty configuration (no trusted clients).
+    let service = Service::start("");
     let port = service.address.port().to_string();
 
     let (output, _) = healthcheck(&["--listen", &format!("127.0.0.1:{port}")], &[]);
