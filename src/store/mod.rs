@@ -39,8 +39,10 @@
 //! | `mod.rs` | [`Store`], records, errors, the queries |
 //! | `migrations.rs` | the embedded schema versions |
 //! | `analytics.rs` | [`Analytics`], the counting rule, and the arrangement of the grouped rows |
+//! | `cardlog.rs` | [`CardLog`]: the bounded queue and batch writer that keep the card log off the hot path |
 
 mod analytics;
+mod cardlog;
 mod migrations;
 
 use std::fmt;
@@ -56,6 +58,7 @@ use sqlx::{Database, Row, Transaction};
 use time::OffsetDateTime;
 
 pub use analytics::{Analytics, ReasonCount, TemplateStats, WeekStats, WeekTotal};
+pub use cardlog::{CardLog, CardLogWriter};
 pub use migrations::LATEST as SCHEMA_VERSION;
 
 /// The SQLite file's name in a data directory ([`StoreConfig::sqlite_in`]).
@@ -74,6 +77,37 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
 /// Per instance; several instances share the server's `max_connections` (100 by default).
 const POSTGRES_MAX_CONNECTIONS: u32 = 8;
+
+/// The data directory when neither the configuration, `--data-dir` nor `DRY_NEEDLING_CDS_DATA_DIR` names one:
+/// `data/` under the working directory, so that `cargo run --release` in a checkout keeps its log beside it.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Cards and feedback are kept this long by default: a year, so that a year's trend can be read.
+pub const DEFAULT_RETENTION_DAYS: u32 = 365;
+
+/// How the service uses a store (`[store]` in the configuration, README "Storage").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// `None`: no store (`backend = "off"`): cards and feedback are only logged, and replay is checked per
+    /// process.
+    pub backend: Option<StoreConfig>,
+    /// Cards issued and feedback received longer ago than this are deleted (checked hourly).
+    pub retention_days: u32,
+    /// Whether an override's free-text `userComment` is stored (it may name the patient; off by default).
+    pub keep_override_comments: bool,
+    /// Cards the card log's queue holds before it drops them.
+    pub queue_capacity: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> StoreSettings {
+        StoreSettings {
+            backend: Some(StoreConfig::sqlite_in(Path::new(DEFAULT_DATA_DIR))),
+            retention_days: DEFAULT_RETENTION_DAYS,
+            keep_override_comments: false,
+            queue_capacity: cardlog::DEFAULT_CAPACITY,
+        }
+    }
+}
 
 /// Where the store lives.
 #[derive(Clone, PartialEq, Eq)]
@@ -578,6 +612,47 @@ impl Store {
         .await)
         .map_err(StoreError::query("analytics"))?;
         Ok(analytics::fold(since, until, rows, unknown))
+    }
+}
+
+/// How often [`maintain`] applies retention, and prunes expired `jti`s.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(60 * 60);
+pub const JTI_PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The store's upkeep, for as long as the process runs: deletes cards and feedback older than `retention_days`
+/// (at start, then hourly) and, when the `jti` cache is shared, expired `jti`s (every minute). Failures are
+/// counted and logged; the next round tries again.
+pub async fn maintain(store: Store, retention_days: u32, prune_jtis: bool) {
+    let mut retention = tokio::time::interval(RETENTION_EVERY);
+    let mut jtis = tokio::time::interval(JTI_PRUNE_EVERY);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    jtis.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = retention.tick() => {
+                let cut = OffsetDateTime::now_utc() - time::Duration::days(i64::from(retention_days));
+                match store.prune(cut).await {
+                    Ok(pruned) if pruned.cards + pruned.feedback > 0 => tracing::info!(
+                        cards = pruned.cards,
+                        feedback = pruned.feedback,
+                        retention_days,
+                        "retention: old cards and feedback deleted"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => {
+                        metrics::counter!(crate::ops::metrics::STORE_ERRORS, "operation" => "prune").increment(1);
+                        tracing::warn!(%error, "retention: pruning failed; retrying in an hour");
+                    }
+                }
+            }
+            _ = jtis.tick(), if prune_jtis => {
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                if let Err(error) = store.prune_jtis(now).await {
+                    metrics::counter!(crate::ops::metrics::STORE_ERRORS, "operation" => "prune").increment(1);
+                    tracing::warn!(%error, "pruning expired jtis failed; retrying in a minute");
+                }
+            }
+        }
     }
 }
 
