@@ -220,7 +220,8 @@ pub fn outcomes_chart(analytics: &Analytics) -> String {
             .margin(12)
             .x_label_area_size(28)
             .y_label_area_size(if one_service { 290 } else { 480 })
-            .build_cartesian_2d(0u64..max + max / 10 + 1, (0u32..rows).into_segmented())?;
+            // Half as much again to the right of the longest bar: room for the legend, which never covers a bar.
+            .build_cartesian_2d(0u64..max + max / 2 + 1, (0u32..rows - 1).into_segmented())?;
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -262,7 +263,7 @@ pub fn outcomes_chart(analytics: &Analytics) -> String {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .label_font(("sans-serif", 13))
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK.mix(0.3))
@@ -316,7 +317,7 @@ pub fn weekly_chart(analytics: &Analytics) -> String {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(56)
-            .build_cartesian_2d((0..count).into_segmented(), 0u64..max + max / 10 + 1)?;
+            .build_cartesian_2d((0..count - 1).into_segmented(), 0u64..max + max / 10 + 1)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
