@@ -663,6 +663,11 @@ mod tests {
         let example = Config::load(&dir.join("example.toml")).unwrap();
         assert_eq!(example.clients[0].fhir.servers, ["https://ehr.example.org"]);
         assert_eq!(
+            example.store,
+            StoreSettings::default(),
+            "the example shows the defaults"
+        );
+        assert_eq!(
             example.fetch,
             FetchSettings::default(),
             "the example shows the defaults"
@@ -843,5 +848,69 @@ mod tests {
             let error = parse(text).err().unwrap_or_else(|| panic!("accepted: {text}"));
             assert!(error.contains(expected), "{text}\n=> {error}");
         }
+    }
+
+    #[test]
+    fn the_store_section() {
+        use crate::store::StoreConfig;
+        let dir = Path::new("/etc/cds");
+        let parsed = |text: &str| Config::parse(text, dir);
+        assert_eq!(parsed("").unwrap().store, StoreSettings::default());
+        let sqlite =
+            parsed("[store]\ndata_dir = \"db\"\nretention_days = 30\nkeep_override_comments = true\n").unwrap();
+        assert_eq!(
+            sqlite.store.backend,
+            Some(StoreConfig::sqlite_in(Path::new("/etc/cds/db"))),
+            "relative to the file"
+        );
+        assert_eq!(
+            (sqlite.store.retention_days, sqlite.store.keep_override_comments),
+            (30, true)
+        );
+        let postgres = parsed("[store]\npostgres_url = \"postgres://cds@db/cds\"\n").unwrap();
+        assert_eq!(
+            postgres.store.backend,
+            Some(StoreConfig::Postgres {
+                url: "postgres://cds@db/cds".into()
+            }),
+            "a URL alone chooses PostgreSQL"
+        );
+        assert_eq!(parsed("[store]\nbackend = \"off\"\n").unwrap().store.backend, None);
+        for (text, named) in [
+            ("[store]\nbackend = \"mysql\"", "backend = \"mysql\""),
+            (
+                "[store]\nbackend = \"sqlite\"\npostgres_url = \"postgres://x/y\"",
+                "remove one",
+            ),
+            (
+                "[store]\nbackend = \"postgres\"\ndata_dir = \"d\"",
+                "data_dir is for SQLite",
+            ),
+            ("[store]\npostgres_url = \"mysql://x/y\"", "postgres://"),
+            ("[store]\nretention_days = 0", "retention_days"),
+            ("[store]\ncard_log_queue = 0", "card_log_queue"),
+            ("[store]\nretain = 3", "retain"),
+            ("[analytics]\ntoken_sha256 = \"abc\"", "64 hexadecimal digits"),
+        ] {
+            let error = parsed(text).unwrap_err();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+        // The secret in a bad URL is never repeated.
+        let error = parsed("[store]\npostgres_url = \"mysql://u:s3cret@x/y\"").unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
+        let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let token = parsed(&format!("[analytics]\ntoken_sha256 = \"{digest}\"")).unwrap();
+        assert_eq!(token.analytics_token_sha256.map(|d| d[0]), Some(0x9f));
+        // Flags: a data directory replaces SQLite's; a PostgreSQL URL replaces the backend.
+        let mut config = parsed("").unwrap();
+        config.set_data_dir(Path::new("/srv/data"));
+        assert_eq!(
+            config.store.backend,
+            Some(StoreConfig::sqlite_in(Path::new("/srv/data")))
+        );
+        config.set_postgres_url("postgresql://cds@db/cds").unwrap();
+        config.set_data_dir(Path::new("/elsewhere"));
+        assert!(matches!(config.store.backend, Some(StoreConfig::Postgres { .. })));
+        assert!(config.set_postgres_url("http://db").is_err());
     }
 }
