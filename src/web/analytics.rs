@@ -379,8 +379,9 @@ pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String
     let text = |s: &str| html_escape::encode_text(s).into_owned();
     let attribute = |s: &str| html_escape::encode_double_quoted_attribute(s).into_owned();
     let date = |t: time::OffsetDateTime| t.date().to_string();
+    // Rounded half away from zero (62.5 % shows as 63 %), as people round; `{:.0}` would round to even.
     let rate = |r: Option<f64>| {
-        r.map(|r| format!("{:.0} %", r * 100.0))
+        r.map(|r| format!("{} %", (r * 100.0).round()))
             .unwrap_or_else(|| "–".to_string())
     };
     let suffix = if query.is_empty() {
@@ -532,7 +533,7 @@ mod tests {
         assert!(!page.contains("<script>"), "reason codes are escaped");
         assert!(page.contains("&lt;script&gt;"));
         assert!(page.contains("no reason given (1)"));
-        assert!(page.contains("63 %"), "5 of 8 acted on were overridden");
+        assert!(page.contains("63 %"), "5 of 8 acted on were overridden: {page}");
         let reasons = csv(&analytics, CsvTable::Reasons);
         assert!(reasons.contains("'=HYPERLINK"), "{reasons}");
         let templates = csv(&analytics, CsvTable::Templates);
