@@ -326,11 +326,6 @@ impl Verifier {
         let _ = self.shared_replay.set(store);
     }
 
-    /// Whether `jti`s are also checked in a shared store.
-    pub fn replay_cache_is_shared(&self) -> bool {
-        self.shared_replay.get().is_some()
-    }
-
     /// Entries in the replay cache (for metrics).
     pub fn replay_cache_len(&self) -> usize {
         self.replay.lock().unwrap_or_else(|p| p.into_inner()).len()
