@@ -47,6 +47,8 @@ pub const KEYS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 pub const REPLAY_CAPACITY: usize = 1_000_000;
 /// How long a signed call waits for the shared `jti` cache (PostgreSQL) before judging by this process's alone.
 pub const SHARED_REPLAY_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the shared `jti` cache is left alone after it failed to answer.
+pub const SHARED_REPLAY_REST: Duration = Duration::from_secs(10);
 const JWKS_TIMEOUT: Duration = Duration::from_secs(3);
 const JWKS_MAX_BYTES: usize = 256 * 1024;
 
@@ -275,6 +277,9 @@ pub struct Verifier {
     shared_replay: OnceLock<crate::store::Store>,
     /// Rate limit of the warning when the shared cache does not answer.
     shared_replay_errors: Mutex<crate::logsafe::Occasional>,
+    /// After the shared cache failed to answer, it is not asked again until this instant, so that an outage
+    /// costs each signed call nothing rather than [`SHARED_REPLAY_TIMEOUT`].
+    shared_replay_resting: Mutex<Option<Instant>>,
     /// Rate limit of the detailed `aud` refusal line (see [`crate::http`]): per verifier, so one deployment's
     /// (or one test's) refusals never silence another's.
     pub audience_diagnostics: Mutex<crate::logsafe::Occasional>,
@@ -289,6 +294,7 @@ impl Verifier {
             replay: Mutex::new(ReplayCache::new(REPLAY_CAPACITY)),
             shared_replay: OnceLock::new(),
             shared_replay_errors: Mutex::new(crate::logsafe::Occasional::new()),
+            shared_replay_resting: Mutex::new(None),
             audience_diagnostics: Mutex::new(crate::logsafe::Occasional::new()),
         }
     }
@@ -320,8 +326,9 @@ impl Verifier {
     /// instance sharing the store is refused. Only the first call has an effect.
     ///
     /// When the store does not answer within [`SHARED_REPLAY_TIMEOUT`], the token is judged by this process's
-    /// cache alone, with a warning and `cds_store_errors_total{operation="replay"}`: a database outage must not
-    /// refuse every EHR call, and replays to the same instance are still refused meanwhile.
+    /// cache alone, with a warning and `cds_store_errors_total{operation="replay"}`, and the store is left alone
+    /// for [`SHARED_REPLAY_REST`] (calls meanwhile are judged the same way, without waiting): a database outage
+    /// must neither refuse nor slow every EHR call, and replays to the same instance are still refused.
     pub fn share_replay_cache(&self, store: crate::store::Store) {
         let _ = self.shared_replay.set(store);
     }
@@ -491,7 +498,16 @@ impl Verifier {
         until: u64,
         now: u64,
     ) -> bool {
-        let started = std::time::Instant::now();
+        let resting = self
+            .shared_replay_resting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() < until);
+        if resting {
+            metrics::counter!(crate::ops::metrics::STORE_ERRORS, "operation" => "replay").increment(1);
+            return true;
+        }
+        let started = Instant::now();
         let checked = tokio::time::timeout(
             SHARED_REPLAY_TIMEOUT,
             store.remember_jti(issuer, jti, until as i64, now as i64),
@@ -501,6 +517,8 @@ impl Verifier {
         match checked {
             Ok(Ok(fresh)) => fresh,
             failed => {
+                *self.shared_replay_resting.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now() + SHARED_REPLAY_REST);
                 metrics::counter!(crate::ops::metrics::STORE_ERRORS, "operation" => "replay").increment(1);
                 let error = match failed {
                     Ok(Err(error)) => error.to_string(),
@@ -513,7 +531,7 @@ impl Verifier {
                         tracing::warn!(
                             times,
                             %error,
-                            "the shared jti cache did not answer: replay checked by this instance alone"
+                            "the shared jti cache did not answer: replay checked by this instance alone for the next 10 s"
                         )
                     });
                 true

@@ -456,14 +456,19 @@ fn configured(toml: &str) -> AppState {
 
 /// A valid EHR token for `/analytics`: it must not open analytics.
 fn ehr_token() -> String {
+    ehr_token_for("/analytics")
+}
+
+/// A valid EHR token for a call to `path`, with a fresh `jti`.
+fn ehr_token_for(path: &str) -> String {
     let pem = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/auth/es384-private.pem")).unwrap();
     let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let claims = json!({"iss": "https://ehr.test.example", "aud": "http://127.0.0.1:8080/analytics", "iat": now,
-        "exp": now + 300, "jti": uuid::Uuid::new_v4().to_string()});
+    let claims = json!({"iss": "https://ehr.test.example", "aud": format!("http://127.0.0.1:8080{path}"),
+        "iat": now, "exp": now + 300, "jti": uuid::Uuid::new_v4().to_string()});
     let header = jsonwebtoken::Header {
         kid: Some("test-es384".into()),
         ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384)
@@ -550,6 +555,52 @@ async fn analytics_need_their_own_credential() {
     }
     drop(card_log);
     writer.finish(Duration::from_secs(5)).await;
+    fx.finish().await;
+}
+
+/// The shared `jti` cache is consulted for every signed call; when it fails, calls are judged by the process's
+/// own cache (a replay to this instance is still refused) and do not wait for the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_shared_replay_cache_falls_back_to_the_local_one() {
+    let fx = Fixture::sqlite("shared-replay").await;
+    let store = fx.open().await;
+    let state = configured(CLIENT_TOML);
+    let dry_needling_cds::http::Access::Verify(verifier) = state.access.as_ref() else {
+        panic!("verified mode");
+    };
+    verifier.share_replay_cache(store.clone());
+    let call = |token: String| {
+        let state = state.clone();
+        async move {
+            let request = Request::post(SELECT)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::from(fixture(LOW_BACK)))
+                .unwrap();
+            send_with(state, request).await.status
+        }
+    };
+    let first = ehr_token_for(SELECT);
+    assert_eq!(call(first.clone()).await, StatusCode::OK);
+    assert_eq!(
+        fx.count("SELECT COUNT(*) FROM jti_seen").await,
+        1,
+        "the shared cache has the jti"
+    );
+    assert_eq!(call(first).await, StatusCode::UNAUTHORIZED);
+    store.close().await;
+    let second = ehr_token_for(SELECT);
+    assert_eq!(
+        call(second.clone()).await,
+        StatusCode::OK,
+        "accepted while the store is down"
+    );
+    assert_eq!(
+        call(second).await,
+        StatusCode::UNAUTHORIZED,
+        "a replay to this instance, refused"
+    );
+    assert_eq!(call(ehr_token_for(SELECT)).await, StatusCode::OK);
     fx.finish().await;
 }
 
