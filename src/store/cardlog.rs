@@ -1,9 +1,11 @@
 //! The card log's queue: a hook answer never waits for the database.
 //!
 //! Handlers hand each answer's cards to [`CardLog::record`], which only tries to put them on a bounded channel
-//! and returns at once. One writer task ([`CardLog::start`]) takes what is queued in batches (up to
-//! [`BATCH`] cards, or whatever arrived within [`LINGER`] of the first) and writes each batch in one
-//! transaction, which is what makes logging nearly free: one commit per batch, not per card.
+//! and returns at once. One writer task ([`CardLog::start`]) wakes every [`FLUSH_EVERY`], takes everything
+//! queued and writes it in batches of up to [`BATCH`] cards, one transaction each. Two things make logging
+//! nearly free: one commit per batch, not per card; and a writer that sleeps on a timer rather than waiting on
+//! the channel, so that a hook call's `try_send` never wakes another thread (waking the writer for every card
+//! cost a fifth of the hook throughput in `scripts/store-cost`, most of it in futex system calls).
 //!
 //! When the store is slow or down the queue fills; cards that find it full are dropped and counted
 //! (`cds_card_log_total{outcome="queue_full"}`), and a batch the store refuses is retried with back-off a few
@@ -25,9 +27,9 @@ use crate::logsafe::Occasional;
 use crate::ops::metrics as ops;
 
 /// Cards written per transaction, at most.
-pub const BATCH: usize = 256;
-/// How long the writer waits for more cards after the first of a batch.
-pub const LINGER: Duration = Duration::from_millis(50);
+pub const BATCH: usize = 1000;
+/// How often the writer takes what is queued: a card reaches the store within about this long.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Cards queued by default: minutes of a busy hospital's traffic, a few MiB at most.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 /// Attempts per batch before it is dropped, and the wait before the first retry (doubled each time).
@@ -115,28 +117,36 @@ async fn write(
     dropped: Arc<AtomicU64>,
 ) {
     let mut errors = Occasional::new();
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let first = tokio::select! {
-            card = cards.recv() => card,
-            _ = stopping.wait_for(|stop| *stop) => None,
+        let stop = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stopping.wait_for(|stop| *stop) => true,
         };
-        let Some(first) = first else { break };
-        let mut batch = Vec::with_capacity(BATCH);
-        batch.push(first);
-        // Whatever else arrives soon joins this batch: one transaction for many cards.
-        let linger = tokio::time::sleep(LINGER);
-        tokio::pin!(linger);
-        while batch.len() < BATCH {
-            tokio::select! {
-                card = cards.recv() => match card {
-                    Some(card) => batch.push(card),
-                    None => break,
-                },
-                () = &mut linger => break,
-            }
+        if stop {
+            break;
         }
-        if !write_batch(&store, &batch, &mut errors, true).await {
-            dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        // Everything queued now, in batches; cards that arrive meanwhile wait for the next tick.
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            while batch.len() < BATCH {
+                match cards.try_recv() {
+                    Ok(card) => batch.push(card),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() == BATCH;
+            if !write_batch(&store, &batch, &mut errors, true).await {
+                dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            batch.clear();
+            if !full {
+                break;
+            }
         }
     }
     // Shutdown: no new cards; what is queued is written without retries.
