@@ -595,7 +595,8 @@ type ChronicIndex = HashMap<String, HashMap<String, String>>;
 fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) {
     let mut codes: CodeIndex = HashMap::new();
     let mut chronic: ChronicIndex = HashMap::new();
-    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    // Flexible: a row may leave out the last column (`note`); one with more columns than the header is reported.
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
     let headers = match reader.headers() {
         Ok(headers) => headers.clone(),
         Err(e) => {
@@ -632,6 +633,20 @@ fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) 
         };
         let line = record.position().map_or(index as u64 + 2, |p| p.line());
         let at = format!("line {line}");
+        if record.len() > headers.len() {
+            problems.add(
+                CODES_CSV,
+                &at,
+                format!(
+                    "{} columns, but the header has {} ({}): put a display or source that holds a comma in double \
+                     quotes (\"Lumbago with sciatica, left side\")",
+                    record.len(),
+                    headers.len(),
+                    headers.iter().collect::<Vec<_>>().join(",")
+                ),
+            );
+            continue;
+        }
         let field = |i: usize| record.get(i).unwrap_or("").trim();
         let (set, raw_system, raw_code) = (field(set_col), field(system_col), field(code_col));
         let missing: Vec<&str> = [
