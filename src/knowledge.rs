@@ -1667,6 +1667,33 @@ mod tests {
     }
 
     #[test]
+    fn misspelt_names_find_the_one_meant_and_local_systems_are_oids() {
+        let sets = known_set_names();
+        assert_eq!(nearest("exclude.headach", &sets), Some("exclude.headache"));
+        assert_eq!(nearest("cond.neckpain", &sets), Some("cond.neck_pain"));
+        assert_eq!(nearest("allergies", &sets), None);
+        assert_eq!(
+            nearest("http://snomed.info/sctt", KNOWN_SYSTEMS),
+            Some("http://snomed.info/sct")
+        );
+        assert!(is_oid_urn("urn:oid:1.2.840.114350.1.13.0.1.7.2.696580"));
+        assert!(!is_oid_urn("urn:oid:1..2") && !is_oid_urn("urn:oid:") && !is_oid_urn("urn:oid:1.2.x"));
+        // The OIDs of standard systems are read as the systems.
+        assert!(KNOWN_SYSTEMS.contains(&canonical_system("urn:oid:2.16.840.1.113883.6.90")));
+    }
+
+    #[test]
+    fn a_summary_budget_is_its_fixed_text_plus_each_placeholder_at_its_longest() {
+        let summary = Template::parse("Dry needling for {{indication}}: {{missing}} not yet documented").unwrap();
+        let budget = summary_budget(&summary, "");
+        assert_eq!(budget.longest(), 38 + 40 + 56);
+        assert_eq!(
+            budget.explain(),
+            "134 characters at most: 38 fixed + 40 for {{indication}} + 56 for {{missing}}"
+        );
+    }
+
+    #[test]
     fn keywords_match_at_word_starts() {
         let words = vec!["heat".to_string(), "needl".to_string()];
         assert!(has_keyword("moist heat pack", &words));

@@ -178,12 +178,16 @@ fn run() -> anyhow::Result<()> {
             None => ContentSource::Embedded,
         });
     }
-    let knowledge = Knowledge::load(&source).with_context(|| {
-        format!(
-            "the guidance content in {} is invalid (`dry-needling-cds check-content {}` lists the same problems)",
-            source.describe(),
-            source.root().display()
-        )
+    let knowledge = Knowledge::load(&source).map_err(|error| {
+        let context = match error.problems() {
+            [] => format!("cannot read the guidance content in {}", source.describe()),
+            _ => format!(
+                "the guidance content in {} is invalid (`dry-needling-cds check-content {}` lists the same problems)",
+                source.describe(),
+                source.root().display()
+            ),
+        };
+        anyhow::Error::new(error).context(context)
     })?;
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
