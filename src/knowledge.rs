@@ -4,7 +4,10 @@
 //! Why content is data: clinicians review and change wording and code lists far more often than logic, and a
 //! reviewer should not need to read Rust. The directory is embedded in the binary (so the service runs with no
 //! files around it) and can be replaced at start by a directory named in configuration. Everything a rule can
-//! ask for is checked here, so a bad file stops the start with a message naming the file, never a request.
+//! ask for is checked here, so a bad file stops the start, never a request. The people who edit these files are
+//! a CDS team, not programmers: every problem is collected and reported at once (not only the first), each with
+//! the path they would open, the field or line, and the numbers that say what to change (a summary's length
+//! budget); `check-content` runs this same check without starting the service.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
