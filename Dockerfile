@@ -24,19 +24,26 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --bin dry-needling-cds \
-    && install -D -m 0755 target/release/dry-needling-cds /out/dry-needling-cds
+    && install -D -m 0755 target/release/dry-needling-cds /out/dry-needling-cds \
+    && install -d -m 0700 /out/data
 
 # Distroless: glibc, libgcc, CA certificates (for the EHRs' key URLs and FHIR servers), no shell, no
 # package manager. The `nonroot` variant has the user 65532 (`nonroot`) in its /etc/passwd.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=builder /out/dry-needling-cds /usr/local/bin/dry-needling-cds
+# The SQLite store's directory (card log, feedback; README "Storage"), owned by the user the service runs as.
+# Mount a volume here to keep it across containers; for several containers use PostgreSQL instead
+# (DRY_NEEDLING_CDS_POSTGRES_URL).
+COPY --from=builder --chown=65532:65532 /out/data /var/lib/dry-needling-cds
 # Numeric, so that Kubernetes' runAsNonRoot can check it without reading /etc/passwd.
 USER 65532:65532
 # Every interface, since the container's network is its own; logs as JSON lines for a log collector. On an
 # address other than loopback the service refuses to start without trusted clients in a configuration file:
 # mount one and point DRY_NEEDLING_CDS_CONFIG at it (README "Deploying").
 ENV DRY_NEEDLING_CDS_LISTEN=0.0.0.0:8080 \
-    DRY_NEEDLING_CDS_LOG_FORMAT=json
+    DRY_NEEDLING_CDS_LOG_FORMAT=json \
+    DRY_NEEDLING_CDS_DATA_DIR=/var/lib/dry-needling-cds
+VOLUME ["/var/lib/dry-needling-cds"]
 # 8080: the CDS Hooks endpoints, /healthz and /readyz. 9464: Prometheus metrics at /metrics, served when
 # DRY_NEEDLING_CDS_METRICS_LISTEN is set (for example to 0.0.0.0:9464).
 EXPOSE 8080 9464

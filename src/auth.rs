@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -45,6 +45,10 @@ pub const KEYS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// `jti`s remembered at once (about 40 bytes each): with ten-minute tokens, enough for 1,600 requests a second
 /// sustained. When full of unexpired entries, new tokens are refused (fail closed).
 pub const REPLAY_CAPACITY: usize = 1_000_000;
+/// How long a signed call waits for the shared `jti` cache (PostgreSQL) before judging by this process's alone.
+pub const SHARED_REPLAY_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the shared `jti` cache is left alone after it failed to answer.
+pub const SHARED_REPLAY_REST: Duration = Duration::from_secs(10);
 const JWKS_TIMEOUT: Duration = Duration::from_secs(3);
 const JWKS_MAX_BYTES: usize = 256 * 1024;
 
@@ -268,6 +272,14 @@ pub struct Verifier {
     base_url: String,
     http: reqwest::Client,
     replay: Mutex<ReplayCache>,
+    /// The `jti` cache shared by several instances (PostgreSQL), consulted after this process's own; set once at
+    /// start by [`Verifier::share_replay_cache`].
+    shared_replay: OnceLock<crate::store::Store>,
+    /// Rate limit of the warning when the shared cache does not answer.
+    shared_replay_errors: Mutex<crate::logsafe::Occasional>,
+    /// After the shared cache failed to answer, it is not asked again until this instant, so that an outage
+    /// costs each signed call nothing rather than [`SHARED_REPLAY_TIMEOUT`].
+    shared_replay_resting: Mutex<Option<Instant>>,
     /// Rate limit of the detailed `aud` refusal line (see [`crate::http`]): per verifier, so one deployment's
     /// (or one test's) refusals never silence another's.
     pub audience_diagnostics: Mutex<crate::logsafe::Occasional>,
@@ -280,6 +292,9 @@ impl Verifier {
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
             replay: Mutex::new(ReplayCache::new(REPLAY_CAPACITY)),
+            shared_replay: OnceLock::new(),
+            shared_replay_errors: Mutex::new(crate::logsafe::Occasional::new()),
+            shared_replay_resting: Mutex::new(None),
             audience_diagnostics: Mutex::new(crate::logsafe::Occasional::new()),
         }
     }
@@ -305,6 +320,17 @@ impl Verifier {
         }
         accepted.extend(client.options.audiences.iter().cloned());
         accepted
+    }
+
+    /// Checks every `jti` in `store` as well (after this process's cache), so that a token replayed to another
+    /// instance sharing the store is refused. Only the first call has an effect.
+    ///
+    /// When the store does not answer within [`SHARED_REPLAY_TIMEOUT`], the token is judged by this process's
+    /// cache alone, with a warning and `cds_store_errors_total{operation="replay"}`, and the store is left alone
+    /// for [`SHARED_REPLAY_REST`] (calls meanwhile are judged the same way, without waiting): a database outage
+    /// must neither refuse nor slow every EHR call, and replays to the same instance are still refused.
+    pub fn share_replay_cache(&self, store: crate::store::Store) {
+        let _ = self.shared_replay.set(store);
     }
 
     /// Entries in the replay cache (for metrics).
@@ -449,10 +475,68 @@ impl Verifier {
         if let Err(reason) = fresh {
             return reject(rejection, reason);
         }
+        if let Some(store) = self.shared_replay.get()
+            && !self
+                .fresh_in_shared_store(store, &client.issuer, &claims.jti, remember_until, now)
+                .await
+        {
+            return reject(rejection, AuthError::Replay);
+        }
         Ok(Verified {
             client: client.clone(),
             jti: truncate(&claims.jti),
         })
+    }
+
+    /// `false` only when the shared store says the `jti` was used (by any instance); see
+    /// [`Verifier::share_replay_cache`] for when it does not answer.
+    async fn fresh_in_shared_store(
+        &self,
+        store: &crate::store::Store,
+        issuer: &str,
+        jti: &str,
+        until: u64,
+        now: u64,
+    ) -> bool {
+        let resting = self
+            .shared_replay_resting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() < until);
+        if resting {
+            metrics::counter!(crate::ops::metrics::STORE_ERRORS, "operation" => "replay").increment(1);
+            return true;
+        }
+        let started = Instant::now();
+        let checked = tokio::time::timeout(
+            SHARED_REPLAY_TIMEOUT,
+            store.remember_jti(issuer, jti, until as i64, now as i64),
+        )
+        .await;
+        metrics::histogram!(crate::ops::metrics::SHARED_REPLAY_DURATION).record(started.elapsed().as_secs_f64());
+        match checked {
+            Ok(Ok(fresh)) => fresh,
+            failed => {
+                *self.shared_replay_resting.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now() + SHARED_REPLAY_REST);
+                metrics::counter!(crate::ops::metrics::STORE_ERRORS, "operation" => "replay").increment(1);
+                let error = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no answer within {} ms", SHARED_REPLAY_TIMEOUT.as_millis()),
+                };
+                self.shared_replay_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .warn(|times| {
+                        tracing::warn!(
+                            times,
+                            %error,
+                            "the shared jti cache did not answer: replay checked by this instance alone for the next 10 s"
+                        )
+                    });
+                true
+            }
+        }
     }
 
     /// The key for `kid`: configured keys first, then the fetched set, refetching it (rate limited) when the

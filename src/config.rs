@@ -19,6 +19,7 @@ use crate::fetch::{Allowlist, FetchSettings, safe_origin};
 use crate::http::{AdmissionSettings, ServeSettings};
 use crate::record::DataKind;
 use crate::service::{Limits, MissingDataAnswer, MissingDataPolicy};
+use crate::store::{StoreConfig, StoreSettings};
 
 /// A configuration that could not be used; the message says where and why.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,10 @@ pub struct Config {
     pub workbench: Option<bool>,
     /// `[missing_data]`: 412 or a card, per kind of data the verdict lacks.
     pub missing_data: MissingDataPolicy,
+    /// `[store]`: the card log and feedback store, retention, the card log's queue.
+    pub store: StoreSettings,
+    /// `[analytics] token_sha256`: the SHA-256 of the credential `/analytics` asks for.
+    pub analytics_token_sha256: Option<[u8; 32]>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +70,29 @@ struct File {
     workbench: WorkbenchSection,
     #[serde(default)]
     missing_data: MissingDataSection,
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    analytics: AnalyticsSection,
+}
+
+/// `[store]` (README "Storage").
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    backend: Option<String>,
+    data_dir: Option<PathBuf>,
+    postgres_url: Option<String>,
+    retention_days: Option<u32>,
+    keep_override_comments: Option<bool>,
+    card_log_queue: Option<usize>,
+}
+
+/// `[analytics]` (README "Analytics").
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AnalyticsSection {
+    token_sha256: Option<String>,
 }
 
 /// `[workbench]`: the tester's page at `/`.
@@ -200,6 +228,8 @@ impl Config {
             limits: limits(file.limits)?,
             workbench: file.workbench.enabled,
             missing_data: missing_data(file.missing_data)?,
+            store: store(file.store, dir)?,
+            analytics_token_sha256: analytics_token(file.analytics)?,
         })
     }
 }
@@ -208,6 +238,23 @@ impl Config {
     /// Sets the public base URL (the `--public-base-url` flag), checked like the file's, replacing the file's.
     pub fn set_public_base_url(&mut self, url: &str) -> Result<(), String> {
         self.public_base_url = Some(base_url(url)?);
+        Ok(())
+    }
+
+    /// Where SQLite keeps its file (`--data-dir`, `DRY_NEEDLING_CDS_DATA_DIR`), replacing the file's
+    /// `data_dir`. No effect when the store is PostgreSQL or off.
+    pub fn set_data_dir(&mut self, dir: &Path) {
+        if let Some(StoreConfig::Sqlite { .. }) = self.store.backend {
+            self.store.backend = Some(StoreConfig::sqlite_in(dir));
+        }
+    }
+
+    /// Use PostgreSQL at `url` (`--postgres-url`, `DRY_NEEDLING_CDS_POSTGRES_URL`: a URL with a password is
+    /// better kept out of the configuration file).
+    pub fn set_postgres_url(&mut self, url: &str) -> Result<(), String> {
+        self.store.backend = Some(StoreConfig::Postgres {
+            url: postgres_url(url)?,
+        });
         Ok(())
     }
 
@@ -324,6 +371,97 @@ fn missing_data(section: MissingDataSection) -> Result<MissingDataPolicy, String
         }
     }
     Ok(policy)
+}
+
+fn store(section: StoreSection, dir: &Path) -> Result<StoreSettings, String> {
+    let defaults = StoreSettings::default();
+    let backend = match section.backend.as_deref() {
+        None if section.postgres_url.is_some() => "postgres",
+        None => "sqlite",
+        Some(backend) => backend,
+    };
+    let backend = match backend {
+        "sqlite" => {
+            if section.postgres_url.is_some() {
+                return Err("[store] postgres_url is set but backend is \"sqlite\": remove one".to_string());
+            }
+            match section.data_dir {
+                Some(data_dir) => Some(StoreConfig::sqlite_in(&dir.join(data_dir))),
+                None => defaults.backend,
+            }
+        }
+        "postgres" => {
+            if section.data_dir.is_some() {
+                return Err("[store] data_dir is for SQLite, but backend is \"postgres\": remove one".to_string());
+            }
+            let url = section.postgres_url.ok_or(
+                "[store] backend = \"postgres\" needs postgres_url (or --postgres-url / DRY_NEEDLING_CDS_POSTGRES_URL)",
+            );
+            match url {
+                Ok(url) => Some(StoreConfig::Postgres {
+                    url: postgres_url(&url)?,
+                }),
+                // The URL may come from the environment instead; `main` checks that one was given.
+                Err(_) => Some(StoreConfig::Postgres { url: String::new() }),
+            }
+        }
+        "off" => None,
+        other => {
+            return Err(format!(
+                "[store] backend = \"{other}\": the allowed values are \"sqlite\" (the default, a file in data_dir), \
+                 \"postgres\" (several instances) and \"off\""
+            ));
+        }
+    };
+    let retention_days = section.retention_days.unwrap_or(defaults.retention_days);
+    if !(1..=3650).contains(&retention_days) {
+        return Err("[store] retention_days must be between 1 and 3650".to_string());
+    }
+    let queue_capacity = section.card_log_queue.unwrap_or(defaults.queue_capacity);
+    if !(1..=1_000_000).contains(&queue_capacity) {
+        return Err("[store] card_log_queue must be between 1 and 1000000".to_string());
+    }
+    Ok(StoreSettings {
+        backend,
+        retention_days,
+        keep_override_comments: section.keep_override_comments.unwrap_or(false),
+        queue_capacity,
+    })
+}
+
+/// A PostgreSQL URL: `postgres://` or `postgresql://`. Errors never repeat the URL (it may hold a password).
+fn postgres_url(text: &str) -> Result<String, String> {
+    let url = Url::parse(text).map_err(|e| format!("the PostgreSQL URL is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(format!(
+            "the PostgreSQL URL must start with postgres:// or postgresql://, not {}://",
+            url.scheme()
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `[analytics] token_sha256`: 64 hexadecimal digits, the SHA-256 of the credential (so the file holds no
+/// secret: `printf %s "$TOKEN" | sha256sum`).
+fn analytics_token(section: AnalyticsSection) -> Result<Option<[u8; 32]>, String> {
+    let Some(hex) = section.token_sha256 else {
+        return Ok(None);
+    };
+    let hex = hex.trim();
+    let bytes: Option<Vec<u8>> = (hex.len() == 64 && hex.is_ascii())
+        .then(|| {
+            (0..32)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect()
+        })
+        .flatten();
+    match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+        Some(digest) => Ok(Some(digest)),
+        None => Err(
+            "[analytics] token_sha256 must be 64 hexadecimal digits: the output of `printf %s \"$TOKEN\" | sha256sum`"
+                .to_string(),
+        ),
+    }
 }
 
 fn base_url(text: &str) -> Result<String, String> {
@@ -525,6 +663,11 @@ mod tests {
         let example = Config::load(&dir.join("example.toml")).unwrap();
         assert_eq!(example.clients[0].fhir.servers, ["https://ehr.example.org"]);
         assert_eq!(
+            example.store,
+            StoreSettings::default(),
+            "the example shows the defaults"
+        );
+        assert_eq!(
             example.fetch,
             FetchSettings::default(),
             "the example shows the defaults"
@@ -705,5 +848,69 @@ mod tests {
             let error = parse(text).err().unwrap_or_else(|| panic!("accepted: {text}"));
             assert!(error.contains(expected), "{text}\n=> {error}");
         }
+    }
+
+    #[test]
+    fn the_store_section() {
+        use crate::store::StoreConfig;
+        let dir = Path::new("/etc/cds");
+        let parsed = |text: &str| Config::parse(text, dir);
+        assert_eq!(parsed("").unwrap().store, StoreSettings::default());
+        let sqlite =
+            parsed("[store]\ndata_dir = \"db\"\nretention_days = 30\nkeep_override_comments = true\n").unwrap();
+        assert_eq!(
+            sqlite.store.backend,
+            Some(StoreConfig::sqlite_in(Path::new("/etc/cds/db"))),
+            "relative to the file"
+        );
+        assert_eq!(
+            (sqlite.store.retention_days, sqlite.store.keep_override_comments),
+            (30, true)
+        );
+        let postgres = parsed("[store]\npostgres_url = \"postgres://cds@db/cds\"\n").unwrap();
+        assert_eq!(
+            postgres.store.backend,
+            Some(StoreConfig::Postgres {
+                url: "postgres://cds@db/cds".into()
+            }),
+            "a URL alone chooses PostgreSQL"
+        );
+        assert_eq!(parsed("[store]\nbackend = \"off\"\n").unwrap().store.backend, None);
+        for (text, named) in [
+            ("[store]\nbackend = \"mysql\"", "backend = \"mysql\""),
+            (
+                "[store]\nbackend = \"sqlite\"\npostgres_url = \"postgres://x/y\"",
+                "remove one",
+            ),
+            (
+                "[store]\nbackend = \"postgres\"\ndata_dir = \"d\"",
+                "data_dir is for SQLite",
+            ),
+            ("[store]\npostgres_url = \"mysql://x/y\"", "postgres://"),
+            ("[store]\nretention_days = 0", "retention_days"),
+            ("[store]\ncard_log_queue = 0", "card_log_queue"),
+            ("[store]\nretain = 3", "retain"),
+            ("[analytics]\ntoken_sha256 = \"abc\"", "64 hexadecimal digits"),
+        ] {
+            let error = parsed(text).unwrap_err();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+        // The secret in a bad URL is never repeated.
+        let error = parsed("[store]\npostgres_url = \"mysql://u:s3cret@x/y\"").unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
+        let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let token = parsed(&format!("[analytics]\ntoken_sha256 = \"{digest}\"")).unwrap();
+        assert_eq!(token.analytics_token_sha256.map(|d| d[0]), Some(0x9f));
+        // Flags: a data directory replaces SQLite's; a PostgreSQL URL replaces the backend.
+        let mut config = parsed("").unwrap();
+        config.set_data_dir(Path::new("/srv/data"));
+        assert_eq!(
+            config.store.backend,
+            Some(StoreConfig::sqlite_in(Path::new("/srv/data")))
+        );
+        config.set_postgres_url("postgresql://cds@db/cds").unwrap();
+        config.set_data_dir(Path::new("/elsewhere"));
+        assert!(matches!(config.store.backend, Some(StoreConfig::Postgres { .. })));
+        assert!(config.set_postgres_url("http://db").is_err());
     }
 }

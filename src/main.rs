@@ -12,9 +12,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dry_needling_cds::config::Config;
 use dry_needling_cds::http::{
-    Access, AddressNotice, ApiError, DEFAULT_BODY_LIMIT, MetricsExposure, ServeSettings, metrics_app,
+    Access, AddressNotice, ApiError, DEFAULT_BODY_LIMIT, MetricsExposure, ServeSettings, Storage, metrics_app,
 };
 use dry_needling_cds::service::{HookCall, handle_hook};
+use dry_needling_cds::store::{CardLog, Store, StoreConfig, StoreSettings};
 use dry_needling_cds::{AppState, ContentSource, Knowledge, app};
 use time::Date;
 
@@ -108,6 +109,19 @@ struct ServeArgs {
     /// `public_base_url`: tokens' `aud` is checked against it.
     #[arg(long, env = "DRY_NEEDLING_CDS_PUBLIC_BASE_URL", value_name = "URL")]
     public_base_url: Option<String>,
+    /// Directory of the SQLite store (card log, feedback), created on first run; replaces `[store] data_dir`.
+    /// [default: data]
+    #[arg(long, env = "DRY_NEEDLING_CDS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Use PostgreSQL at this URL as the store (several instances), replacing `[store]`'s backend. Kept out of
+    /// the configuration file, since it may hold a password.
+    #[arg(
+        long,
+        env = "DRY_NEEDLING_CDS_POSTGRES_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    postgres_url: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -201,7 +215,24 @@ fn run() -> anyhow::Result<()> {
             .set_public_base_url(url)
             .map_err(|e| anyhow::anyhow!("--public-base-url: {e}"))?;
     }
+    if let Some(dir) = &serve_args.data_dir {
+        config.set_data_dir(dir);
+    }
+    if let Some(url) = &serve_args.postgres_url {
+        config
+            .set_postgres_url(url)
+            .map_err(|e| anyhow::anyhow!("--postgres-url: {e}"))?;
+    }
+    if let Some(StoreConfig::Postgres { url }) = &config.store.backend
+        && url.is_empty()
+    {
+        anyhow::bail!(
+            "[store] backend = \"postgres\" needs a URL: postgres_url in [store], --postgres-url or \
+             DRY_NEEDLING_CDS_POSTGRES_URL"
+        );
+    }
     let serve_settings = config.serve;
+    let store_settings = config.store.clone();
     // `evaluate` serves nobody, so the listen address does not decide whether it may run unsigned.
     let evaluating = matches!(cli.command, Some(Command::Evaluate { .. }));
     let state = AppState::configure(
@@ -217,7 +248,7 @@ fn run() -> anyhow::Result<()> {
     };
     match cli.command {
         Some(Command::Evaluate { file, service, format }) => evaluate(state, &file, service, format),
-        Some(Command::Serve(_)) | None => serve(state, serve_args, serve_settings),
+        Some(Command::Serve(_)) | None => serve(state, serve_args, serve_settings, store_settings),
         Some(Command::Healthcheck { .. } | Command::CheckContent { .. }) => {
             unreachable!("answered before loading anything")
         }
@@ -243,7 +274,7 @@ fn init_telemetry(format: LogFormat) {
     }
 }
 
-fn serve(state: AppState, args: ServeArgs, settings: ServeSettings) -> anyhow::Result<()> {
+fn serve(state: AppState, args: ServeArgs, settings: ServeSettings, store: StoreSettings) -> anyhow::Result<()> {
     init_telemetry(args.log_format);
     let metrics = dry_needling_cds::ops::metrics::install().context("cannot install the metrics recorder")?;
     let state = AppState {
@@ -270,6 +301,7 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings) -> anyhow::R
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served: anyhow::Result<()> = runtime.block_on(async move {
+        let (state, card_log_writer) = open_store(state, &store).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -312,9 +344,14 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings) -> anyhow::R
             }
             None => None,
         };
+        let storage = state.storage.clone();
         dry_needling_cds::http::serve(listener, app(state), settings, stopped(stopping)).await?;
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
+        }
+        if let (Some(storage), Some(writer)) = (storage, card_log_writer) {
+            writer.finish(CARD_LOG_FLUSH_DEADLINE).await;
+            storage.store.close().await;
         }
         Ok(())
     });
@@ -323,6 +360,56 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings) -> anyhow::R
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("stopped");
     served
+}
+
+/// How long shutdown waits for the card log's queue to be written.
+const CARD_LOG_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the store (applying migrations), starts the card log's writer and the retention task, and shares the
+/// `jti` cache when the store is PostgreSQL and tokens are verified. A store that cannot be opened stops the
+/// start, with its path or host in the message.
+async fn open_store(
+    state: AppState,
+    settings: &StoreSettings,
+) -> anyhow::Result<(AppState, Option<dry_needling_cds::store::CardLogWriter>)> {
+    let Some(config) = &settings.backend else {
+        tracing::info!("store off: cards and feedback are only logged, analytics are not served");
+        return Ok((state, None));
+    };
+    let store = Store::open(config)
+        .await
+        .context("cannot open the store ([store], --data-dir)")?;
+    let shared = store.backend() == "postgres";
+    let mut replay_shared = false;
+    if let (true, Access::Verify(verifier)) = (shared, state.access.as_ref()) {
+        verifier.share_replay_cache(store.clone());
+        replay_shared = true;
+    }
+    tracing::info!(
+        store = %store.describe(),
+        schema_version = dry_needling_cds::store::SCHEMA_VERSION,
+        retention_days = settings.retention_days,
+        replay_shared,
+        "store ready: card log, feedback and analytics"
+    );
+    let (card_log, writer) = CardLog::start(store.clone(), settings.queue_capacity);
+    tokio::spawn(dry_needling_cds::store::maintain(
+        store.clone(),
+        settings.retention_days,
+        replay_shared,
+    ));
+    let storage = Storage {
+        store,
+        card_log,
+        keep_override_comments: settings.keep_override_comments,
+    };
+    Ok((
+        AppState {
+            storage: Some(storage),
+            ..state
+        },
+        Some(writer),
+    ))
 }
 
 async fn shutdown_signal() {

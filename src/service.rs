@@ -56,6 +56,8 @@ pub struct HookSummary {
     pub unavailable: Vec<DataKind>,
     /// Kinds of data a card says could not be checked (the order decided without them).
     pub unchecked: Vec<DataKind>,
+    /// The request's `hookInstance`, for the card log (it names the call, not the patient).
+    pub hook_instance: String,
 }
 
 /// What to answer when the verdict needs one kind of data that could not be had.
@@ -371,6 +373,7 @@ pub fn prepare<'a>(
     };
     let summary = HookSummary {
         dry_needling_orders: orders.len(),
+        hook_instance: request.hook_instance.clone(),
         ..HookSummary::default()
     };
     Ok(Prepared {

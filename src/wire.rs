@@ -440,8 +440,15 @@ pub struct Feedback {
     pub card: String,
     pub outcome: String,
     pub accepted_suggestions: Vec<String>,
+    /// `overrideReason.reason.code` and `.system`.
     pub override_reason: Option<String>,
+    pub override_reason_system: Option<String>,
+    /// `overrideReason.userComment`: free text that may mention the patient (never logged; stored only when
+    /// the deployment asks for it).
+    pub user_comment: Option<String>,
     pub outcome_timestamp: String,
+    /// `outcomeTimestamp`, parsed.
+    pub outcome_at: time::OffsetDateTime,
 }
 
 /// Checks a feedback body against CDS Hooks 2.0: `{"feedback": [{card, outcome, acceptedSuggestions,
@@ -494,34 +501,49 @@ fn parse_feedback_entry(i: usize, entry: &Value) -> Result<Feedback, RequestErro
             at("acceptedSuggestions")
         )));
     }
-    let override_reason = match entry.get("overrideReason") {
-        None => None,
+    let (override_reason, override_reason_system, user_comment) = match entry.get("overrideReason") {
+        None => (None, None, None),
         Some(reason @ Value::Object(_)) => {
-            if reason.get("userComment").is_some_and(|c| !c.is_string()) {
-                return Err(error(format!("{} must be a string", at("overrideReason.userComment"))));
-            }
-            match reason.get("reason") {
+            let user_comment = match reason.get("userComment") {
                 None => None,
-                Some(coding) => Some(
-                    coding
-                        .get("code")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                        .ok_or_else(|| {
-                            error(format!(
-                                "{} must be a Coding with a `code`",
-                                at("overrideReason.reason")
-                            ))
-                        })?,
-                ),
-            }
+                Some(Value::String(comment)) => Some(comment.clone()),
+                Some(_) => return Err(error(format!("{} must be a string", at("overrideReason.userComment")))),
+            };
+            let (code, system) = match reason.get("reason") {
+                None => (None, None),
+                Some(coding) => {
+                    let code = coding.get("code").and_then(Value::as_str).ok_or_else(|| {
+                        error(format!(
+                            "{} must be a Coding with a `code`",
+                            at("overrideReason.reason")
+                        ))
+                    })?;
+                    let system = match coding.get("system") {
+                        None => None,
+                        Some(Value::String(system)) => Some(system.clone()),
+                        Some(_) => {
+                            return Err(error(format!(
+                                "{} must be a string",
+                                at("overrideReason.reason.system")
+                            )));
+                        }
+                    };
+                    (Some(code.to_string()), system)
+                }
+            };
+            (code, system, user_comment)
         }
         Some(_) => return Err(error(format!("{} must be an object", at("overrideReason")))),
     };
-    let outcome_timestamp = entry
+    let (outcome_timestamp, outcome_at) = entry
         .get("outcomeTimestamp")
         .and_then(Value::as_str)
-        .filter(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok())
+        .and_then(|t| {
+            Some((
+                t,
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()?,
+            ))
+        })
         .ok_or_else(|| {
             error(format!(
                 "{} is required, as an ISO 8601 instant with a time zone",
@@ -533,7 +555,10 @@ fn parse_feedback_entry(i: usize, entry: &Value) -> Result<Feedback, RequestErro
         outcome: outcome.to_string(),
         accepted_suggestions,
         override_reason,
+        override_reason_system,
+        user_comment,
         outcome_timestamp: outcome_timestamp.to_string(),
+        outcome_at,
     })
 }
 

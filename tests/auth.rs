@@ -1146,11 +1146,11 @@ async fn an_unavailable_jwks_url_gives_no_key() {
             Allowlist::default(),
         );
         let state = AppState {
-            access: Arc::new(Access::Verify(Verifier::new(
+            access: Arc::new(Access::Verify(Box::new(Verifier::new(
                 vec![client],
                 BASE,
                 reqwest::Client::new(),
-            ))),
+            )))),
             today: Some(TODAY),
             ..AppState::new(Knowledge::embedded().unwrap())
         };

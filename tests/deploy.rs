@@ -164,13 +164,21 @@ fn dockerfile_builds_in_a_rust_stage_and_runs_the_binary_alone_as_a_non_root_use
         "no locked release build of the binary in {runs}"
     );
 
-    // The runtime: distroless, only the binary, not root.
+    // The runtime: distroless, only the binary (and the store's empty directory), not root.
     assert!(runtime.image.starts_with("gcr.io/distroless/cc"), "{}", runtime.image);
     let copies = runtime.all("COPY");
-    assert_eq!(copies.len(), 1, "the runtime stage copies only the binary: {copies:?}");
+    assert_eq!(
+        copies.len(),
+        2,
+        "the runtime stage copies the binary and the data directory: {copies:?}"
+    );
     let builder_name = builder.name.as_deref().unwrap();
     let binary = format!("--from={builder_name} /out/dry-needling-cds /usr/local/bin/dry-needling-cds");
     assert_eq!(copies[0], binary);
+    assert_eq!(
+        copies[1],
+        format!("--from={builder_name} --chown=65532:65532 /out/data /var/lib/dry-needling-cds")
+    );
     let user = runtime.last("USER").expect("the runtime stage sets USER");
     let uid = user.split(':').next().unwrap();
     assert!(
@@ -342,11 +350,13 @@ fn one<'a>(documents: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
+/// The container's plain `value` variables (those from a Secret, `valueFrom`, are left out).
 fn env_of(container: &Value) -> BTreeMap<String, String> {
     container["env"]
         .as_array()
         .expect("env")
         .iter()
+        .filter(|var| var.get("valueFrom").is_none())
         .map(|var| {
             let value = var["value"]
                 .as_str()
@@ -354,6 +364,55 @@ fn env_of(container: &Value) -> BTreeMap<String, String> {
             (var["name"].as_str().unwrap().to_string(), value.to_string())
         })
         .collect()
+}
+
+/// The image's SQLite directory exists, belongs to the user the service runs as (distroless has no shell to make
+/// it at start), and is a volume.
+#[test]
+fn the_image_has_a_data_directory_for_its_user() {
+    let runtime = dockerfile_stages(&read("Dockerfile")).pop().unwrap();
+    let env = runtime.env();
+    let dir = env
+        .get("DRY_NEEDLING_CDS_DATA_DIR")
+        .expect("ENV DRY_NEEDLING_CDS_DATA_DIR");
+    assert!(
+        runtime
+            .all("COPY")
+            .iter()
+            .any(|args| args.contains("--chown=65532:65532") && args.ends_with(dir.as_str())),
+        "a COPY --chown=65532:65532 makes {dir}"
+    );
+    assert!(
+        runtime.all("VOLUME").iter().any(|args| args.contains(dir.as_str())),
+        "VOLUME {dir}"
+    );
+}
+
+/// Several replicas share one PostgreSQL store, whose URL (with its password) comes from a Secret, never from the
+/// ConfigMap.
+#[test]
+fn replicas_share_a_postgres_store_whose_url_is_a_secret() {
+    let documents = manifest();
+    let deployment = one(&documents, "Deployment");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() > 1);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let url = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|var| var["name"] == "DRY_NEEDLING_CDS_POSTGRES_URL")
+        .expect("DRY_NEEDLING_CDS_POSTGRES_URL");
+    assert!(url["valueFrom"]["secretKeyRef"]["name"].is_string(), "{url}");
+    let text = one(&documents, "ConfigMap")["data"]["config.toml"].as_str().unwrap();
+    let config = dry_needling_cds::config::Config::parse(text, Path::new("/etc/dry-needling-cds")).unwrap();
+    assert!(
+        matches!(
+            config.store.backend,
+            Some(dry_needling_cds::store::StoreConfig::Postgres { .. })
+        ),
+        "the ConfigMap chooses PostgreSQL"
+    );
+    assert!(!text.contains("postgres://"), "no URL (or password) in the ConfigMap");
 }
 
 fn container_port(container: &Value, name: &str) -> u64 {

@@ -144,6 +144,23 @@ async fn metrics_count_known_traffic_and_carry_no_caller_text() {
     ] {
         assert!(!scrape.contains(secret), "`{secret}` in the scrape\n{scrape}");
     }
+    // Every card reaches the card log (2 neck pain, 1 decided without medications, 2 on order-sign), written
+    // in batches after the answers: polled for up to 5 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, scrape) = get(metrics, "/metrics").await;
+        let written = sample(&scrape, "cds_card_log_total{outcome=\"written\"}");
+        if written == Some(5.0) {
+            assert_eq!(sample(&scrape, "cds_card_log_queued"), Some(0.0), "{scrape}");
+            assert!(!scrape.contains("outcome=\"queue_full\""), "{scrape}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{written:?} cards written\n{scrape}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // The metrics listener serves nothing else.
     assert_eq!(get(metrics, "/cds-services").await.0, StatusCode::NOT_FOUND);
     assert_eq!(get(metrics, "/healthz").await.0, StatusCode::OK);

@@ -5,213 +5,22 @@
 //!
 //! Expected numbers are written from the data sets by hand, not read back from a run.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Once;
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
 
+use common::store::{Fixture, TempDir, on_both_backends, postgres_not_run, unique};
 use dry_needling_cds::store::{
     Analytics, CardRecord, FeedbackOutcome, FeedbackRecord, Outcome, Pruned, ReasonCount, SCHEMA_VERSION, Store,
     StoreConfig, StoreError, TemplateStats, WeekStats, WeekTotal,
 };
-use sqlx::{PgPool, Row, SqlitePool};
+
 use time::macros::{date, datetime};
 use time::{Duration, OffsetDateTime};
 
-const POSTGRES_URL_VAR: &str = "DRY_NEEDLING_CDS_TEST_POSTGRES_URL";
 const SIGN: &str = "dry-needling-order-sign";
 const SELECT: &str = "dry-needling-order-select";
 const NECK: &str = "neck-pain-prefer-manual-therapy";
 const BACK: &str = "chronic-low-back-not-recommended";
 const REASONS: &str = "http://example.org/override-reasons";
-
-// ---------------------------------------------------------------------------------------------------------
-// Fixtures: one database per test, on either backend.
-
-static UNIQUE: AtomicU32 = AtomicU32::new(0);
-
-fn unique(name: &str) -> String {
-    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
-    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000;
-    format!("{name}_{}_{n}_{nanos}", std::process::id())
-}
-
-/// Where one test's store lives; [`Fixture::open`] may be called more than once (several "instances").
-struct Fixture {
-    config: StoreConfig,
-    raw: Raw,
-    cleanup: Cleanup,
-}
-
-/// A plain connection beside the store, to look at what it wrote.
-enum Raw {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-enum Cleanup {
-    Dir(TempDir),
-    Schema { admin: PgPool, schema: String },
-}
-
-/// Removed when dropped, so a failing test leaves nothing behind either.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Fixture {
-    async fn sqlite(name: &str) -> Fixture {
-        let dir = TempDir(std::env::temp_dir().join(format!("dncds-store-{}", unique(name))));
-        // Two levels that do not exist yet: open must create them.
-        let path = dir.0.join("data").join("nested").join("store.sqlite3");
-        let config = StoreConfig::Sqlite { path: path.clone() };
-        // The store creates the file; the raw pool opens it only after the first `open` (see `raw`).
-        Store::open(&config).await.expect("open SQLite store").close().await;
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
-        let raw = SqlitePool::connect_with(options).await.expect("raw SQLite connection");
-        Fixture {
-            config,
-            raw: Raw::Sqlite(raw),
-            cleanup: Cleanup::Dir(dir),
-        }
-    }
-
-    /// `None` when no PostgreSQL URL is set.
-    async fn postgres(name: &str) -> Option<Fixture> {
-        let base = std::env::var(POSTGRES_URL_VAR).ok().filter(|u| !u.is_empty())?;
-        let admin = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&base)
-            .await
-            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is set but PostgreSQL cannot be reached: {e}"));
-        let schema = unique(&format!("t_{name}")).to_lowercase();
-        assert!(schema.len() < 63, "schema name too long: {schema}");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-            .execute(&admin)
-            .await
-            .expect("create schema");
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-        let config = StoreConfig::Postgres { url: url.clone() };
-        let raw = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&url)
-            .await
-            .expect("raw PostgreSQL connection");
-        Some(Fixture {
-            config,
-            raw: Raw::Postgres(raw),
-            cleanup: Cleanup::Schema { admin, schema },
-        })
-    }
-
-    async fn open(&self) -> Store {
-        Store::open(&self.config).await.expect("open store")
-    }
-
-    async fn count(&self, sql: &'static str) -> i64 {
-        match &self.raw {
-            Raw::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-            Raw::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    async fn text(&self, sql: &'static str) -> Vec<String> {
-        match &self.raw {
-            Raw::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
-            Raw::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    /// Every (table, column) of the store's tables, sorted.
-    async fn columns(&self) -> Vec<(String, String)> {
-        let mut columns: Vec<(String, String)> = match &self.raw {
-            Raw::Sqlite(pool) => sqlx::query(
-                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p \
-                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
-            )
-            .fetch_all(pool)
-            .await
-            .expect("columns")
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect(),
-            Raw::Postgres(pool) => sqlx::query(
-                "SELECT table_name::text, column_name::text FROM information_schema.columns \
-                 WHERE table_schema = current_schema()",
-            )
-            .fetch_all(pool)
-            .await
-            .expect("columns")
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect(),
-        };
-        columns.sort();
-        columns
-    }
-
-    async fn finish(self) {
-        match self.raw {
-            Raw::Sqlite(pool) => pool.close().await,
-            Raw::Postgres(pool) => pool.close().await,
-        }
-        match self.cleanup {
-            Cleanup::Dir(dir) => drop(dir),
-            Cleanup::Schema { admin, schema } => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
-                    .execute(&admin)
-                    .await
-                    .expect("drop schema");
-                admin.close().await;
-            }
-        }
-    }
-}
-
-/// The PostgreSQL half without a URL: said once on the real stderr (test output is captured), and a failure
-/// under CI.
-fn postgres_not_run() {
-    static SAID: Once = Once::new();
-    SAID.call_once(|| {
-        let _ = writeln!(
-            std::io::stderr(),
-            "PostgreSQL store suite NOT RUN (set {POSTGRES_URL_VAR}; `scripts/postgres start` prints one)"
-        );
-    });
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("PostgreSQL store suite NOT RUN under CI: set {POSTGRES_URL_VAR} (.ci/run starts a server)");
-    }
-}
-
-/// Each scenario `async fn NAME(fx: &Fixture)` becomes `NAME::sqlite` and `NAME::postgres`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let fx = super::Fixture::sqlite(stringify!($name)).await;
-                super::$name(&fx).await;
-                fx.finish().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let Some(fx) = super::Fixture::postgres(stringify!($name)).await else {
-                    return super::postgres_not_run();
-                };
-                super::$name(&fx).await;
-                fx.finish().await;
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     migrations_once_and_reopen_is_a_no_op,

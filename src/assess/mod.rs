@@ -123,6 +123,18 @@ pub enum Stance {
     MayConsider,
 }
 
+impl Stance {
+    /// The stance's name in the card log and analytics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stance::NotRecommended => "not_recommended",
+            Stance::PreferAlternative => "prefer_alternative",
+            Stance::NotYet => "not_yet",
+            Stance::MayConsider => "may_consider",
+        }
+    }
+}
+
 /// The stance of each card.
 pub fn stance(card: CardId) -> Stance {
     match card {

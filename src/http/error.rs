@@ -18,6 +18,8 @@ use crate::wire::{self, PREFETCH};
 
 /// Seconds a shed caller is asked to wait before retrying.
 pub const RETRY_AFTER_SECS: u64 = 1;
+/// Seconds an EHR is asked to wait before resending feedback the store could not take.
+pub const STORE_RETRY_AFTER_SECS: u64 = 30;
 
 /// Why the service will not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,15 @@ pub enum ApiError {
     /// A verified caller asked for something its trust does not cover (another organisation's FHIR server).
     #[error("{0}")]
     Forbidden(String),
+    /// `/analytics` without its credential (never an EHR's token). The browser is asked for it (Basic).
+    #[error("analytics needs its own credential: the token whose SHA-256 is [analytics] token_sha256")]
+    AnalyticsLogin,
+    /// Analytics are not served: tokens are verified and no analytics credential is configured.
+    #[error("analytics are off: set [analytics] token_sha256 in the configuration to serve them")]
+    AnalyticsOff,
+    /// The store could not take or give what was asked (feedback is to be resent; analytics retried).
+    #[error("the store is unavailable; retry after {STORE_RETRY_AFTER_SECS} s")]
+    StoreUnavailable,
     /// Load shedding: too many calls in progress.
     #[error("the service is busy; retry after {RETRY_AFTER_SECS} s")]
     Overloaded,
@@ -72,8 +83,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Forbidden(_) | ApiError::AnalyticsOff => StatusCode::FORBIDDEN,
+            ApiError::AnalyticsLogin => StatusCode::UNAUTHORIZED,
+            ApiError::Overloaded | ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,7 +99,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => ("too-costly", vec![self.to_string()]),
             ApiError::PreconditionFailed(kinds) => ("incomplete", kinds.iter().map(|k| missing_message(*k)).collect()),
             ApiError::Unauthorized(_) => ("login", vec![self.to_string()]),
-            ApiError::Forbidden(_) => ("forbidden", vec![self.to_string()]),
+            ApiError::Forbidden(_) | ApiError::AnalyticsOff => ("forbidden", vec![self.to_string()]),
+            ApiError::AnalyticsLogin => ("login", vec![self.to_string()]),
+            ApiError::StoreUnavailable => ("transient", vec![self.to_string()]),
             ApiError::Overloaded => ("throttled", vec![self.to_string()]),
             ApiError::Internal => ("exception", vec![self.to_string()]),
         };
@@ -127,6 +141,18 @@ impl IntoResponse for ApiError {
         };
         match self {
             ApiError::Unauthorized(_) => (status, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response(),
+            ApiError::AnalyticsLogin => (
+                status,
+                [(header::WWW_AUTHENTICATE, r#"Basic realm="analytics", charset="UTF-8""#)],
+                Json(body),
+            )
+                .into_response(),
+            ApiError::StoreUnavailable => (
+                status,
+                [(header::RETRY_AFTER, STORE_RETRY_AFTER_SECS.to_string())],
+                Json(body),
+            )
+                .into_response(),
             ApiError::Overloaded => (
                 status,
                 [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],

@@ -20,11 +20,13 @@ use tracing::{Span, field, info, warn};
 
 use super::admission::Overloaded;
 use super::memory;
-use super::{Access, ApiError, AppState, MetricsExposure};
+use super::{Access, ApiError, AppState, MetricsExposure, Storage};
 use crate::auth::Verified;
+use crate::knowledge::CardId;
 use crate::logsafe::caller_text;
 use crate::ops::metrics as ops;
 use crate::service::{HookCall, HookError, HookSummary, find_service, handle_hook};
+use crate::store::{CardRecord, FeedbackRecord, Outcome};
 use crate::wire::{self, CardsResponse, Discovery, PREFETCH, ServiceDescription};
 
 /// The largest feedback body accepted: thousands of entries.
@@ -53,15 +55,47 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// How long readiness waits for the store's answer.
+const STORE_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long feedback waits for the store before the EHR is asked to resend.
+const FEEDBACK_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `GET /readyz`: ready for hook calls: the guidance content is loaded and validated (it is, or the service
 /// would not have started) and the services are listed. Never depends on an EHR's FHIR server or key host:
 /// their outages make data unavailable for one call, they do not make this instance unfit to answer.
+///
+/// The store is checked (one round trip) and reported, but a store that does not answer makes the status
+/// `degraded`, still 200: hook answers never depend on it (the card log is queued), so taking instances out of
+/// rotation for it would turn an analytics outage into a CDS outage, on every instance at once when they share
+/// one PostgreSQL. Feedback meanwhile gets 503 and EHRs resend it.
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let services = state.knowledge.services.len();
     let ready = services > 0;
+    let (store, store_ok) = match &state.storage {
+        None => (serde_json::json!({ "backend": "off" }), true),
+        Some(storage) => {
+            let answered = tokio::time::timeout(STORE_PING_TIMEOUT, storage.store.ping()).await;
+            let ok = matches!(answered, Ok(Ok(())));
+            if !ok {
+                metrics::counter!(ops::STORE_ERRORS, "operation" => "ping").increment(1);
+            }
+            let check = serde_json::json!({
+                "backend": storage.store.backend(),
+                "ok": ok,
+                "cardLogQueued": storage.card_log.queued(),
+                "cardLogDropped": storage.card_log.dropped(),
+            });
+            (check, ok)
+        }
+    };
+    let status = match (ready, store_ok) {
+        (false, _) => "not ready",
+        (true, true) => "ready",
+        (true, false) => "degraded",
+    };
     let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "checks": { "content": { "services": services } },
+        "status": status,
+        "checks": { "content": { "services": services }, "store": store },
     });
     let status = if ready {
         axum::http::StatusCode::OK
@@ -94,6 +128,7 @@ pub(super) async fn hook(
         today: state.today(),
         verified: verified.map(|Extension(verified)| verified),
     };
+    let client = call.verified.as_ref().map(|v| v.client.clone());
     let (response, summary) = if ticket.is_large() {
         let runtime = tokio::runtime::Handle::current();
         let span = Span::current();
@@ -119,6 +154,9 @@ pub(super) async fn hook(
     span.record("orders", summary.dry_needling_orders);
     span.record("cards", summary.cards);
     count_cards(&state, &id, &response, &summary);
+    if let Some(storage) = &state.storage {
+        log_cards(storage, &state, &id, &response, &summary, client.as_deref());
+    }
     if summary.skipped_entries > 0 {
         warn!(
             skipped = summary.skipped_entries,
@@ -159,6 +197,52 @@ fn count_cards(state: &AppState, service: &str, response: &CardsResponse, summar
     }
 }
 
+/// Queues the answer's cards for the card log (never waits; see [`crate::store::CardLog`]). Ids, template,
+/// indicator, stance and the client: nothing from the patient's record.
+fn log_cards(
+    storage: &Storage,
+    state: &AppState,
+    service: &str,
+    response: &CardsResponse,
+    summary: &HookSummary,
+    client: Option<&crate::auth::TrustedClient>,
+) {
+    if response.cards.is_empty() {
+        return;
+    }
+    let Some(service) = find_service(&state.knowledge, service).map(|s| s.id.clone()) else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let records = response
+        .cards
+        .iter()
+        .map(|card| CardRecord {
+            uuid: card.uuid.clone(),
+            service_id: service.clone(),
+            card: card.extension.card.to_string(),
+            indicator: card.indicator.to_string(),
+            stance: stance_label(card.extension.card).to_string(),
+            suggestion_uuids: card.suggestions.iter().map(|s| s.uuid.clone()).collect(),
+            issued_at: now,
+            client_issuer: client.map(|c| c.issuer.clone()),
+            tenant: client.and_then(|c| c.tenant.clone()),
+            hook_instance: summary.hook_instance.clone(),
+        })
+        .collect();
+    storage.card_log.record(records);
+}
+
+/// The card template's stance (`not_recommended` … `may_consider`), or `data_unavailable` for the card that
+/// stands in for a 412.
+fn stance_label(card: &str) -> &'static str {
+    match CardId::ALL.into_iter().find(|id| id.file_stem() == card) {
+        Some(CardId::DataUnavailable) => "data_unavailable",
+        Some(id) => crate::assess::stance(id).as_str(),
+        None => "unknown",
+    }
+}
+
 impl Call {
     async fn run(&self) -> Result<(CardsResponse, HookSummary), ApiError> {
         let call = HookCall {
@@ -183,13 +267,17 @@ impl Call {
     }
 }
 
+/// `POST /cds-services/{id}/feedback`: checked, counted, logged (ids and codes only), and stored when a store is
+/// configured. Stored before the answer: a 200 means the items are kept, and when the store cannot take them
+/// the EHR gets 503 with `Retry-After` and resends (storing is idempotent, so a resend never counts twice).
 pub(super) async fn feedback(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
+    verified: Option<Extension<Verified>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    known_service(&state, id)?;
+    let id = known_service(&state, id)?;
     // Feedback is not admitted like hook calls (it must stay responsive in a burst), so its bodies get a limit of
     // their own, far below a hook's: a feedback entry is a few hundred bytes.
     let limit = state.body_limit.min(FEEDBACK_BODY_LIMIT);
@@ -214,7 +302,44 @@ pub(super) async fn feedback(
             "feedback"
         );
     }
-    Ok(Json(serde_json::json!({ "received": entries.len() })))
+    let Some(storage) = &state.storage else {
+        return Ok(Json(serde_json::json!({ "received": entries.len() })));
+    };
+    let service_id = find_service(&state.knowledge, &id).map_or(id, |s| s.id.clone());
+    let issuer = verified.map(|Extension(v)| v.client.issuer.clone());
+    let received_at = time::OffsetDateTime::now_utc();
+    let records: Vec<FeedbackRecord> = entries
+        .into_iter()
+        .map(|entry| FeedbackRecord {
+            card_uuid: entry.card,
+            service_id: service_id.clone(),
+            outcome: Outcome::parse(&entry.outcome).unwrap_or(Outcome::Overridden),
+            accepted_suggestions: entry.accepted_suggestions,
+            override_reason_code: entry.override_reason,
+            override_reason_system: entry.override_reason_system,
+            user_comment: entry.user_comment.filter(|_| storage.keep_override_comments),
+            outcome_at: entry.outcome_at,
+            received_at,
+            client_issuer: issuer.clone(),
+        })
+        .collect();
+    let stored = tokio::time::timeout(FEEDBACK_STORE_TIMEOUT, storage.store.insert_feedback(&records)).await;
+    match stored {
+        Ok(Ok(outcome)) => Ok(Json(serde_json::json!({
+            "received": records.len(),
+            "stored": outcome.stored,
+            "duplicates": outcome.duplicates,
+            "unknownCards": outcome.unknown_cards,
+        }))),
+        failed => {
+            metrics::counter!(ops::STORE_ERRORS, "operation" => "feedback").increment(1);
+            match failed {
+                Ok(Err(error)) => warn!(%error, "feedback not stored: the EHR is asked to resend it"),
+                _ => warn!("feedback not stored in time: the EHR is asked to resend it"),
+            }
+            Err(ApiError::StoreUnavailable)
+        }
+    }
 }
 
 /// `GET /metrics` on the main port: for loopback peers only, and only when no separate metrics listener is
@@ -239,7 +364,8 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         Access::Verify(verifier) => Some(verifier.replay_cache_len()),
         Access::Open => None,
     };
-    let body = metrics.render(state.admission.in_flight(), replay);
+    let queued = state.storage.as_ref().map(|s| s.card_log.queued());
+    let body = metrics.render(state.admission.in_flight(), replay, queued);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,

@@ -7,6 +7,7 @@
 //! | `mod.rs` | the router and its layers: trace → CORS → time-out → authentication → handlers |
 //! | `handlers.rs` | discovery, hooks, feedback: read the body within its limits, call [`crate::service`]; health |
 //! | [`admission`] | how many hook calls (and large bodies) run at once; 503 beyond |
+//! | [`analytics`] | `/analytics`, `.csv`, `.html`: their own credential, the window, the store's answer |
 //! | [`memory`] | returning memory to the system after large calls and bursts |
 //! | [`error`] | [`ApiError`]: status codes and OperationOutcomes |
 //!
@@ -14,6 +15,7 @@
 //! tested and reasoned about without it, and every limit a hostile client meets is in this folder.
 
 pub mod admission;
+pub mod analytics;
 pub mod error;
 mod handlers;
 pub mod memory;
@@ -35,6 +37,7 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::{Instrument, Span, field, info, info_span, warn};
 
 pub use admission::{Admission, AdmissionSettings};
+pub use analytics::AnalyticsAccess;
 pub use error::{ApiError, StartError};
 pub use serve::{ServeSettings, serve};
 
@@ -45,6 +48,7 @@ use crate::knowledge::Knowledge;
 use crate::logsafe::caller_text;
 use crate::ops::metrics::{self as ops, Metrics};
 use crate::service::{Limits, MissingDataPolicy};
+use crate::store::{CardLog, Store};
 use crate::web::{self, Workbench};
 use crate::wire;
 
@@ -59,8 +63,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Access {
     /// Unsigned requests are accepted (development on loopback, or `--insecure-no-auth`).
     Open,
-    /// Every request must carry a valid JWT from a trusted client.
-    Verify(Verifier),
+    /// Every request must carry a valid JWT from a trusted client. Boxed: the verifier is large, and the
+    /// enum is built once.
+    Verify(Box<Verifier>),
 }
 
 /// What every handler shares.
@@ -83,6 +88,19 @@ pub struct AppState {
     /// The metrics recorder, when one is installed (by `main`), and where `/metrics` is served.
     pub metrics: Option<Metrics>,
     pub metrics_exposure: MetricsExposure,
+    /// The card log and feedback store; `None` when the store is off (and in most tests).
+    pub storage: Option<Storage>,
+    /// Who may read `/analytics`.
+    pub analytics: AnalyticsAccess,
+}
+
+/// The store as the handlers use it: cards go through the queue, feedback straight to the store.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub store: Store,
+    pub card_log: CardLog,
+    /// Whether an override's `userComment` is stored (`[store] keep_override_comments`).
+    pub keep_override_comments: bool,
 }
 
 /// Where `GET /metrics` answers. Metrics say nothing about patients, but they do say how the service is used and
@@ -114,6 +132,8 @@ impl AppState {
             missing_data: MissingDataPolicy::default(),
             metrics: None,
             metrics_exposure: MetricsExposure::LoopbackOnly,
+            storage: None,
+            analytics: AnalyticsAccess::Open,
         }
     }
 
@@ -139,7 +159,7 @@ impl AppState {
             let Some(base) = config.public_base_url.as_deref() else {
                 return Err(StartError::NoPublicBaseUrl);
             };
-            Access::Verify(Verifier::new(config.clients, base, http.clone()))
+            Access::Verify(Box::new(Verifier::new(config.clients, base, http.clone())))
         };
         // Every FHIR server, loopback ones included, must be on an allowlist the operator wrote: a caller never
         // picks one. (Open mode once allowed any loopback server, and then any web page could make the service
@@ -152,7 +172,15 @@ impl AppState {
             None if loopback && matches!(access, Access::Open) => Workbench::On,
             None => Workbench::Off,
         };
+        // Analytics answer without a credential only where nobody but this machine can call (open on loopback)
+        // and none is configured; with trusted clients they need their own credential, or are off.
+        let analytics = match (config.analytics_token_sha256, &access) {
+            (Some(digest), _) => AnalyticsAccess::Token(digest),
+            (None, Access::Open) if loopback => AnalyticsAccess::Open,
+            (None, _) => AnalyticsAccess::Off,
+        };
         Ok(AppState {
+            analytics,
             access: Arc::new(access),
             fetcher: Arc::new(fetcher),
             limits: config.limits,
@@ -408,10 +436,18 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics_on_main))
         .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state_for_health.clone());
+    // Analytics have their own credential (see [`analytics`]); the JWT middleware never sees them.
+    let analytics = Router::new()
+        .route("/analytics", get(analytics::json))
+        .route("/analytics.csv", get(analytics::csv))
+        .route("/analytics.html", get(analytics::page))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state_for_health);
     // The workbench's page and public fixtures need no token; the calls the page makes do, like anyone's.
     services
         .merge(health)
+        .merge(analytics)
         .merge(web::routes(workbench).method_not_allowed_fallback(method_not_allowed))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -451,7 +487,7 @@ mod tests {
 
     fn notice(listen: &str, base: Option<&str>) -> AddressNotice {
         let access = match base {
-            Some(base) => Access::Verify(Verifier::new(Vec::new(), base, http_client())),
+            Some(base) => Access::Verify(Box::new(Verifier::new(Vec::new(), base, http_client()))),
             None => Access::Open,
         };
         AddressNotice::new(listen.parse().unwrap(), &access)

@@ -25,6 +25,10 @@ pub const REPLAY_CACHE: &str = "cds_replay_cache_entries";
 pub const HOOKS_IN_FLIGHT: &str = "cds_hooks_in_flight";
 pub const HOOKS_SHED: &str = "cds_hooks_shed_total";
 pub const FEEDBACK: &str = "cds_feedback_total";
+pub const CARD_LOG: &str = "cds_card_log_total";
+pub const CARD_LOG_QUEUE: &str = "cds_card_log_queued";
+pub const STORE_ERRORS: &str = "cds_store_errors_total";
+pub const SHARED_REPLAY_DURATION: &str = "cds_shared_replay_check_duration_seconds";
 
 /// Seconds: from well under a millisecond (a call without a dry-needling order) to the request time-out.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -53,10 +57,13 @@ pub fn install() -> Result<Metrics, BuildError> {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition, with the gauges read now: `in_flight` hook calls and `replay` cache
-    /// entries (`None` when tokens are not verified).
-    pub fn render(&self, in_flight: usize, replay: Option<usize>) -> String {
+    /// The Prometheus text exposition, with the gauges read now: `in_flight` hook calls, `replay` cache
+    /// entries (`None` when tokens are not verified) and cards queued for the card log (`None` without a store).
+    pub fn render(&self, in_flight: usize, replay: Option<usize>, card_log_queued: Option<usize>) -> String {
         metrics::gauge!(HOOKS_IN_FLIGHT).set(in_flight as f64);
+        if let Some(queued) = card_log_queued {
+            metrics::gauge!(CARD_LOG_QUEUE).set(queued as f64);
+        }
         if let Some(entries) = replay {
             metrics::gauge!(REPLAY_CACHE).set(entries as f64);
         }
@@ -96,6 +103,17 @@ fn describe() {
         "Hook calls refused with 503 because too many were in progress"
     );
     describe_counter!(FEEDBACK, "Feedback entries received, by outcome");
+    describe_counter!(
+        CARD_LOG,
+        "Cards for the card log, by outcome: written, or dropped because the queue was full or the store failed"
+    );
+    describe_gauge!(CARD_LOG_QUEUE, "Cards waiting to be written to the card log");
+    describe_counter!(STORE_ERRORS, "Store operations that failed, by operation");
+    describe_histogram!(
+        SHARED_REPLAY_DURATION,
+        metrics::Unit::Seconds,
+        "Time to check a jti in the shared (PostgreSQL) replay cache"
+    );
 }
 
 /// The label for a data kind.

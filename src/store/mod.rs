@@ -39,8 +39,10 @@
 //! | `mod.rs` | [`Store`], records, errors, the queries |
 //! | `migrations.rs` | the embedded schema versions |
 //! | `analytics.rs` | [`Analytics`], the counting rule, and the arrangement of the grouped rows |
+//! | `cardlog.rs` | [`CardLog`]: the bounded queue and batch writer that keep the card log off the hot path |
 
 mod analytics;
+mod cardlog;
 mod migrations;
 
 use std::fmt;
@@ -52,10 +54,11 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Database, Row, Transaction};
+use sqlx::{Database, QueryBuilder, Row, Transaction};
 use time::OffsetDateTime;
 
 pub use analytics::{Analytics, ReasonCount, TemplateStats, WeekStats, WeekTotal};
+pub use cardlog::{CardLog, CardLogWriter};
 pub use migrations::LATEST as SCHEMA_VERSION;
 
 /// The SQLite file's name in a data directory ([`StoreConfig::sqlite_in`]).
@@ -74,6 +77,37 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
 /// Per instance; several instances share the server's `max_connections` (100 by default).
 const POSTGRES_MAX_CONNECTIONS: u32 = 8;
+
+/// The data directory when neither the configuration, `--data-dir` nor `DRY_NEEDLING_CDS_DATA_DIR` names one:
+/// `data/` under the working directory, so that `cargo run --release` in a checkout keeps its log beside it.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Cards and feedback are kept this long by default: a year, so that a year's trend can be read.
+pub const DEFAULT_RETENTION_DAYS: u32 = 365;
+
+/// How the service uses a store (`[store]` in the configuration, README "Storage").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// `None`: no store (`backend = "off"`): cards and feedback are only logged, and replay is checked per
+    /// process.
+    pub backend: Option<StoreConfig>,
+    /// Cards issued and feedback received longer ago than this are deleted (checked hourly).
+    pub retention_days: u32,
+    /// Whether an override's free-text `userComment` is stored (it may name the patient; off by default).
+    pub keep_override_comments: bool,
+    /// Cards the card log's queue holds before it drops them.
+    pub queue_capacity: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> StoreSettings {
+        StoreSettings {
+            backend: Some(StoreConfig::sqlite_in(Path::new(DEFAULT_DATA_DIR))),
+            retention_days: DEFAULT_RETENTION_DAYS,
+            keep_override_comments: false,
+            queue_capacity: cardlog::DEFAULT_CAPACITY,
+        }
+    }
+}
 
 /// Where the store lives.
 #[derive(Clone, PartialEq, Eq)]
@@ -302,12 +336,16 @@ impl WritePool for PgPool {
     }
 }
 
-const INSERT_CARD: &str = "INSERT INTO cards (uuid, service_id, card, indicator, stance, suggestion_uuids, \
-     issued_at_ms, client_issuer, tenant, hook_instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-     ON CONFLICT (uuid) DO NOTHING";
+/// Followed by `VALUES (…), (…)` and `ON CONFLICT (uuid) DO NOTHING`.
+const INSERT_CARDS: &str = "INSERT INTO cards (uuid, service_id, card, indicator, stance, suggestion_uuids, \
+     issued_at_ms, client_issuer, tenant, hook_instance) ";
 
 /// Feedback that arrived before its card (a card log written through a queue can lag) is known from now on.
-const CLEAR_UNKNOWN: &str = "UPDATE feedback SET unknown_card = FALSE WHERE card_uuid = $1 AND unknown_card = TRUE";
+/// Followed by the batch's uuids and `)`; the partial index `feedback_unknown` finds the flagged rows.
+const CLEAR_UNKNOWN: &str = "UPDATE feedback SET unknown_card = FALSE WHERE unknown_card = TRUE AND card_uuid IN (";
+
+/// Cards per `INSERT`: ten parameters each, far below SQLite's 32,766 and PostgreSQL's 65,535.
+const CARDS_PER_STATEMENT: usize = 500;
 
 /// One statement per item, so that SQLite takes the write lock at once and the flag is decided in the same
 /// statement as the insert. `RETURNING` gives a row only when the item was new.
@@ -414,8 +452,12 @@ impl Store {
     }
 
     /// Logs cards, all in one transaction. A uuid already logged is left as it is (so a retried batch is
-    /// harmless); returns how many cards were new. Feedback that arrived earlier for a new card stops being
+    /// harmless); returns how many cards were new. Feedback that arrived earlier for these cards stops being
     /// flagged as for an unknown card.
+    ///
+    /// Two statements per [`CARDS_PER_STATEMENT`] cards (a multi-row `INSERT … ON CONFLICT DO NOTHING`, then one
+    /// `UPDATE` of the flag), not two per card: the per-statement cost of the driver, not SQL, is what a busy
+    /// card log pays for (measured by `scripts/store-cost`).
     pub async fn insert_cards(&self, cards: &[CardRecord]) -> Result<u64, StoreError> {
         if cards.is_empty() {
             return Ok(0);
@@ -424,25 +466,29 @@ impl Store {
         with_pool!(self, pool => async {
             let mut tx = pool.begin_write().await?;
             let mut inserted = 0;
-            for r in &rows {
-                let done = sqlx::query(INSERT_CARD)
-                    .bind(r.uuid.as_str())
-                    .bind(r.service_id.as_str())
-                    .bind(r.card.as_str())
-                    .bind(r.indicator.as_str())
-                    .bind(r.stance.as_str())
-                    .bind(r.suggestion_uuids.as_str())
-                    .bind(r.issued_at_ms)
-                    .bind(r.client_issuer.as_deref())
-                    .bind(r.tenant.as_deref())
-                    .bind(r.hook_instance.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if done > 0 {
-                    inserted += 1;
-                    sqlx::query(CLEAR_UNKNOWN).bind(r.uuid.as_str()).execute(&mut *tx).await?;
+            for chunk in rows.chunks(CARDS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::new(INSERT_CARDS);
+                insert.push_values(chunk, |mut row, r| {
+                    row.push_bind(r.uuid.as_str())
+                        .push_bind(r.service_id.as_str())
+                        .push_bind(r.card.as_str())
+                        .push_bind(r.indicator.as_str())
+                        .push_bind(r.stance.as_str())
+                        .push_bind(r.suggestion_uuids.as_str())
+                        .push_bind(r.issued_at_ms)
+                        .push_bind(r.client_issuer.as_deref())
+                        .push_bind(r.tenant.as_deref())
+                        .push_bind(r.hook_instance.as_str());
+                });
+                insert.push(" ON CONFLICT (uuid) DO NOTHING");
+                inserted += insert.build().execute(&mut *tx).await?.rows_affected();
+                let mut clear = QueryBuilder::new(CLEAR_UNKNOWN);
+                let mut uuids = clear.separated(", ");
+                for r in chunk {
+                    uuids.push_bind(r.uuid.as_str());
                 }
+                clear.push(")");
+                clear.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(inserted)
@@ -578,6 +624,47 @@ impl Store {
         .await)
         .map_err(StoreError::query("analytics"))?;
         Ok(analytics::fold(since, until, rows, unknown))
+    }
+}
+
+/// How often [`maintain`] applies retention, and prunes expired `jti`s.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(60 * 60);
+pub const JTI_PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The store's upkeep, for as long as the process runs: deletes cards and feedback older than `retention_days`
+/// (at start, then hourly) and, when the `jti` cache is shared, expired `jti`s (every minute). Failures are
+/// counted and logged; the next round tries again.
+pub async fn maintain(store: Store, retention_days: u32, prune_jtis: bool) {
+    let mut retention = tokio::time::interval(RETENTION_EVERY);
+    let mut jtis = tokio::time::interval(JTI_PRUNE_EVERY);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    jtis.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = retention.tick() => {
+                let cut = OffsetDateTime::now_utc() - time::Duration::days(i64::from(retention_days));
+                match store.prune(cut).await {
+                    Ok(pruned) if pruned.cards + pruned.feedback > 0 => tracing::info!(
+                        cards = pruned.cards,
+                        feedback = pruned.feedback,
+                        retention_days,
+                        "retention: old cards and feedback deleted"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => {
+                        metrics::counter!(crate::ops::metrics::STORE_ERRORS, "operation" => "prune").increment(1);
+                        tracing::warn!(%error, "retention: pruning failed; retrying in an hour");
+                    }
+                }
+            }
+            _ = jtis.tick(), if prune_jtis => {
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                if let Err(error) = store.prune_jtis(now).await {
+                    metrics::counter!(crate::ops::metrics::STORE_ERRORS, "operation" => "prune").increment(1);
+                    tracing::warn!(%error, "pruning expired jtis failed; retrying in a minute");
+                }
+            }
+        }
     }
 }
 

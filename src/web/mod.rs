@@ -12,6 +12,8 @@
 //! allowlist: the page calls the hook endpoints like any other client. Its responses carry a Content Security
 //! Policy that allows scripts from this origin only.
 
+pub mod analytics;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::Path;

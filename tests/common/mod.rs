@@ -3,6 +3,7 @@
 
 pub mod fhir_server;
 pub mod process;
+pub mod store;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};

@@ -47,6 +47,8 @@ impl Service {
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("NO_COLOR")
+            // The card log's SQLite file goes with the test's directory, not into the checkout.
+            .env("DRY_NEEDLING_CDS_DATA_DIR", dir.join("data"))
             .stdout(Stdio::piped())
             // Start-up errors (clap's, the configuration's) go to stderr: shown if the address never comes.
             .stderr(Stdio::inherit())
