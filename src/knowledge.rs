@@ -4,9 +4,13 @@
 //! Why content is data: clinicians review and change wording and code lists far more often than logic, and a
 //! reviewer should not need to read Rust. The directory is embedded in the binary (so the service runs with no
 //! files around it) and can be replaced at start by a directory named in configuration. Everything a rule can
-//! ask for is checked here, so a bad file stops the start with a message naming the file, never a request.
+//! ask for is checked here, so a bad file stops the start, never a request. The people who edit these files are
+//! a CDS team, not programmers: every problem is collected and reported at once (not only the first), each with
+//! the path they would open, the field or line, and the numbers that say what to change (a summary's length
+//! budget); `check-content` runs this same check without starting the service.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use include_dir::{Dir, include_dir};
@@ -16,19 +20,79 @@ use crate::record::{Coding, DataKind};
 
 static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/cards");
 
-/// A start-up failure in the content, with the file it came from.
+/// A start-up failure in the content: every problem found in it, or a directory that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum KnowledgeError {
-    #[error("{file}: {message}")]
-    Invalid { file: String, message: String },
+    #[error("{}", list_problems(problems))]
+    Invalid { problems: Vec<Problem> },
     #[error("cannot read {file}: {source}")]
     Io { file: String, source: std::io::Error },
 }
 
-fn invalid(file: &str, message: impl Into<String>) -> KnowledgeError {
-    KnowledgeError::Invalid {
-        file: file.to_string(),
-        message: message.into(),
+impl KnowledgeError {
+    /// The problems found, each with its file, place and what to do (none for an unreadable directory).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            KnowledgeError::Invalid { problems } => problems,
+            KnowledgeError::Io { .. } => &[],
+        }
+    }
+}
+
+fn list_problems(problems: &[Problem]) -> String {
+    let mut out = match problems.len() {
+        1 => "1 problem:".to_string(),
+        n => format!("{n} problems:"),
+    };
+    for problem in problems {
+        out.push_str("\n    ");
+        out.push_str(&problem.to_string());
+    }
+    out
+}
+
+/// One mistake in the content, said so that its author can fix it: the file by the path they would open
+/// (`cards/cards/against-headache.toml`, or the same under the directory given), where in it (a field, a
+/// line), and what is wrong, with the numbers that decide it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    /// A field (`summary`), a line (`line 57`), or empty when the whole file is at fault.
+    pub place: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.place.as_str() {
+            "" => write!(f, "{}: {}", self.file, self.message),
+            place => write!(f, "{}: {}: {}", self.file, place, self.message),
+        }
+    }
+}
+
+/// The problems found so far, every file's path written under the content's root as its author sees it.
+struct Problems {
+    root: PathBuf,
+    found: Vec<Problem>,
+}
+
+impl Problems {
+    fn add(&mut self, file: &str, place: impl Into<String>, message: impl Into<String>) {
+        self.found.push(Problem {
+            file: self.root.join(file).display().to_string(),
+            place: place.into(),
+            message: message.into(),
+        });
+    }
+
+    /// A TOML file that does not parse: the line, and the parser's message without its drawing of the line.
+    fn toml(&mut self, file: &str, text: &str, error: &toml::de::Error) {
+        let line = error
+            .span()
+            .map(|span| format!("line {}", text[..span.start.min(text.len())].lines().count().max(1)))
+            .unwrap_or_default();
+        self.add(file, line, error.message().trim().to_string());
     }
 }
 
@@ -444,88 +508,281 @@ impl Terminology {
             .is_some_and(|codes| codes.contains_key(code.as_ref()))
     }
 
-    fn load(csv_text: &str, keywords_text: &str) -> Result<Terminology, KnowledgeError> {
-        const CSV: &str = "valuesets/codes.csv";
-        let mut codes: HashMap<String, HashMap<String, u32>> = HashMap::new();
-        let mut chronic: HashMap<String, HashMap<String, String>> = HashMap::new();
-        let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
-        let headers = reader.headers().map_err(|e| invalid(CSV, e.to_string()))?.clone();
-        let column = |name: &str| {
-            headers
-                .iter()
-                .position(|h| h == name)
-                .ok_or_else(|| invalid(CSV, format!("no `{name}` column")))
-        };
-        let (set_col, system_col, code_col, display_col, source_col) = (
-            column("set")?,
-            column("system")?,
-            column("code")?,
-            column("display")?,
-            column("source")?,
-        );
-        let mut seen = vec![0usize; ValueSet::ALL.len()];
-        for (line, record) in reader.records().enumerate() {
-            let record = record.map_err(|e| invalid(CSV, e.to_string()))?;
-            let field = |i: usize| record.get(i).unwrap_or("").trim();
-            let (set, system, code) = (field(set_col), field(system_col), field(code_col));
-            if system.is_empty() || code.is_empty() || field(source_col).is_empty() {
-                return Err(invalid(
-                    CSV,
-                    format!("row {}: system, code and source are required", line + 2),
-                ));
-            }
-            let system = canonical_system(system).to_string();
-            let code = canonical_code(&system, code).into_owned();
-            let mut bits = 0;
-            for (i, value_set) in ValueSet::ALL.iter().enumerate() {
-                if value_set.csv_sets().contains(&set) {
-                    bits |= value_set.bit();
-                    seen[i] += 1;
-                }
-            }
-            if field(display_col).to_lowercase().contains("chronic") && set.starts_with("cond.") {
-                chronic
-                    .entry(system.clone())
-                    .or_default()
-                    .insert(code.clone(), field(display_col).into());
-            }
-            *codes.entry(system).or_default().entry(code).or_default() |= bits;
+    /// Reads `valuesets/codes.csv` and `valuesets/keywords.toml` (either may be missing: already reported),
+    /// adding every problem found to `problems`; `None` when any was found.
+    fn load(csv_text: Option<&str>, keywords_text: Option<&str>, problems: &mut Problems) -> Option<Terminology> {
+        let before = problems.found.len();
+        let (codes, chronic) = csv_text.map(|text| read_codes(text, problems)).unwrap_or_default();
+        let keywords = keywords_text.and_then(|text| read_keywords(text, problems));
+        match keywords {
+            Some(keywords) if problems.found.len() == before && csv_text.is_some() => Some(Terminology {
+                codes,
+                chronic,
+                keywords,
+            }),
+            _ => None,
         }
-        if let Some(i) = seen
-            .iter()
-            .enumerate()
-            .position(|(i, n)| *n == 0 && !ValueSet::ALL[i].optional())
-        {
-            return Err(invalid(CSV, format!("value set {:?} has no codes", ValueSet::ALL[i])));
-        }
-        const KEYWORDS: &str = "valuesets/keywords.toml";
-        let mut keywords: Keywords = toml::from_str(keywords_text).map_err(|e| invalid(KEYWORDS, e.to_string()))?;
-        for required in ["low_back", "neck"] {
-            if !keywords.region.contains_key(required) {
-                return Err(invalid(KEYWORDS, format!("[region.{required}] is required")));
-            }
-        }
-        if keywords.region.len() > 32 {
-            return Err(invalid(KEYWORDS, "at most 32 regions"));
-        }
-        for set in keywords.sets_mut() {
-            for list in set.lists_mut() {
-                for keyword in list.iter_mut() {
-                    // Leading spaces are kept out; a trailing space ("pm ") is meaningful.
-                    *keyword = keyword.trim_start().to_lowercase();
-                    if keyword.trim().is_empty() {
-                        return Err(invalid(KEYWORDS, "empty keyword"));
-                    }
-                }
-            }
-            set.compile().map_err(|e| invalid(KEYWORDS, e))?;
-        }
-        Ok(Terminology {
-            codes,
-            chronic,
-            keywords,
-        })
     }
+}
+
+const CODES_CSV: &str = "valuesets/codes.csv";
+const KEYWORDS_TOML: &str = "valuesets/keywords.toml";
+
+/// Sets in `codes.csv` that no rule reads: kept with their sources for reference (the CPT unlisted-procedure
+/// code, which says nothing about dry needling, and the CDS4CPM patient-reported pain therapies, of which
+/// `heat-therapy` and `activity-goals` are also in the sets the rules read).
+const REFERENCE_SETS: &[&str] = &["order.unlisted_procedure", "proc.patient_reported_cds4cpm"];
+
+/// Every set name a row of `codes.csv` may carry.
+pub fn known_set_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = ValueSet::ALL
+        .iter()
+        .flat_map(|v| v.csv_sets().iter().copied())
+        .collect();
+    names.extend(REFERENCE_SETS);
+    names.sort_unstable();
+    names
+}
+
+/// The code systems a row of `codes.csv` may name, under their canonical URL (their HL7 OIDs are accepted too).
+pub const KNOWN_SYSTEMS: &[&str] = &[
+    "http://snomed.info/sct",
+    "http://hl7.org/fhir/sid/icd-10-cm",
+    "http://hl7.org/fhir/sid/icd-9-cm",
+    "http://www.ama-assn.org/go/cpt",
+    "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "http://www.whocc.no/atc",
+    "http://fhir.org/guides/cqf/cds4cpm/CodeSystem/pain-therapies",
+];
+
+/// A local code system is named by its OID (`urn:oid:1.2.840.114350.1.13.0.1.7.2.657369`), which cannot be
+/// misspelt into another valid-looking URL the way `http://snomed.info/sctt` can.
+fn is_oid_urn(system: &str) -> bool {
+    system.strip_prefix("urn:oid:").is_some_and(|oid| {
+        !oid.is_empty()
+            && oid
+                .split('.')
+                .all(|arc| !arc.is_empty() && arc.chars().all(|c| c.is_ascii_digit()))
+    })
+}
+
+/// The name among `names` closest to a misspelt one, when it is close enough to be what was meant.
+fn nearest<'n>(wrong: &str, names: &[&'n str]) -> Option<&'n str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+                diagonal = row[j + 1];
+                row[j + 1] = next;
+            }
+        }
+        row[b.len()]
+    };
+    names
+        .iter()
+        .map(|n| (distance(wrong, n), *n))
+        .min()
+        .filter(|(d, _)| *d <= 3.max(wrong.chars().count() / 4))
+        .map(|(_, n)| n)
+}
+
+type CodeIndex = HashMap<String, HashMap<String, u32>>;
+type ChronicIndex = HashMap<String, HashMap<String, String>>;
+
+/// Reads every row of `codes.csv`, reporting each bad row (by its line in the file) and each value set the
+/// rules need that has no codes.
+fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) {
+    let mut codes: CodeIndex = HashMap::new();
+    let mut chronic: ChronicIndex = HashMap::new();
+    // Flexible: a row may leave out the last column (`note`); one with more columns than the header is reported.
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
+    let headers = match reader.headers() {
+        Ok(headers) => headers.clone(),
+        Err(e) => {
+            problems.add(CODES_CSV, "line 1", e.to_string());
+            return (codes, chronic);
+        }
+    };
+    let mut columns = Vec::new();
+    for name in ["set", "system", "code", "display", "source"] {
+        match headers.iter().position(|h| h.trim() == name) {
+            Some(i) => columns.push(i),
+            None => problems.add(
+                CODES_CSV,
+                "line 1",
+                format!("no `{name}` column; the header must be set,system,code,display,source,note"),
+            ),
+        }
+    }
+    let &[set_col, system_col, code_col, display_col, source_col] = columns.as_slice() else {
+        return (codes, chronic);
+    };
+    let known_sets = known_set_names();
+    let mut seen = vec![0usize; ValueSet::ALL.len()];
+    // (set, system, code) → the line that first listed it.
+    let mut first_line: HashMap<(String, String, String), u64> = HashMap::new();
+    for (index, record) in reader.records().enumerate() {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                let line = e.position().map_or(index as u64 + 2, |p| p.line());
+                problems.add(CODES_CSV, format!("line {line}"), e.to_string());
+                continue;
+            }
+        };
+        let line = record.position().map_or(index as u64 + 2, |p| p.line());
+        let at = format!("line {line}");
+        if record.len() > headers.len() {
+            problems.add(
+                CODES_CSV,
+                &at,
+                format!(
+                    "{} columns, but the header has {} ({}): put a display or source that holds a comma in double \
+                     quotes (\"Lumbago with sciatica, left side\")",
+                    record.len(),
+                    headers.len(),
+                    headers.iter().collect::<Vec<_>>().join(",")
+                ),
+            );
+            continue;
+        }
+        let field = |i: usize| record.get(i).unwrap_or("").trim();
+        let (set, raw_system, raw_code) = (field(set_col), field(system_col), field(code_col));
+        let missing: Vec<&str> = [
+            ("set", set),
+            ("system", raw_system),
+            ("code", raw_code),
+            ("source", field(source_col)),
+        ]
+        .into_iter()
+        .filter(|(_, value)| value.is_empty())
+        .map(|(name, _)| name)
+        .collect();
+        if !missing.is_empty() {
+            problems.add(
+                CODES_CSV,
+                &at,
+                format!(
+                    "{} must not be empty (every row needs a set, system, code and source)",
+                    missing.join(", ")
+                ),
+            );
+            continue;
+        }
+        let mut row_ok = true;
+        if !known_sets.contains(&set) {
+            let hint = match nearest(set, &known_sets) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => format!("the sets are: {}", known_sets.join(", ")),
+            };
+            problems.add(
+                CODES_CSV,
+                format!("{at}, set"),
+                format!("unknown value set `{set}`, so this code could never match: {hint}"),
+            );
+            row_ok = false;
+        }
+        let system = canonical_system(raw_system);
+        if !KNOWN_SYSTEMS.contains(&system) && !is_oid_urn(system) {
+            let hint = match nearest(raw_system, KNOWN_SYSTEMS) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => format!(
+                    "write one of {}, or a local code system as its OID (`urn:oid:1.2.3…`)",
+                    KNOWN_SYSTEMS.join(", ")
+                ),
+            };
+            problems.add(
+                CODES_CSV,
+                format!("{at}, system"),
+                format!("`{raw_system}` is not a known code system URI: {hint}"),
+            );
+            row_ok = false;
+        }
+        let code = canonical_code(system, raw_code).into_owned();
+        let key = (set.to_string(), system.to_string(), code.clone());
+        if let Some(first) = first_line.get(&key) {
+            problems.add(
+                CODES_CSV,
+                &at,
+                format!("duplicate row: `{set}` already lists {raw_system} {raw_code} on line {first}; delete one"),
+            );
+            continue;
+        }
+        first_line.insert(key, line);
+        if !row_ok {
+            continue;
+        }
+        let mut bits = 0;
+        for (i, value_set) in ValueSet::ALL.iter().enumerate() {
+            if value_set.csv_sets().contains(&set) {
+                bits |= value_set.bit();
+                seen[i] += 1;
+            }
+        }
+        if field(display_col).to_lowercase().contains("chronic") && set.starts_with("cond.") {
+            chronic
+                .entry(system.to_string())
+                .or_default()
+                .insert(code.clone(), field(display_col).into());
+        }
+        *codes.entry(system.to_string()).or_default().entry(code).or_default() |= bits;
+    }
+    for (i, value_set) in ValueSet::ALL.iter().enumerate() {
+        if seen[i] == 0 && !value_set.optional() {
+            problems.add(
+                CODES_CSV,
+                "",
+                format!(
+                    "value set `{}` has no codes; the rules need at least one",
+                    value_set.csv_sets().join("` or `")
+                ),
+            );
+        }
+    }
+    (codes, chronic)
+}
+
+fn read_keywords(text: &str, problems: &mut Problems) -> Option<Keywords> {
+    let mut keywords: Keywords = match toml::from_str(text) {
+        Ok(keywords) => keywords,
+        Err(e) => {
+            problems.toml(KEYWORDS_TOML, text, &e);
+            return None;
+        }
+    };
+    let before = problems.found.len();
+    for required in ["low_back", "neck"] {
+        if !keywords.region.contains_key(required) {
+            problems.add(KEYWORDS_TOML, format!("[region.{required}]"), "is required");
+        }
+    }
+    if keywords.region.len() > 32 {
+        problems.add(
+            KEYWORDS_TOML,
+            "[region]",
+            format!("{} regions; at most 32", keywords.region.len()),
+        );
+    }
+    for set in keywords.sets_mut() {
+        let mut empty = false;
+        for list in set.lists_mut() {
+            for keyword in list.iter_mut() {
+                // Leading spaces are kept out; a trailing space ("pm ") is meaningful.
+                *keyword = keyword.trim_start().to_lowercase();
+                empty |= keyword.trim().is_empty();
+            }
+        }
+        if empty {
+            problems.add(KEYWORDS_TOML, "", "an empty phrase (\"\"): remove it");
+        } else if let Err(e) = set.compile() {
+            problems.add(KEYWORDS_TOML, "", e);
+        }
+    }
+    (problems.found.len() == before).then_some(keywords)
 }
 
 /// `{{name}}` placeholders in card text.
@@ -800,62 +1057,148 @@ pub enum ContentSource {
     Directory(PathBuf),
 }
 
+impl ContentSource {
+    /// The directory its files are named under in messages: the directory given, or `cards` for the content
+    /// embedded at build time (which is the project's `cards/` as it was then).
+    pub fn root(&self) -> PathBuf {
+        match self {
+            ContentSource::Embedded => PathBuf::from("cards"),
+            ContentSource::Directory(dir) => dir.clone(),
+        }
+    }
+
+    /// How to name it in a sentence: `/tmp/cards`, or `cards/ (embedded at build time)`.
+    pub fn describe(&self) -> String {
+        match self {
+            ContentSource::Embedded => "cards/ (embedded at build time)".to_string(),
+            ContentSource::Directory(dir) => dir.display().to_string(),
+        }
+    }
+}
+
+/// What a clean check looked at, for `check-content`'s one-line summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentCounts {
+    pub cards: usize,
+    pub services: usize,
+    pub resources: usize,
+    /// Distinct (system, code) pairs in the value sets.
+    pub codes: usize,
+    pub value_sets: usize,
+    pub phrase_sets: usize,
+}
+
 impl Knowledge {
     /// Loads the content compiled into the binary.
     pub fn embedded() -> Result<Knowledge, KnowledgeError> {
         Knowledge::load(&ContentSource::Embedded)
     }
 
+    /// Loads and checks the whole content. Every problem is reported, not only the first: a card whose
+    /// summary is too long and a misspelt value-set name come back together, each with its file's path under
+    /// [`ContentSource::root`], where in the file, and what to change.
     pub fn load(source: &ContentSource) -> Result<Knowledge, KnowledgeError> {
         let files = match source {
             ContentSource::Embedded => embedded_files(),
             ContentSource::Directory(dir) => directory_files(dir)?,
         };
-        let file = |name: &str| {
-            files
-                .get(name)
-                .map(String::as_str)
-                .ok_or_else(|| invalid(name, "file is missing"))
+        let mut problems = Problems {
+            root: source.root(),
+            found: Vec::new(),
         };
-        let terminology = Terminology::load(file("valuesets/codes.csv")?, file("valuesets/keywords.toml")?)?;
+        let file = |name: &str, problems: &mut Problems| {
+            let text = files.get(name).map(String::as_str);
+            if text.is_none() {
+                problems.add(name, "", "file is missing");
+            }
+            text
+        };
+        let terminology = Terminology::load(
+            file(CODES_CSV, &mut problems),
+            file(KEYWORDS_TOML, &mut problems),
+            &mut problems,
+        );
 
-        let service: ServiceFile =
-            toml::from_str(file("service.toml")?).map_err(|e| invalid("service.toml", e.to_string()))?;
-        check_services(&service)?;
+        const SERVICE: &str = "service.toml";
+        let service = file(SERVICE, &mut problems).and_then(|text| match toml::from_str::<ServiceFile>(text) {
+            Ok(service) => Some(service),
+            Err(e) => {
+                problems.toml(SERVICE, text, &e);
+                None
+            }
+        });
+        if let Some(service) = &service {
+            check_services(service, &mut problems);
+        }
 
         let mut resources = BTreeMap::new();
         for (name, text) in files.iter().filter(|(n, _)| n.starts_with("resources/")) {
             let Some(stem) = name.strip_prefix("resources/").and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
-            resources.insert(stem.to_string(), check_service_request(name, text)?);
+            match check_service_request(text) {
+                Ok(value) => {
+                    resources.insert(stem.to_string(), value);
+                }
+                Err(message) => problems.add(name, "", message),
+            }
         }
 
         let mut cards = BTreeMap::new();
         for id in CardId::ALL {
             let name = format!("cards/{}.toml", id.file_stem());
-            let card = parse_card(id, &name, file(&name)?, &resources)?;
-            cards.insert(id, card);
+            if let Some(text) = file(&name, &mut problems)
+                && let Some(card) = parse_card(id, &name, text, &resources, &mut problems)
+            {
+                cards.insert(id, card);
+            }
         }
         let known: Vec<String> = CardId::ALL
             .iter()
             .map(|id| format!("cards/{}.toml", id.file_stem()))
             .collect();
-        if let Some(extra) = files.keys().find(|n| n.starts_with("cards/") && !known.contains(n)) {
-            return Err(invalid(extra, "no rule produces this card; remove it or add the rule"));
+        for extra in files.keys().filter(|n| n.starts_with("cards/") && !known.contains(n)) {
+            problems.add(
+                extra,
+                "",
+                format!(
+                    "no rule produces this card (the cards are {}); rename it to one of them or remove it",
+                    CardId::ALL.map(CardId::file_stem).join(", ")
+                ),
+            );
         }
 
-        Ok(Knowledge {
-            terminology,
-            cards,
-            resources,
-            source_label: service.source_label,
-            source_topic: service.source_topic,
-            override_reasons: service.override_reasons,
-            services: service.services,
-            phrases: service.phrases,
-            policy: service.policy,
-        })
+        match (terminology, service) {
+            (Some(terminology), Some(service)) if problems.found.is_empty() && cards.len() == CardId::ALL.len() => {
+                Ok(Knowledge {
+                    terminology,
+                    cards,
+                    resources,
+                    source_label: service.source_label,
+                    source_topic: service.source_topic,
+                    override_reasons: service.override_reasons,
+                    services: service.services,
+                    phrases: service.phrases,
+                    policy: service.policy,
+                })
+            }
+            _ => Err(KnowledgeError::Invalid {
+                problems: problems.found,
+            }),
+        }
+    }
+
+    /// What was loaded, counted.
+    pub fn counts(&self) -> ContentCounts {
+        let mut keywords = self.terminology.keywords.clone();
+        ContentCounts {
+            cards: self.cards.len(),
+            services: self.services.len(),
+            resources: self.resources.len(),
+            codes: self.terminology.codes.values().map(HashMap::len).sum(),
+            value_sets: known_set_names().len(),
+            phrase_sets: keywords.sets_mut().len(),
+        }
     }
 
     pub fn card(&self, id: CardId) -> &CardTemplate {
@@ -913,55 +1256,107 @@ fn directory_files(root: &Path) -> Result<BTreeMap<String, String>, KnowledgeErr
     Ok(files)
 }
 
-fn check_services(service: &ServiceFile) -> Result<(), KnowledgeError> {
+fn check_services(service: &ServiceFile, problems: &mut Problems) {
     const FILE: &str = "service.toml";
     for hook in ["order-select", "order-sign"] {
-        if service.services.iter().filter(|s| s.hook == hook).count() != 1 {
-            return Err(invalid(FILE, format!("exactly one service must handle `{hook}`")));
+        let n = service.services.iter().filter(|s| s.hook == hook).count();
+        if n != 1 {
+            problems.add(
+                FILE,
+                "[[services]]",
+                format!("exactly one service must handle `{hook}`; {n} do"),
+            );
         }
-    }
-    if let Some(s) = service
-        .services
-        .iter()
-        .find(|s| !matches!(s.hook.as_str(), "order-select" | "order-sign"))
-    {
-        return Err(invalid(
-            FILE,
-            format!("service `{}`: unsupported hook `{}`", s.id, s.hook),
-        ));
     }
     for s in &service.services {
+        let at = format!("[[services]] `{}`", s.id);
+        if !matches!(s.hook.as_str(), "order-select" | "order-sign") {
+            problems.add(
+                FILE,
+                &at,
+                format!("unsupported hook `{}`: write order-select or order-sign", s.hook),
+            );
+        }
         let id_ok = !s.id.is_empty() && s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !id_ok || s.id == "feedback" {
-            return Err(invalid(FILE, format!("service id `{}` is not a URL-safe name", s.id)));
+            problems.add(
+                FILE,
+                &at,
+                "the id must be a URL-safe name (letters, digits, `-`, `_`) other than `feedback`",
+            );
         }
         if s.title.trim().is_empty() || s.description.trim().is_empty() {
-            return Err(invalid(
-                FILE,
-                format!("service `{}` needs a title and a description", s.id),
-            ));
+            problems.add(FILE, &at, "needs a title and a description");
         }
     }
-    if service.services[0].id == service.services[1].id {
-        return Err(invalid(FILE, "service ids must differ"));
+    let mut ids: Vec<&str> = service.services.iter().map(|s| s.id.as_str()).collect();
+    ids.sort_unstable();
+    if ids.windows(2).any(|w| w[0] == w[1]) {
+        problems.add(FILE, "[[services]]", "service ids must differ");
     }
     if service.override_reasons.is_empty() {
-        return Err(invalid(FILE, "at least one override reason is needed"));
+        problems.add(FILE, "override_reasons", "at least one override reason is needed");
     }
-    Ok(())
 }
 
 /// A suggested resource must be a ServiceRequest that fhir-sdk's R4 model accepts once the service has
 /// filled in the subject, as it does when rendering.
-fn check_service_request(name: &str, text: &str) -> Result<serde_json::Value, KnowledgeError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(name, e.to_string()))?;
+fn check_service_request(text: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if value.get("resourceType").and_then(|v| v.as_str()) != Some("ServiceRequest") {
-        return Err(invalid(name, "must be a ServiceRequest"));
+        return Err("must be a ServiceRequest".to_string());
     }
     let mut filled = value.clone();
     filled["subject"] = serde_json::json!({"reference": "Patient/example"});
-    fhir_check::service_request(filled).map_err(|e| invalid(name, format!("not a valid R4 ServiceRequest: {e}")))?;
+    fhir_check::service_request(filled).map_err(|e| format!("not a valid R4 ServiceRequest: {e}"))?;
     Ok(value)
+}
+
+/// CDS Hooks: "summary: one-sentence, <140-character summary message".
+pub const SUMMARY_LIMIT: usize = 139;
+
+/// The longest a summary can render: its fixed text plus the longest value of each placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryBudget {
+    pub fixed: usize,
+    /// Each placeholder, with the most characters it can fill.
+    pub placeholders: Vec<(String, usize)>,
+}
+
+impl SummaryBudget {
+    pub fn longest(&self) -> usize {
+        self.fixed + self.placeholders.iter().map(|(_, n)| n).sum::<usize>()
+    }
+
+    /// "146 characters at most: 86 fixed + 60 for {{missing}}".
+    pub fn explain(&self) -> String {
+        let mut out = format!("{} characters at most: {} fixed", self.longest(), self.fixed);
+        for (name, n) in &self.placeholders {
+            let _ = write!(out, " + {n} for {{{{{name}}}}}");
+        }
+        out
+    }
+}
+
+/// The summary's budget; `all_unavailable` is the data-unavailable card's longest list (every kind named).
+fn summary_budget(summary: &Template, all_unavailable: &str) -> SummaryBudget {
+    let mut budget = SummaryBudget {
+        fixed: 0,
+        placeholders: Vec::new(),
+    };
+    for part in &summary.parts {
+        match part {
+            Part::Text(text) => budget.fixed += text.chars().count(),
+            Part::Var(var) if var == UNAVAILABLE_VAR => {
+                budget.placeholders.push((var.clone(), all_unavailable.chars().count()))
+            }
+            Part::Var(var) => {
+                let max = SUMMARY_VARS.iter().find(|(v, _)| v == var).map_or(0, |(_, n)| *n);
+                budget.placeholders.push((var.clone(), max));
+            }
+        }
+    }
+    budget
 }
 
 fn parse_card(
@@ -969,54 +1364,105 @@ fn parse_card(
     name: &str,
     text: &str,
     resources: &BTreeMap<String, serde_json::Value>,
-) -> Result<CardTemplate, KnowledgeError> {
-    let file: CardFile = toml::from_str(text).map_err(|e| invalid(name, e.to_string()))?;
-    let summary = Template::parse(&file.summary).map_err(|e| invalid(name, format!("summary: {e}")))?;
-    let detail = Template::parse(&file.detail).map_err(|e| invalid(name, format!("detail: {e}")))?;
-    for var in summary.vars() {
-        let known = SUMMARY_VARS.iter().any(|(v, _)| *v == var) || var == UNAVAILABLE_VAR;
-        if !known {
-            return Err(invalid(name, format!("summary cannot use `{{{{{var}}}}}`")));
+    problems: &mut Problems,
+) -> Option<CardTemplate> {
+    let file: CardFile = match toml::from_str(text) {
+        Ok(file) => file,
+        Err(e) => {
+            problems.toml(name, text, &e);
+            return None;
+        }
+    };
+    let before = problems.found.len();
+    let summary = Template::parse(&file.summary)
+        .map_err(|e| problems.add(name, "summary", e))
+        .ok();
+    let detail = Template::parse(&file.detail)
+        .map_err(|e| problems.add(name, "detail", e))
+        .ok();
+    let summary_names = || {
+        SUMMARY_VARS
+            .iter()
+            .map(|(v, _)| format!("{{{{{v}}}}}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(summary) = &summary {
+        for var in summary.vars() {
+            let known = SUMMARY_VARS.iter().any(|(v, _)| *v == var) || var == UNAVAILABLE_VAR;
+            if !known {
+                problems.add(
+                    name,
+                    "summary",
+                    format!("cannot use `{{{{{var}}}}}`; a summary may use {}", summary_names()),
+                );
+            }
         }
     }
-    if let Some(var) = detail
-        .vars()
-        .find(|v| !DETAIL_VARS.contains(v) && *v != UNAVAILABLE_VAR)
-    {
-        return Err(invalid(name, format!("detail cannot use `{{{{{var}}}}}`")));
-    }
-    check_unavailable(id, name, &file, &summary, &detail)?;
-    // The longest list of unavailable data is all of it.
-    let all_unavailable = file
-        .unavailable
-        .as_ref()
-        .map(|labels| labels.names(&DataKind::ALL))
-        .unwrap_or_default();
-    let longest = summary.render(|var| {
-        if var == UNAVAILABLE_VAR {
-            return all_unavailable.clone();
-        }
-        let max = SUMMARY_VARS.iter().find(|(v, _)| *v == var).map_or(0, |(_, n)| *n);
-        "x".repeat(max)
-    });
-    if longest.chars().count() >= 140 {
-        return Err(invalid(
-            name,
-            "summary can reach 140 characters; the spec requires fewer",
-        ));
-    }
-    for s in &file.suggestions {
-        if s.label.trim().is_empty() || (!s.remove_order && s.create.is_empty()) {
-            return Err(invalid(name, "a suggestion needs a label and an action"));
-        }
-        if let Some(missing) = s.create.iter().find(|r| !resources.contains_key(*r)) {
-            return Err(invalid(
+    if let Some(detail) = &detail {
+        for var in detail
+            .vars()
+            .filter(|v| !DETAIL_VARS.contains(v) && *v != UNAVAILABLE_VAR)
+        {
+            let allowed: Vec<String> = DETAIL_VARS.iter().map(|v| format!("{{{{{v}}}}}")).collect();
+            problems.add(
                 name,
-                format!("suggestion creates unknown resource `{missing}`"),
-            ));
+                "detail",
+                format!("cannot use `{{{{{var}}}}}`; a detail may use {}", allowed.join(", ")),
+            );
         }
     }
-    Ok(CardTemplate {
+    if let (Some(summary), Some(detail)) = (&summary, &detail) {
+        check_unavailable(id, name, &file, summary, detail, problems);
+        // The longest list of unavailable data is all of it.
+        let all_unavailable = file
+            .unavailable
+            .as_ref()
+            .map(|labels| labels.names(&DataKind::ALL))
+            .unwrap_or_default();
+        let budget = summary_budget(summary, &all_unavailable);
+        if budget.longest() > SUMMARY_LIMIT {
+            let over = budget.longest() - SUMMARY_LIMIT;
+            let fix = if budget.fixed > over {
+                format!("shorten the fixed text by {over}")
+            } else {
+                "the placeholders alone are too long: remove one".to_string()
+            };
+            problems.add(
+                name,
+                "summary",
+                format!(
+                    "is {}; the limit is {SUMMARY_LIMIT} (CDS Hooks: fewer than 140): {fix}",
+                    budget.explain()
+                ),
+            );
+        }
+    }
+    for (i, s) in file.suggestions.iter().enumerate() {
+        let at = format!("suggestions[{}]", i + 1);
+        if s.label.trim().is_empty() || (!s.remove_order && s.create.is_empty()) {
+            problems.add(
+                name,
+                &at,
+                "a suggestion needs a label and an action (`remove_order = true`, `create = [...]` or both)",
+            );
+        }
+        for missing in s.create.iter().filter(|r| !resources.contains_key(*r)) {
+            let known: Vec<&str> = resources.keys().map(String::as_str).collect();
+            problems.add(
+                name,
+                &at,
+                format!(
+                    "creates unknown resource `{missing}`: no resources/{missing}.json (there are: {})",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+    let (Some(summary), Some(detail)) = (summary, detail) else {
+        return None;
+    };
+    (problems.found.len() == before).then_some(CardTemplate {
         indicator: file.indicator,
         summary,
         detail,
@@ -1035,45 +1481,50 @@ fn check_unavailable(
     file: &CardFile,
     summary: &Template,
     detail: &Template,
-) -> Result<(), KnowledgeError> {
+    problems: &mut Problems,
+) {
     let uses = |t: &Template| t.vars().any(|v| v == UNAVAILABLE_VAR);
     if id != CardId::DataUnavailable {
         if uses(summary) || uses(detail) || file.unavailable.is_some() {
-            return Err(invalid(
+            problems.add(
                 name,
+                "",
                 format!("only the data-unavailable card may use `{{{{{UNAVAILABLE_VAR}}}}}` and [unavailable]"),
-            ));
+            );
         }
-        return Ok(());
+        return;
     }
-    let Some(labels) = &file.unavailable else {
-        return Err(invalid(name, "[unavailable] must name every kind of data"));
-    };
     if !uses(summary) || !uses(detail) {
-        return Err(invalid(
+        problems.add(
             name,
+            "",
             format!("summary and detail must both say what could not be checked (`{{{{{UNAVAILABLE_VAR}}}}}`)"),
-        ));
+        );
     }
     if file.indicator == Indicator::Info {
-        return Err(invalid(
+        problems.add(
             name,
-            "the indicator must be `warning` or `critical`: this card stands in for a 412",
-        ));
+            "indicator",
+            "must be `warning` or `critical`: this card stands in for a 412",
+        );
     }
-    if let Some(kind) = DataKind::ALL.into_iter().find(|k| {
-        let label = labels.label(*k);
-        label.name.trim().is_empty() || label.checks.trim().is_empty()
-    }) {
-        return Err(invalid(
-            name,
-            format!(
-                "[unavailable] needs a name and what it checks for {}",
-                kind.resource_type()
-            ),
-        ));
+    let Some(labels) = &file.unavailable else {
+        problems.add(name, "[unavailable]", "[unavailable] must name every kind of data");
+        return;
+    };
+    for kind in DataKind::ALL {
+        let label = labels.label(kind);
+        if label.name.trim().is_empty() || label.checks.trim().is_empty() {
+            problems.add(
+                name,
+                "[unavailable]",
+                format!(
+                    "[unavailable] needs a name and what it checks for {}",
+                    kind.resource_type()
+                ),
+            );
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1216,6 +1667,33 @@ mod tests {
             .to_string();
         assert!(error.contains("only the data-unavailable card"), "{error}");
         std::fs::remove_dir_all(&copy).unwrap();
+    }
+
+    #[test]
+    fn misspelt_names_find_the_one_meant_and_local_systems_are_oids() {
+        let sets = known_set_names();
+        assert_eq!(nearest("exclude.headach", &sets), Some("exclude.headache"));
+        assert_eq!(nearest("cond.neckpain", &sets), Some("cond.neck_pain"));
+        assert_eq!(nearest("allergies", &sets), None);
+        assert_eq!(
+            nearest("http://snomed.info/sctt", KNOWN_SYSTEMS),
+            Some("http://snomed.info/sct")
+        );
+        assert!(is_oid_urn("urn:oid:1.2.840.114350.1.13.0.1.7.2.696580"));
+        assert!(!is_oid_urn("urn:oid:1..2") && !is_oid_urn("urn:oid:") && !is_oid_urn("urn:oid:1.2.x"));
+        // The OIDs of standard systems are read as the systems.
+        assert!(KNOWN_SYSTEMS.contains(&canonical_system("urn:oid:2.16.840.1.113883.6.90")));
+    }
+
+    #[test]
+    fn a_summary_budget_is_its_fixed_text_plus_each_placeholder_at_its_longest() {
+        let summary = Template::parse("Dry needling for {{indication}}: {{missing}} not yet documented").unwrap();
+        let budget = summary_budget(&summary, "");
+        assert_eq!(budget.longest(), 38 + 40 + 56);
+        assert_eq!(
+            budget.explain(),
+            "134 characters at most: 38 fixed + 40 for {{indication}} + 56 for {{missing}}"
+        );
     }
 
     #[test]

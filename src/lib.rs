@@ -14,7 +14,8 @@
 //! | the patient record | [`record`] | plain types |
 //! | the guideline: concepts, episodes, care, verdict | [`assess`] | pure functions, no I/O, cannot fail |
 //! | assessment → card | [`render`] | templates |
-//! | content in `cards/` | [`knowledge`] | files, validation |
+//! | cards as plain text for reviewers (`evaluate --format text`) | [`cardtext`] | nothing |
+//! | content in `cards/`, checked at start and by `check-content` | [`knowledge`] | files, validation |
 //! | one hook call end to end | [`service`] | the order of steps |
 //! | caller text as a log field (escaped, truncated) | [`logsafe`] | nothing |
 //! | the tester's workbench page and its bundled patients | [`web`] | static files |
@@ -25,6 +26,7 @@
 
 pub mod assess;
 pub mod auth;
+pub mod cardtext;
 pub mod config;
 pub mod fetch;
 pub mod fhir;

@@ -1,4 +1,5 @@
-//! The `dry-needling-cds` command: serve the CDS service, or evaluate one hook request from a file.
+//! The `dry-needling-cds` command: serve the CDS service, evaluate one hook request from a file, or check a
+//! directory of guidance content.
 //!
 //! Only start-up concerns live here (arguments, configuration, telemetry, signals); everything else is in the
 //! library so tests drive exactly what production runs.
@@ -52,6 +53,16 @@ enum Command {
         /// Service id to call; by default the one that handles the request's `hook`.
         #[arg(long)]
         service: Option<String>,
+        /// `json`: the response as the EHR receives it; `text`: the cards as a clinician reads them.
+        #[arg(long, value_enum, default_value = "json")]
+        format: OutputFormat,
+    },
+    /// Check a directory of guidance content (card texts, services, suggested resources, value sets) and list
+    /// every problem in it, with its file, field and what to change. Exit 0 when it is valid, 1 otherwise.
+    /// Without DIR: `--cards` if given, else `cards` in the current directory, else the embedded content.
+    CheckContent {
+        /// The content directory, laid out as the project's `cards/`.
+        dir: Option<PathBuf>,
     },
     /// Exit 0 if the service on this machine answers `GET /healthz` with 200 within 2 s, 1 otherwise (for a
     /// container's health check: a distroless image has no curl). Asks loopback at the port of `--listen`.
@@ -113,6 +124,12 @@ struct ServeArgs {
     postgres_url: Option<String>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Json,
+    Text,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -167,7 +184,25 @@ fn run() -> anyhow::Result<()> {
         Some(dir) => ContentSource::Directory(dir.clone()),
         None => ContentSource::Embedded,
     };
-    let knowledge = Knowledge::load(&source).context("the guidance content in cards/ is invalid")?;
+    if let Some(Command::CheckContent { dir }) = &cli.command {
+        let dir = dir.clone().or_else(|| cli.cards.clone());
+        return check_content(match dir {
+            Some(dir) => ContentSource::Directory(dir),
+            None if std::path::Path::new("cards").is_dir() => ContentSource::Directory(PathBuf::from("cards")),
+            None => ContentSource::Embedded,
+        });
+    }
+    let knowledge = Knowledge::load(&source).map_err(|error| {
+        let context = match error.problems() {
+            [] => format!("cannot read the guidance content in {}", source.describe()),
+            _ => format!(
+                "the guidance content in {} is invalid (`dry-needling-cds check-content {}` lists the same problems)",
+                source.describe(),
+                source.root().display()
+            ),
+        };
+        anyhow::Error::new(error).context(context)
+    })?;
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -212,9 +247,11 @@ fn run() -> anyhow::Result<()> {
         ..state
     };
     match cli.command {
-        Some(Command::Evaluate { file, service }) => evaluate(state, &file, service),
+        Some(Command::Evaluate { file, service, format }) => evaluate(state, &file, service, format),
         Some(Command::Serve(_)) | None => serve(state, serve_args, serve_settings, store_settings),
-        Some(Command::Healthcheck { .. }) => unreachable!("answered before loading anything"),
+        Some(Command::Healthcheck { .. } | Command::CheckContent { .. }) => {
+            unreachable!("answered before loading anything")
+        }
     }
 }
 
@@ -399,7 +436,7 @@ async fn shutdown_signal() {
 
 /// Runs one hook request through the same path as the server (including FHIR fetches, under the same
 /// allowlist), without authentication: the file is trusted input.
-fn evaluate(state: AppState, file: &PathBuf, service: Option<String>) -> anyhow::Result<()> {
+fn evaluate(state: AppState, file: &PathBuf, service: Option<String>, format: OutputFormat) -> anyhow::Result<()> {
     let knowledge = &state.knowledge;
     let mut body = Vec::new();
     if file.as_os_str() == "-" {
@@ -433,18 +470,67 @@ fn evaluate(state: AppState, file: &PathBuf, service: Option<String>) -> anyhow:
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(handle_hook(knowledge, &state.fetcher, call));
     let (status, body) = match result {
+        Ok((response, _)) if format == OutputFormat::Text => {
+            print!("{}", dry_needling_cds::cardtext::cards_text(&response.cards));
+            return Ok(());
+        }
         Ok((response, _)) => (200, serde_json::to_value(response)?),
         Err(e) => {
             let (status, body) = ApiError::from(e).to_parts();
             (status.as_u16(), body)
         }
     };
-    println!("{}", serde_json::to_string_pretty(&body)?);
+    if format == OutputFormat::Text {
+        // No cards: what the EHR would be told instead, in the OperationOutcome's words.
+        let issues = body["issue"].as_array().map(Vec::as_slice).unwrap_or_default();
+        println!("No cards: the service would answer HTTP {status}.");
+        for issue in issues {
+            println!("  {}", issue["diagnostics"].as_str().unwrap_or("(no diagnostics)"));
+        }
+    } else {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    }
     if status != 200 {
         eprintln!("HTTP status would be {status}");
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `check-content`: every problem, one a line on stdout, and exit 1; or a one-line summary and exit 0.
+fn check_content(source: ContentSource) -> anyhow::Result<()> {
+    match Knowledge::load(&source) {
+        Ok(knowledge) => {
+            let n = knowledge.counts();
+            println!(
+                "{}: the content is valid: {} cards (summaries within {} characters), {} services, {} suggested \
+                 resources, {} codes in {} value sets, {} phrase sets",
+                source.describe(),
+                n.cards,
+                dry_needling_cds::knowledge::SUMMARY_LIMIT,
+                n.services,
+                n.resources,
+                n.codes,
+                n.value_sets,
+                n.phrase_sets
+            );
+            Ok(())
+        }
+        Err(error) if !error.problems().is_empty() => {
+            for problem in error.problems() {
+                println!("{problem}");
+            }
+            let n = error.problems().len();
+            eprintln!(
+                "{n} problem{} in {}: fix {} and run check-content again",
+                if n == 1 { "" } else { "s" },
+                source.describe(),
+                if n == 1 { "it" } else { "them" }
+            );
+            std::process::exit(1)
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot check {}", source.describe())),
+    }
 }
 
 /// `healthcheck`: GETs `url`, or `/healthz` on loopback at the port the service listens on (an unspecified

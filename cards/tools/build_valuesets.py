@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Builds cards/valuesets/codes.csv from the project's sourced terminology (../shared/terminology/codes.csv).
 
+`cards/valuesets/codes.csv` is what the service reads, and a site adds its codes there by hand (README "Add a
+code"), with a `source` that starts with `local:`. This script is for the project's maintainers, who have
+../shared: it rebuilds every other row from the sources below and carries the `local:` rows over unchanged
+(after the rows it builds, dropping any it now builds itself), so a rebuild never loses a site's codes.
+
 The output keeps every row's `source` column and adds a `note` column that says why a row was moved or added.
 Columns: set,system,code,display,source,note. A code may appear in several sets (one row per set); the same
 (set, system, code) never appears twice. Nothing here is invented: every added row is either copied from a row of
@@ -497,6 +502,14 @@ SITES = [
 ]
 for set_name, code, display, source, note in SITES:
     add(set_name, SCT, code, display, source, f"body site: {note}")
+
+# --- 8. the site's own rows (source `local: ...`), carried over from the current file -----------------------------
+built = {(r["set"], r["system"], r["code"]) for r in rows}
+if OUTPUT.exists():
+    with open(OUTPUT, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            if r["source"].startswith("local:") and (r["set"], r["system"], r["code"]) not in built:
+                rows.append({k: r.get(k, "") for k in ["set", "system", "code", "display", "source", "note"]})
 
 missing = [r for r in rows if not r["source"] or not r["display"]]
 if missing:
