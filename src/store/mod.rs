@@ -344,6 +344,10 @@ const INSERT_CARDS: &str = "INSERT INTO cards (uuid, service_id, card, indicator
 /// Followed by the batch's uuids and `)`; the partial index `feedback_unknown` finds the flagged rows.
 const CLEAR_UNKNOWN: &str = "UPDATE feedback SET unknown_card = FALSE WHERE unknown_card = TRUE AND card_uuid IN (";
 
+/// Whether any feedback is flagged as for an unknown card.
+const ANY_UNKNOWN: &str =
+    "SELECT COUNT(*) FROM (SELECT 1 FROM feedback WHERE unknown_card = TRUE LIMIT 1) AS any_unknown";
+
 /// Cards per `INSERT`: ten parameters each, far below SQLite's 32,766 and PostgreSQL's 65,535.
 const CARDS_PER_STATEMENT: usize = 500;
 
@@ -481,14 +485,22 @@ impl Store {
                         .push_bind(r.hook_instance.as_str());
                 });
                 insert.push(" ON CONFLICT (uuid) DO NOTHING");
-                inserted += insert.build().execute(&mut *tx).await?.rows_affected();
-                let mut clear = QueryBuilder::new(CLEAR_UNKNOWN);
-                let mut uuids = clear.separated(", ");
-                for r in chunk {
-                    uuids.push_bind(r.uuid.as_str());
+                // Not cached: the text changes with the batch's size.
+                inserted += insert.build().persistent(false).execute(&mut *tx).await?.rows_affected();
+            }
+            // Feedback before its card is rare (a lagging log, or a forged uuid): look for any first, through the
+            // partial index, and clear flags only when there are some.
+            let flagged: i64 = sqlx::query_scalar(ANY_UNKNOWN).fetch_one(&mut *tx).await?;
+            if flagged > 0 {
+                for chunk in rows.chunks(CARDS_PER_STATEMENT) {
+                    let mut clear = QueryBuilder::new(CLEAR_UNKNOWN);
+                    let mut uuids = clear.separated(", ");
+                    for r in chunk {
+                        uuids.push_bind(r.uuid.as_str());
+                    }
+                    clear.push(")");
+                    clear.build().persistent(false).execute(&mut *tx).await?;
                 }
-                clear.push(")");
-                clear.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(inserted)
