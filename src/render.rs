@@ -664,7 +664,9 @@ fn render(
     };
     override_reasons.extend(template.extra_override_reasons.iter().map(wire_coding));
     Card {
-        uuid: Uuid::new_v4().to_string(),
+        // Version 7: random, but ordered by time, so the card log's uuid index grows at its end instead of at a
+        // random page per card (which, on a busy SQLite log, cost a quarter of the hook throughput).
+        uuid: Uuid::now_v7().to_string(),
         summary,
         detail: Some(collapse_blank_lines(&detail)),
         indicator: indicator(template.indicator),

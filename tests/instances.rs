@@ -90,7 +90,7 @@ async fn a_token_used_at_one_instance_is_refused_at_another() {
     assert_eq!(call(&client, b.address, &second).await, 200, "first use, at B");
     assert_eq!(call(&client, a.address, &second).await, 401, "the same token at A");
     assert_eq!(fx.count("SELECT COUNT(*) FROM jti_seen").await, 2);
-    // Both instances write the one card log (one card per accepted call; the queue lingers 50 ms).
+    // Both instances write the one card log (one card per accepted call; the writer wakes every 100 ms).
     let deadline = Instant::now() + Duration::from_secs(10);
     while fx.count("SELECT COUNT(*) FROM cards").await < 2 {
         assert!(Instant::now() < deadline, "the card log has both instances' cards");

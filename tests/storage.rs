@@ -72,7 +72,7 @@ fn feedback_uri() -> String {
     format!("{SELECT}/feedback")
 }
 
-/// Waits until the card log has `n` rows (the writer lingers 50 ms per batch), at most 10 s.
+/// Waits until the card log has `n` rows (the writer wakes every 100 ms), at most 10 s.
 async fn logged(fx: &Fixture, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -353,7 +353,7 @@ async fn a_locked_store_delays_no_hook_answer() {
     let Raw::Sqlite(raw) = &fx.raw else { unreachable!() };
     let mut blocker = raw.acquire().await.unwrap();
     sqlx::query("BEGIN EXCLUSIVE").execute(&mut *blocker).await.unwrap();
-    // The first card: the writer takes it and waits for the lock (it lingers 50 ms for more first).
+    // The first card: the writer takes it and waits for the lock (within its 100 ms tick).
     low_back_card(&state).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     const CALLS: usize = 12;

@@ -694,7 +694,10 @@ async fn open_sqlite(path: &Path, target: &str) -> Result<SqlitePool, StoreError
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // 32 MiB of page cache per connection (the default is 2 MB): card uuids are random, so each card logged
+        // lands on another page of the uuid index; with the default cache a busy log re-read most of them.
+        .pragma("cache_size", "-32768");
     let pool = SqlitePoolOptions::new()
         .max_connections(SQLITE_MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
