@@ -223,7 +223,8 @@ fn run() -> anyhow::Result<()> {
             .set_postgres_url(url)
             .map_err(|e| anyhow::anyhow!("--postgres-url: {e}"))?;
     }
-    if let Some(StoreConfig::Postgres { url }) = &config.store.backend
+    // `evaluate` opens no store: only the server needs the URL.
+    if let (Some(StoreConfig::Postgres { url }), Some(Command::Serve(_)) | None) = (&config.store.backend, &cli.command)
         && url.is_empty()
     {
         anyhow::bail!(
