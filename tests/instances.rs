@@ -18,8 +18,6 @@ use common::fixture;
 use common::process::Service;
 use common::store::{Fixture, postgres_not_run};
 use dry_needling_cds::store::StoreConfig;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::json;
 
 const SELECT: &str = "/cds-services/dry-needling-order-select";
 /// Both instances are reached through one public URL, as behind a load balancer; tokens name it.
@@ -34,18 +32,7 @@ fn config() -> String {
 }
 
 fn token(jti: &str) -> String {
-    let key = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/auth/es384-private.pem")).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"iss": "https://ehr.test.example", "aud": format!("{PUBLIC}{SELECT}"), "iat": now,
-        "exp": now + 300, "jti": jti});
-    let header = Header {
-        kid: Some("test-es384".to_string()),
-        ..Header::new(Algorithm::ES384)
-    };
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_pem(&key).unwrap()).unwrap()
+    common::es384_token(&format!("{PUBLIC}{SELECT}"), jti)
 }
 
 async fn call(client: &reqwest::Client, address: SocketAddr, token: &str) -> u16 {

@@ -166,19 +166,8 @@ async fn metrics_count_known_traffic_and_carry_no_caller_text() {
     assert_eq!(get(metrics, "/healthz").await.0, StatusCode::OK);
 }
 
-/// The test issuer's ES384 key (`fixtures/auth/`).
 fn es_token(aud: &str, jti: &str) -> String {
-    let key = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/auth/es384-private.pem")).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"iss": "https://ehr.test.example", "aud": aud, "iat": now, "exp": now + 300, "jti": jti});
-    let header = Header {
-        kid: Some("test-es384".to_string()),
-        ..Header::new(Algorithm::ES384)
-    };
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_pem(&key).unwrap()).unwrap()
+    common::es384_token(aud, jti)
 }
 
 /// A port nothing listens on now.

@@ -461,19 +461,10 @@ fn ehr_token() -> String {
 
 /// A valid EHR token for a call to `path`, with a fresh `jti`.
 fn ehr_token_for(path: &str) -> String {
-    let pem = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/auth/es384-private.pem")).unwrap();
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"iss": "https://ehr.test.example", "aud": format!("http://127.0.0.1:8080{path}"),
-        "iat": now, "exp": now + 300, "jti": uuid::Uuid::new_v4().to_string()});
-    let header = jsonwebtoken::Header {
-        kid: Some("test-es384".into()),
-        ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384)
-    };
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    common::es384_token(
+        &format!("http://127.0.0.1:8080{path}"),
+        &uuid::Uuid::new_v4().to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

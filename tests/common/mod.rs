@@ -23,6 +23,23 @@ pub fn state() -> AppState {
     state
 }
 
+/// A valid token of the test issuer (`fixtures/auth/`, TEST-ONLY ES384 key `test-es384`): five minutes of
+/// life, for `aud`, with this `jti`.
+pub fn es384_token(aud: &str, jti: &str) -> String {
+    let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/auth/es384-private.pem")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({"iss": "https://ehr.test.example", "aud": aud, "iat": now, "exp": now + 300,
+        "jti": jti});
+    let header = jsonwebtoken::Header {
+        kid: Some("test-es384".to_string()),
+        ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384)
+    };
+    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap()).unwrap()
+}
+
 pub fn fixture(path: &str) -> Vec<u8> {
     let full = format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
