@@ -153,9 +153,12 @@ pub(super) async fn hook(
     let span = Span::current();
     span.record("orders", summary.dry_needling_orders);
     span.record("cards", summary.cards);
-    count_cards(&state, &id, &response, &summary);
-    if let Some(storage) = &state.storage {
-        log_cards(storage, &state, &id, &response, &summary, client.as_deref());
+    // The content's own id (a closed set, for metric labels and the card log), looked up once.
+    if let Some(service) = find_service(&state.knowledge, &id).map(|s| s.id.as_str()) {
+        count_cards(service, &response, &summary);
+        if let Some(storage) = &state.storage {
+            log_cards(storage, service, &response, &summary, client.as_deref());
+        }
     }
     if summary.skipped_entries > 0 {
         warn!(
@@ -177,14 +180,11 @@ struct Call {
 
 /// Cards by service, template and indicator; data that could not be had, by kind and by answer. All labels come
 /// from the content and the code (`&'static str`s and configured ids), never from the request.
-fn count_cards(state: &AppState, service: &str, response: &CardsResponse, summary: &HookSummary) {
-    let Some(service) = find_service(&state.knowledge, service).map(|s| s.id.clone()) else {
-        return;
-    };
+fn count_cards(service: &str, response: &CardsResponse, summary: &HookSummary) {
     for card in &response.cards {
         metrics::counter!(
             ops::CARDS,
-            "service" => service.clone(),
+            "service" => service.to_string(),
             "card" => card.extension.card,
             "indicator" => card.indicator
         )
@@ -201,7 +201,6 @@ fn count_cards(state: &AppState, service: &str, response: &CardsResponse, summar
 /// indicator, stance and the client: nothing from the patient's record.
 fn log_cards(
     storage: &Storage,
-    state: &AppState,
     service: &str,
     response: &CardsResponse,
     summary: &HookSummary,
@@ -210,16 +209,13 @@ fn log_cards(
     if response.cards.is_empty() {
         return;
     }
-    let Some(service) = find_service(&state.knowledge, service).map(|s| s.id.clone()) else {
-        return;
-    };
     let now = time::OffsetDateTime::now_utc();
     let records = response
         .cards
         .iter()
         .map(|card| CardRecord {
             uuid: card.uuid.clone(),
-            service_id: service.clone(),
+            service_id: service.to_string(),
             card: card.extension.card.to_string(),
             indicator: card.indicator.to_string(),
             stance: stance_label(card.extension.card).to_string(),
