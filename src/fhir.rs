@@ -167,6 +167,14 @@ enum Key {
     NotPerformed,
     BirthDate,
     FullUrl,
+    Note,
+    Evidence,
+    Detail,
+    Dosage,
+    DosageInstruction,
+    Route,
+    Site,
+    Form,
     Other,
 }
 
@@ -237,6 +245,14 @@ impl Key {
             "notPerformed" => Key::NotPerformed,
             "birthDate" => Key::BirthDate,
             "fullUrl" => Key::FullUrl,
+            "note" => Key::Note,
+            "evidence" => Key::Evidence,
+            "detail" => Key::Detail,
+            "dosage" => Key::Dosage,
+            "dosageInstruction" => Key::DosageInstruction,
+            "route" => Key::Route,
+            "site" => Key::Site,
+            "form" => Key::Form,
             _ => Key::Other,
         }
     }
@@ -561,15 +577,15 @@ impl<'de> Shape<'de> for ReferenceShape {
     }
 }
 
-/// A resource's `contained` resources, of which only Medications matter (as `(id, code)`, for a
-/// `medicationReference` to `#id`). Wholly lenient: nothing in `contained` marks the containing resource
-/// malformed. A contained Medication whose `id` or `code` has the wrong kind is itself dropped; every other
-/// contained resource is skipped unread.
+/// A resource's `contained` resources, read like any resource: Medications (for a `medicationReference` to
+/// `#id`) and Conditions (for an order's `reasonReference` to `#id`) are kept. Wholly lenient: nothing in
+/// `contained` marks the containing resource malformed; a contained resource of the wrong shape is itself
+/// dropped.
 #[derive(Clone, Copy)]
 struct Contained;
 
 impl<'de> Shape<'de> for Contained {
-    type Out = Vec<(String, RawConcept)>;
+    type Out = Vec<Resource>;
     fn string(self, _: &str, _: &mut bool) -> Option<Self::Out> {
         None
     }
@@ -580,50 +596,75 @@ impl<'de> Shape<'de> for Contained {
         None
     }
     fn map<A: MapAccess<'de>>(self, map: A, _: &mut bool) -> Result<Option<Self::Out>, A::Error> {
-        Ok(Some(
-            ContainedMedication
-                .map(map, &mut false)?
-                .flatten()
-                .into_iter()
-                .collect(),
-        ))
+        Ok(Some(contained_one(ResourceShape { top: false }.map(map, &mut false)?)))
     }
     fn seq<A: SeqAccess<'de>>(self, mut seq: A, _: &mut bool) -> Result<Option<Self::Out>, A::Error> {
-        let mut medications = Vec::new();
+        let mut resources = Vec::new();
         while let Some(item) = seq.next_element_seed(Lenient {
-            shape: ContainedMedication,
+            shape: ResourceShape { top: false },
             bad: &mut false,
         })? {
-            medications.extend(item.flatten());
+            resources.extend(contained_one(item));
         }
-        Ok(Some(medications))
+        Ok(Some(resources))
     }
 }
 
-/// One contained resource: `Some((id, code))` for a well-formed Medication with an id, else `None`.
-#[derive(Clone, Copy)]
-struct ContainedMedication;
+/// A contained resource kept for a reference to it: a Medication or a Condition with an id, well formed.
+fn contained_one(read: Option<(RawResource, bool)>) -> Vec<Resource> {
+    match read.map(|(raw, bad)| from_raw(raw, bad)) {
+        Some(Ok(resource @ (Resource::MedicationDefinition { id: Some(_), .. } | Resource::Condition(_)))) => {
+            vec![resource]
+        }
+        _ => Vec::new(),
+    }
+}
 
-impl<'de> Shape<'de> for ContainedMedication {
-    type Out = Option<(String, RawConcept)>;
-    fn map<A: MapAccess<'de>>(self, mut map: A, _: &mut bool) -> Result<Option<Self::Out>, A::Error> {
-        let (mut medication, mut id, mut code, mut bad) = (None, None, None, false);
+/// A `dosage` or `dosageInstruction`: its `route` and `site`.
+#[derive(Clone, Copy)]
+struct DosageShape;
+
+impl<'de> Shape<'de> for DosageShape {
+    type Out = (Option<RawConcept>, Option<RawConcept>);
+    fn map<A: MapAccess<'de>>(self, mut map: A, bad: &mut bool) -> Result<Option<Self::Out>, A::Error> {
+        let (mut route, mut site) = (None, None);
         while let Some(key) = next_key(&mut map)? {
             match key {
-                Key::ResourceType => {
-                    medication = Some(value(&mut map, Text, &mut bad)?.is_some_and(|t| t == "Medication"))
-                }
-                // Once the type is known not to be a Medication, nothing else is read.
-                _ if medication == Some(false) => skip(&mut map)?,
-                Key::Id => id = value(&mut map, Text, &mut bad)?,
-                Key::Code => code = value(&mut map, ConceptShape, &mut bad)?,
+                Key::Route => route = value(&mut map, ConceptShape, bad)?,
+                Key::Site => site = value(&mut map, ConceptShape, bad)?,
                 _ => skip(&mut map)?,
             }
         }
-        Ok(Some(match (medication, id) {
-            (Some(true), Some(id)) if !bad => Some((id, code.unwrap_or_default())),
-            _ => None,
-        }))
+        Ok(Some((route, site)))
+    }
+}
+
+/// A Condition's `evidence`: the text of its `code`s and the `display` of its `detail` references.
+#[derive(Clone, Copy)]
+struct EvidenceShape;
+
+impl<'de> Shape<'de> for EvidenceShape {
+    type Out = Vec<String>;
+    fn map<A: MapAccess<'de>>(self, mut map: A, bad: &mut bool) -> Result<Option<Self::Out>, A::Error> {
+        let mut texts = Vec::new();
+        while let Some(key) = next_key(&mut map)? {
+            match key {
+                Key::Code => {
+                    for concept in value(&mut map, Many(ConceptShape), bad)?.unwrap_or_default() {
+                        texts.extend(concept.text);
+                        texts.extend(concept.coding.into_iter().filter_map(|c| c.display));
+                    }
+                }
+                Key::Detail => texts.extend(
+                    value(&mut map, Many(FieldOf(Key::Display)), bad)?
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flatten(),
+                ),
+                _ => skip(&mut map)?,
+            }
+        }
+        Ok(Some(texts))
     }
 }
 
@@ -678,8 +719,14 @@ struct RawResource {
     reason_reference: Vec<RawReference>,
     medication_codeable_concept: Option<RawConcept>,
     medication_reference: Option<RawReference>,
-    /// Contained Medications: (id, code).
-    contained: Vec<(String, RawConcept)>,
+    /// Contained Medications and Conditions.
+    contained: Vec<Resource>,
+    /// `note[].text` and the texts of `evidence` (a Condition's free text).
+    notes: Vec<String>,
+    /// `dosage[]`/`dosageInstruction[]`: (route, site).
+    dosage: Vec<(Option<RawConcept>, Option<RawConcept>)>,
+    /// A Medication's `form`.
+    form: Option<RawConcept>,
     intent: Option<String>,
     taken: Option<String>,
     /// DSTU2 `wasNotTaken` or STU3 `notTaken` is true.
@@ -747,6 +794,20 @@ impl<'de> Shape<'de> for ResourceShape {
                 Key::MedicationCodeableConcept => raw.medication_codeable_concept = value(&mut map, ConceptShape, bad)?,
                 Key::MedicationReference => raw.medication_reference = value(&mut map, ReferenceShape, bad)?,
                 Key::Contained => raw.contained = value(&mut map, Contained, bad)?.unwrap_or_default(),
+                Key::Note => raw.notes.extend(
+                    value(&mut map, Many(FieldOf(Key::Text)), bad)?
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flatten(),
+                ),
+                Key::Evidence => {
+                    raw.notes
+                        .extend(value(&mut map, Many(EvidenceShape), bad)?.unwrap_or_default().into_iter().flatten());
+                }
+                Key::Dosage | Key::DosageInstruction => {
+                    raw.dosage.extend(value(&mut map, Many(DosageShape), bad)?.unwrap_or_default())
+                }
+                Key::Form => raw.form = value(&mut map, ConceptShape, bad)?,
                 Key::Intent => raw.intent = value(&mut map, Text, bad)?,
                 Key::Taken => raw.taken = value(&mut map, Text, bad)?,
                 Key::WasNotTaken | Key::NotTaken | Key::DoNotPerform => {
@@ -822,7 +883,13 @@ impl<'de> Shape<'de> for EntryShape {
                 _ => skip(&mut map)?,
             }
         }
-        if let (Ok(Resource::MedicationDefinition { id: id @ None, .. }), Some(full_url)) = (&mut resource, full_url) {
+        // A Condition of a draft-orders Bundle is referred to the same way (`urn:uuid:…`) by the order it is for.
+        let id = match &mut resource {
+            Ok(Resource::MedicationDefinition { id, .. }) => Some(id),
+            Ok(Resource::Condition(c)) => Some(&mut c.id),
+            _ => None,
+        };
+        if let (Some(id @ None), Some(full_url)) = (id, full_url) {
             let local = full_url.strip_prefix("urn:uuid:").unwrap_or(&full_url);
             *id = local.rsplit('/').next().filter(|s| !s.is_empty()).map(str::to_owned);
         }
@@ -839,6 +906,14 @@ fn first_span(candidates: &[Option<&str>]) -> Option<DateSpan> {
 fn start_else_end(p: &Option<RawPeriod>) -> Option<DateSpan> {
     p.as_ref()
         .and_then(|p| first_span(&[p.start.as_deref(), p.end.as_deref()]))
+}
+
+/// A Period's end, when it has a start too: the care went on until then (a period with only an end is dated by
+/// its end already).
+fn period_end(p: &Option<RawPeriod>) -> Option<DateSpan> {
+    let p = p.as_ref()?;
+    first_span(&[p.start.as_deref()])?;
+    first_span(&[p.end.as_deref()])
 }
 
 /// Text that says something: not empty or blank.
@@ -909,12 +984,27 @@ fn medication_code(raw: &mut RawResource) -> (Concept, Option<String>) {
         );
     };
     if let Some(local) = target.strip_prefix('#')
-        && let Some(at) = raw.contained.iter().position(|(id, _)| id == local)
+        && let Some(at) = raw
+            .contained
+            .iter()
+            .position(|r| matches!(r, Resource::MedicationDefinition { id: Some(id), .. } if id == local))
+        && let Resource::MedicationDefinition { mut code, form, .. } = raw.contained.swap_remove(at)
     {
-        let mut code = raw.contained.swap_remove(at).1.into_concept();
         if code.text.is_none() {
             code.text = display;
         }
+        raw.form = form.map(|f| RawConcept {
+            coding: f
+                .codings
+                .into_iter()
+                .map(|c| RawCoding {
+                    system: Some(c.system),
+                    code: Some(c.code),
+                    display: c.display,
+                })
+                .collect(),
+            text: f.text,
+        });
         return (code, None);
     }
     (
@@ -936,6 +1026,8 @@ pub enum Resource {
     MedicationDefinition {
         id: Option<String>,
         code: Concept,
+        /// Its dose `form` (ophthalmic solution, oral tablet…).
+        form: Option<Concept>,
     },
     Procedure(Procedure),
     Order(Order),
@@ -997,6 +1089,7 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
             clinical_status: raw.clinical_status,
             verification_status: raw.verification_status,
             body_sites: raw.body_site.into_iter().map(RawConcept::into_concept).collect(),
+            notes: raw.notes.into_iter().filter(|n| !n.trim().is_empty()).collect(),
         }),
         "MedicationStatement" | "MedicationRequest" | "MedicationOrder" => {
             let source = match resource_type.as_str() {
@@ -1005,6 +1098,7 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
                 _ => MedicationSource::Order,
             };
             let effective = first_span(&[raw.effective_date_time.as_deref()]).or(start_else_end(&raw.effective_period));
+            let until = period_end(&raw.effective_period);
             let asserted_only = effective.is_none() && raw.date_asserted.is_some();
             let date = effective.or(first_span(&[
                 raw.date_asserted.as_deref(),
@@ -1012,7 +1106,17 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
                 raw.date_written.as_deref(),
             ]));
             let (code, medication_reference) = medication_code(&mut raw);
+            let mut routes: Vec<Concept> = Vec::new();
+            let mut sites: Vec<Concept> = Vec::new();
+            for (route, site) in raw.dosage {
+                routes.extend(route.map(RawConcept::into_concept));
+                sites.extend(site.map(RawConcept::into_concept));
+            }
+            routes.extend(raw.form.map(RawConcept::into_concept));
             Resource::Medication(Medication {
+                routes,
+                sites,
+                until,
                 id: raw.id,
                 source,
                 code,
@@ -1028,6 +1132,7 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
         "Medication" => Resource::MedicationDefinition {
             id: raw.id,
             code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
+            form: raw.form.map(RawConcept::into_concept),
         },
         "Procedure" => Resource::Procedure(Procedure {
             id: raw.id,
@@ -1035,6 +1140,8 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
             status: raw.status,
             not_done: raw.not_done,
             date: first_span(&[raw.performed_date_time.as_deref()]).or(start_else_end(&raw.performed_period)),
+            until: period_end(&raw.performed_period),
+            body_sites: raw.body_site.into_iter().map(RawConcept::into_concept).collect(),
         }),
         "ServiceRequest" | "ProcedureRequest" => {
             let mut reason_codes: Vec<Concept> = raw.reason_code.into_iter().map(RawConcept::into_concept).collect();
@@ -1054,6 +1161,14 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
                     })
                     .collect(),
                 body_sites: raw.body_site.into_iter().map(RawConcept::into_concept).collect(),
+                contained_conditions: raw
+                    .contained
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        Resource::Condition(c) => Some(c),
+                        _ => None,
+                    })
+                    .collect(),
             })
         }
         "Patient" => Resource::Patient {
@@ -1698,6 +1813,7 @@ mod tests {
         let contents = parse_contents(bundle).unwrap();
         assert_eq!(contents.skipped, 0);
         let definition = |id: Option<&str>, code: Concept| Resource::MedicationDefinition {
+            form: None,
             id: id.map(str::to_owned),
             code,
         };

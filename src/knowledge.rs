@@ -111,12 +111,14 @@ pub enum CardId {
     NotFirstLineCareDocumented,
     ConfirmDuration,
     IndicationNotDocumented,
+    /// A non-myofascial problem of a region the guideline does not address (tendinopathy, bursitis…).
+    ConditionOutsideGuideline,
     /// Not a verdict: the rules lacked data and the missing-data policy asked for a card instead of a 412.
     DataUnavailable,
 }
 
 impl CardId {
-    pub const ALL: [CardId; 13] = [
+    pub const ALL: [CardId; 14] = [
         CardId::AgainstChronicLowBackPain,
         CardId::AgainstOsteoarthritis,
         CardId::AgainstPatellofemoralPain,
@@ -129,6 +131,7 @@ impl CardId {
         CardId::NotFirstLineCareDocumented,
         CardId::ConfirmDuration,
         CardId::IndicationNotDocumented,
+        CardId::ConditionOutsideGuideline,
         CardId::DataUnavailable,
     ];
 
@@ -146,6 +149,7 @@ impl CardId {
             CardId::NotFirstLineCareDocumented => "not-first-line-care-documented",
             CardId::ConfirmDuration => "confirm-duration",
             CardId::IndicationNotDocumented => "indication-not-documented",
+            CardId::ConditionOutsideGuideline => "condition-outside-guideline",
             CardId::DataUnavailable => "data-unavailable",
         }
     }
@@ -176,10 +180,15 @@ pub enum ValueSet {
     ManualTherapy,
     TherapeuticExercise,
     BackPainOther,
+    /// A non-myofascial musculoskeletal problem of a region the guideline does not address (tendinopathy,
+    /// bursitis, epicondylitis, plantar fasciitis, joint pain of a limb).
+    OtherMusculoskeletal,
+    /// Family or personal history (ICD-10-CM Z80–Z87): not the patient's current condition.
+    History,
 }
 
 impl ValueSet {
-    const ALL: [ValueSet; 22] = [
+    const ALL: [ValueSet; 24] = [
         ValueSet::DryNeedlingOrder,
         ValueSet::NotDryNeedlingOrder,
         ValueSet::LowBackPain,
@@ -202,6 +211,8 @@ impl ValueSet {
         ValueSet::ManualTherapy,
         ValueSet::TherapeuticExercise,
         ValueSet::BackPainOther,
+        ValueSet::OtherMusculoskeletal,
+        ValueSet::History,
     ];
 
     /// Sets that may be empty: body-site codes are a complement to body-site text.
@@ -245,6 +256,8 @@ impl ValueSet {
             ValueSet::ManualTherapy => &["proc.manual_therapy"],
             ValueSet::TherapeuticExercise => &["proc.therapeutic_exercise"],
             ValueSet::BackPainOther => &["cond.back_pain_other"],
+            ValueSet::OtherMusculoskeletal => &["cond.other_musculoskeletal"],
+            ValueSet::History => &["cond.history"],
         }
     }
 }
@@ -376,6 +389,11 @@ pub struct ConditionPhrases {
     pub osteoarthritis: PhraseSet,
     pub patellofemoral: PhraseSet,
     pub headache: PhraseSet,
+    /// A non-myofascial problem of a region the guideline does not address (tendinitis, bursitis…).
+    pub other_musculoskeletal: PhraseSet,
+    /// Family or personal history ("family history of fibromyalgia", "history of low back pain"): the text
+    /// names someone else's condition, or one that is over, so it names no current condition.
+    pub history: PhraseSet,
 }
 
 /// Region phrases by name. `low_back` and `neck` must be there (the guideline's two regions); the others
@@ -401,6 +419,11 @@ pub fn region_bit(regions: &RegionPhrases, name: &str) -> Option<u32> {
 pub struct MedicationPhrases {
     pub analgesic: PhraseSet,
     pub not_an_analgesic_trial: PhraseSet,
+    /// Routes and dose forms that do not treat musculoskeletal pain (eye, ear and nose drops, irrigations,
+    /// inhalers), read from `dosage.route`, `Medication.form` and the product's name.
+    pub not_systemic: PhraseSet,
+    /// Heat products kept on the medication list (an over-the-counter heat wrap): heat therapy, not a drug.
+    pub heat_product: PhraseSet,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -438,9 +461,13 @@ impl Keywords {
             &mut c.osteoarthritis,
             &mut c.patellofemoral,
             &mut c.headache,
+            &mut c.other_musculoskeletal,
+            &mut c.history,
             &mut self.chronic,
             &mut self.medication.analgesic,
             &mut self.medication.not_an_analgesic_trial,
+            &mut self.medication.not_systemic,
+            &mut self.medication.heat_product,
             &mut self.procedure.heat_therapy,
             &mut self.procedure.self_care,
         ]);
@@ -463,6 +490,10 @@ pub struct Terminology {
     codes: HashMap<String, HashMap<String, u32>>,
     /// system → code → display, for codes whose display says "chronic".
     chronic: HashMap<String, HashMap<String, String>>,
+    /// system → code → the body regions the code implies (bits as [`region_bit`]): `site.<region>` rows, and
+    /// for the condition rows of `codes.csv` the regions their own (English) display names, so that a code
+    /// sent with a display in another language, or none, still places its condition.
+    sites: HashMap<String, HashMap<String, u32>>,
     pub keywords: Keywords,
 }
 
@@ -487,6 +518,17 @@ impl Terminology {
         self.lookup(coding) != 0
     }
 
+    /// The body regions the coding implies by itself (bits as [`region_bit`]), whatever its display says.
+    pub fn site_bits(&self, coding: &Coding) -> u32 {
+        let system = canonical_system(&coding.system);
+        let code = canonical_code(system, &coding.code);
+        self.sites
+            .get(system)
+            .and_then(|codes| codes.get(code.as_ref()))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// True when two procedure codes name the same therapy (the same code, or both manual therapy, or both
     /// therapeutic exercise), so that a card does not suggest what is already drafted or done.
     pub fn same_procedure(&self, a: &Coding, b: &Coding) -> bool {
@@ -508,16 +550,32 @@ impl Terminology {
             .is_some_and(|codes| codes.contains_key(code.as_ref()))
     }
 
-    /// Reads `valuesets/codes.csv` and `valuesets/keywords.toml` (either may be missing: already reported),
-    /// adding every problem found to `problems`; `None` when any was found.
-    fn load(csv_text: Option<&str>, keywords_text: Option<&str>, problems: &mut Problems) -> Option<Terminology> {
+    /// Reads `valuesets/keywords.toml`, `valuesets/codes.csv` and the generated `valuesets/icd10cm.csv` (any may
+    /// be missing: already reported; the ICD-10-CM table is optional in a content directory), adding every
+    /// problem found to `problems`; `None` when any was found.
+    fn load(
+        csv_text: Option<&str>,
+        icd_text: Option<&str>,
+        keywords_text: Option<&str>,
+        problems: &mut Problems,
+    ) -> Option<Terminology> {
         let before = problems.found.len();
-        let (codes, chronic) = csv_text.map(|text| read_codes(text, problems)).unwrap_or_default();
         let keywords = keywords_text.and_then(|text| read_keywords(text, problems));
+        let mut tables = CodeTables::default();
+        if let Some(text) = csv_text {
+            read_codes(CODES_CSV, text, keywords.as_ref(), &mut tables, problems);
+        }
+        if let Some(text) = icd_text {
+            read_codes(ICD10CM_CSV, text, keywords.as_ref(), &mut tables, problems);
+        }
+        if csv_text.is_some() {
+            tables.check_sets(problems);
+        }
         match keywords {
             Some(keywords) if problems.found.len() == before && csv_text.is_some() => Some(Terminology {
-                codes,
-                chronic,
+                codes: tables.codes,
+                chronic: tables.chronic,
+                sites: tables.sites,
                 keywords,
             }),
             _ => None,
@@ -526,12 +584,22 @@ impl Terminology {
 }
 
 const CODES_CSV: &str = "valuesets/codes.csv";
+/// Generated from the complete CMS ICD-10-CM release by `cards/tools/classify_icd10cm.py` (coverage:
+/// `cards/valuesets/ICD10CM-COVERAGE.md`); same columns as `codes.csv`.
+pub const ICD10CM_CSV: &str = "valuesets/icd10cm.csv";
 const KEYWORDS_TOML: &str = "valuesets/keywords.toml";
 
 /// Sets in `codes.csv` that no rule reads: kept with their sources for reference (the CPT unlisted-procedure
 /// code, which says nothing about dry needling, and the CDS4CPM patient-reported pain therapies, of which
 /// `heat-therapy` and `activity-goals` are also in the sets the rules read).
-const REFERENCE_SETS: &[&str] = &["order.unlisted_procedure", "proc.patient_reported_cds4cpm"];
+/// `cond.not_addressed` marks the ICD-10-CM codes of the chapters the generator classifies
+/// (`cards/valuesets/icd10cm.csv`) that the guideline does not address: listed so that every code of those
+/// chapters is classified, and read by no rule.
+const REFERENCE_SETS: &[&str] = &[
+    "order.unlisted_procedure",
+    "proc.patient_reported_cds4cpm",
+    "cond.not_addressed",
+];
 
 /// Every set name a row of `codes.csv` may carry.
 pub fn known_set_names() -> Vec<&'static str> {
@@ -593,18 +661,54 @@ fn nearest<'n>(wrong: &str, names: &[&'n str]) -> Option<&'n str> {
 type CodeIndex = HashMap<String, HashMap<String, u32>>;
 type ChronicIndex = HashMap<String, HashMap<String, String>>;
 
-/// Reads every row of `codes.csv`, reporting each bad row (by its line in the file) and each value set the
-/// rules need that has no codes.
-fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) {
-    let mut codes: CodeIndex = HashMap::new();
-    let mut chronic: ChronicIndex = HashMap::new();
+/// What the code files build, across `codes.csv` and `icd10cm.csv`.
+#[derive(Default)]
+struct CodeTables {
+    codes: CodeIndex,
+    chronic: ChronicIndex,
+    sites: CodeIndex,
+    /// Rows per [`ValueSet`], indexed like [`ValueSet::ALL`].
+    seen: Vec<usize>,
+}
+
+impl CodeTables {
+    /// Reports each value set the rules need that has no codes.
+    fn check_sets(&self, problems: &mut Problems) {
+        for (i, value_set) in ValueSet::ALL.iter().enumerate() {
+            if self.seen.get(i).copied().unwrap_or(0) == 0 && !value_set.optional() {
+                problems.add(
+                    CODES_CSV,
+                    "",
+                    format!(
+                        "value set `{}` has no codes; the rules need at least one",
+                        value_set.csv_sets().join("` or `")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The region a `site.<region>` set names, when `keywords.toml` has that region.
+fn site_region<'s>(set: &'s str, keywords: Option<&Keywords>) -> Option<&'s str> {
+    let region = set.strip_prefix("site.")?;
+    keywords.is_none_or(|k| k.region.contains_key(region)).then_some(region)
+}
+
+/// Reads every row of a code file (`codes.csv` or `icd10cm.csv`), reporting each bad row (by its line in the
+/// file).
+fn read_codes(file: &str, text: &str, keywords: Option<&Keywords>, tables: &mut CodeTables, problems: &mut Problems) {
+    tables.seen.resize(ValueSet::ALL.len(), 0);
+    let CodeTables {
+        codes, chronic, sites, seen,
+    } = tables;
     // Flexible: a row may leave out the last column (`note`); one with more columns than the header is reported.
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
     let headers = match reader.headers() {
         Ok(headers) => headers.clone(),
         Err(e) => {
-            problems.add(CODES_CSV, "line 1", e.to_string());
-            return (codes, chronic);
+            problems.add(file, "line 1", e.to_string());
+            return;
         }
     };
     let mut columns = Vec::new();
@@ -612,17 +716,16 @@ fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) 
         match headers.iter().position(|h| h.trim() == name) {
             Some(i) => columns.push(i),
             None => problems.add(
-                CODES_CSV,
+                file,
                 "line 1",
                 format!("no `{name}` column; the header must be set,system,code,display,source,note"),
             ),
         }
     }
     let &[set_col, system_col, code_col, display_col, source_col] = columns.as_slice() else {
-        return (codes, chronic);
+        return;
     };
     let known_sets = known_set_names();
-    let mut seen = vec![0usize; ValueSet::ALL.len()];
     // (set, system, code) → the line that first listed it.
     let mut first_line: HashMap<(String, String, String), u64> = HashMap::new();
     for (index, record) in reader.records().enumerate() {
@@ -630,7 +733,7 @@ fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) 
             Ok(record) => record,
             Err(e) => {
                 let line = e.position().map_or(index as u64 + 2, |p| p.line());
-                problems.add(CODES_CSV, format!("line {line}"), e.to_string());
+                problems.add(file, format!("line {line}"), e.to_string());
                 continue;
             }
         };
@@ -638,7 +741,7 @@ fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) 
         let at = format!("line {line}");
         if record.len() > headers.len() {
             problems.add(
-                CODES_CSV,
+                file,
                 &at,
                 format!(
                     "{} columns, but the header has {} ({}): put a display or source that holds a comma in double \
@@ -664,7 +767,7 @@ fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) 
         .collect();
         if !missing.is_empty() {
             problems.add(
-                CODES_CSV,
+                file,
                 &at,
                 format!(
                     "{} must not be empty (every row needs a set, system, code and source)",
@@ -674,13 +777,14 @@ fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) 
             continue;
         }
         let mut row_ok = true;
-        if !known_sets.contains(&set) {
+        let site = site_region(set, keywords);
+        if !known_sets.contains(&set) && site.is_none() {
             let hint = match nearest(set, &known_sets) {
                 Some(near) => format!("did you mean `{near}`?"),
                 None => format!("the sets are: {}", known_sets.join(", ")),
             };
             problems.add(
-                CODES_CSV,
+                file,
                 format!("{at}, set"),
                 format!("unknown value set `{set}`, so this code could never match: {hint}"),
             );
@@ -696,7 +800,7 @@ fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) 
                 ),
             };
             problems.add(
-                CODES_CSV,
+                file,
                 format!("{at}, system"),
                 format!("`{raw_system}` is not a known code system URI: {hint}"),
             );
@@ -706,7 +810,7 @@ fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) 
         let key = (set.to_string(), system.to_string(), code.clone());
         if let Some(first) = first_line.get(&key) {
             problems.add(
-                CODES_CSV,
+                file,
                 &at,
                 format!("duplicate row: `{set}` already lists {raw_system} {raw_code} on line {first}; delete one"),
             );
@@ -723,27 +827,35 @@ fn read_codes(text: &str, problems: &mut Problems) -> (CodeIndex, ChronicIndex) 
                 seen[i] += 1;
             }
         }
-        if field(display_col).to_lowercase().contains("chronic") && set.starts_with("cond.") {
+        let display = field(display_col);
+        if display.to_lowercase().contains("chronic") && set.starts_with("cond.") {
             chronic
                 .entry(system.to_string())
                 .or_default()
-                .insert(code.clone(), field(display_col).into());
+                .insert(code.clone(), display.into());
+        }
+        let mut region_bits = 0;
+        if let Some(keywords) = keywords {
+            if let Some(bit) = site.and_then(|region| region_bit(&keywords.region, region)) {
+                region_bits |= 1 << bit;
+            }
+            // A hand-listed condition code places its condition where its own display says.
+            if file == CODES_CSV && (set.starts_with("cond.") || set.starts_with("exclude.")) {
+                let display = display.to_lowercase();
+                for (name, phrases) in &keywords.region {
+                    if phrases.matches(&display)
+                        && let Some(bit) = region_bit(&keywords.region, name)
+                    {
+                        region_bits |= 1 << bit;
+                    }
+                }
+            }
+        }
+        if region_bits != 0 {
+            *sites.entry(system.to_string()).or_default().entry(code.clone()).or_default() |= region_bits;
         }
         *codes.entry(system.to_string()).or_default().entry(code).or_default() |= bits;
     }
-    for (i, value_set) in ValueSet::ALL.iter().enumerate() {
-        if seen[i] == 0 && !value_set.optional() {
-            problems.add(
-                CODES_CSV,
-                "",
-                format!(
-                    "value set `{}` has no codes; the rules need at least one",
-                    value_set.csv_sets().join("` or `")
-                ),
-            );
-        }
-    }
-    (codes, chronic)
 }
 
 fn read_keywords(text: &str, problems: &mut Problems) -> Option<Keywords> {
@@ -989,6 +1101,9 @@ pub struct Phrases {
     pub care_short: String,
     pub not_counted_heading: String,
     pub reason_not_done: String,
+    pub reason_entered_in_error: String,
+    pub reason_other_site: String,
+    pub reason_not_systemic: String,
     pub reason_future: String,
     pub reason_earlier: String,
     pub reason_undated: String,
@@ -1115,6 +1230,7 @@ impl Knowledge {
         };
         let terminology = Terminology::load(
             file(CODES_CSV, &mut problems),
+            files.get(ICD10CM_CSV).map(String::as_str),
             file(KEYWORDS_TOML, &mut problems),
             &mut problems,
         );

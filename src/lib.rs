@@ -34,6 +34,7 @@ pub mod http;
 pub mod knowledge;
 pub mod logsafe;
 pub mod ops;
+pub mod quote;
 pub mod record;
 pub mod render;
 pub mod service;

@@ -134,6 +134,10 @@ pub struct Condition {
     pub recorded: Option<DateSpan>,
     pub abatement: Option<Abatement>,
     pub body_sites: Vec<Concept>,
+    /// Free text about the problem: `note[].text`, and the code texts and detail displays of its `evidence`.
+    /// Read like a typed onset: it can show the problem is older ("on and off since 2020") or says chronic,
+    /// never that it is recent.
+    pub notes: Vec<String>,
 }
 
 impl Condition {
@@ -197,6 +201,12 @@ pub struct Medication {
     pub date: Option<DateSpan>,
     /// The only date is a MedicationStatement's `dateAsserted`: when the use was reported, not when it happened.
     pub asserted_only: bool,
+    /// The end of `effectivePeriod` (when it has a start): the course went on until then.
+    pub until: Option<DateSpan>,
+    /// How it is given: every `dosage[].route` / `dosageInstruction[].route`, and the product's `form`.
+    pub routes: Vec<Concept>,
+    /// Where it is applied: every `dosage[].site` / `dosageInstruction[].site`.
+    pub sites: Vec<Concept>,
 }
 
 /// A procedure or therapy (heat therapy, education, physical therapy…).
@@ -209,6 +219,10 @@ pub struct Procedure {
     pub not_done: bool,
     /// `performedDateTime`, or `performedPeriod` (its start, else its end).
     pub date: Option<DateSpan>,
+    /// The end of `performedPeriod` (when it has a start): the care went on until then.
+    pub until: Option<DateSpan>,
+    /// `bodySite`: where the care was given.
+    pub body_sites: Vec<Concept>,
 }
 
 /// Whether one kind of data could be had for this request.
@@ -280,9 +294,9 @@ pub struct PatientRecord {
     pub availability: [Availability; 4],
     /// Resources that were present but could not be read, and were skipped.
     pub skipped: usize,
-    /// Medication resources met anywhere in the record (`_include`d or sent as entries): id → code, for
-    /// resolving `medicationReference`.
-    pub medication_definitions: Vec<(String, Concept)>,
+    /// Medication resources met anywhere in the record (`_include`d or sent as entries): id → code and dose
+    /// form, for resolving `medicationReference`.
+    pub medication_definitions: Vec<(String, Concept, Option<Concept>)>,
     /// The patient's birth date (from the `patient` prefetch key), for `onsetAge` and `onsetRange`.
     pub birth_date: Option<DateSpan>,
 }
@@ -337,7 +351,7 @@ pub struct Reference {
 }
 
 /// A draft order, reduced to what the guideline needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Order {
     /// `ServiceRequest`, `ProcedureRequest`, …
     pub resource_type: String,
@@ -347,6 +361,9 @@ pub struct Order {
     /// `reasonReference`s: literal references such as `Condition/123`, and what their `display` says.
     pub reason_references: Vec<Reference>,
     pub body_sites: Vec<Concept>,
+    /// Conditions a `reasonReference` can point to without the record: the order's `contained` Conditions
+    /// (`#id`) and, in order-sign, the Conditions of the draft-orders Bundle (`urn:uuid:…`).
+    pub contained_conditions: Vec<Condition>,
 }
 
 impl Order {
@@ -402,9 +419,10 @@ impl PatientRecord {
             };
             let id = reference.strip_prefix("urn:uuid:").unwrap_or(reference);
             let id = id.rsplit('/').next().unwrap_or(id);
-            if let Some((_, code)) = self.medication_definitions.iter().find(|(def, _)| def == id) {
+            if let Some((_, code, form)) = self.medication_definitions.iter().find(|(def, _, _)| def == id) {
                 let display = std::mem::take(&mut medication.code);
                 medication.code = code.clone();
+                medication.routes.extend(form.clone());
                 if medication.code.text.is_none() {
                     medication.code.text = display.text;
                 }
@@ -456,6 +474,7 @@ mod tests {
             recorded: None,
             abatement: None,
             body_sites: vec![],
+            notes: vec![],
         };
         let today = date!(2026 - 11 - 23);
         assert!(c.is_active(today));

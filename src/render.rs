@@ -119,6 +119,7 @@ fn date_source_label(source: DateSource) -> &'static str {
         DateSource::Recorded => "on the problem list since",
         DateSource::OnsetAge => "the onset age places it by",
         DateSource::OnsetText => "the typed onset places it by",
+        DateSource::Note => "a note on the condition places it by",
     }
 }
 
@@ -220,6 +221,9 @@ fn source_label(source: EvidenceSource) -> &'static str {
 fn not_counted_label(reason: NotCounted, phrases: &Phrases) -> &str {
     match reason {
         NotCounted::NotDone => &phrases.reason_not_done,
+        NotCounted::EnteredInError => &phrases.reason_entered_in_error,
+        NotCounted::OtherSite => &phrases.reason_other_site,
+        NotCounted::NotSystemic => &phrases.reason_not_systemic,
         NotCounted::Future => &phrases.reason_future,
         NotCounted::Earlier => &phrases.reason_earlier,
         NotCounted::Undated => &phrases.reason_undated,

@@ -165,14 +165,18 @@ fn dry_needling_drafts(
     }
     let mut orders = Vec::new();
     let mut others = Vec::new();
+    let mut conditions = Vec::new();
     for resource in contents.resources {
-        if let Resource::Order(order) = resource {
-            if is_dry_needling(&order, &knowledge.terminology) {
-                orders.push(order);
-            } else {
-                others.extend(order.code.codings);
-            }
+        match resource {
+            Resource::Order(order) if is_dry_needling(&order, &knowledge.terminology) => orders.push(order),
+            Resource::Order(order) => others.extend(order.code.codings),
+            // A diagnosis drafted with the orders (order-sign), which an order's reason may point to.
+            Resource::Condition(c) => conditions.push(c),
+            _ => {}
         }
+    }
+    for order in &mut orders {
+        order.contained_conditions.extend(conditions.iter().cloned());
     }
     Ok((orders, others))
 }
@@ -272,7 +276,11 @@ pub fn add_contents(record: &mut PatientRecord, contents: Contents) -> Availabil
             Resource::Condition(c) => record.conditions.push(c),
             Resource::Medication(m) => record.medications.push(m),
             Resource::Procedure(p) => record.procedures.push(p),
-            Resource::MedicationDefinition { id: Some(id), code } => record.medication_definitions.push((id, code)),
+            Resource::MedicationDefinition {
+                id: Some(id),
+                code,
+                form,
+            } => record.medication_definitions.push((id, code, form)),
             Resource::Patient {
                 birth_date: Some(birth_date),
             } => {

@@ -128,6 +128,7 @@ fn condition(spec: &ConditionSpec, id: usize) -> Condition {
         recorded: spec.recorded_days_ago.map(day),
         abatement: None,
         body_sites: vec![],
+        notes: vec![],
     }
 }
 
@@ -165,6 +166,9 @@ fn medication_strategy() -> impl Strategy<Value = Medication> {
             not_taken: false,
             date: days_ago.map(day),
             asserted_only: false,
+            until: None,
+            routes: vec![],
+            sites: vec![],
         })
 }
 
@@ -198,6 +202,8 @@ fn procedure_strategy() -> impl Strategy<Value = Procedure> {
             status: Some(status.into()),
             not_done: false,
             date: days_ago.map(day),
+            until: None,
+            body_sites: vec![],
         })
 }
 
@@ -225,6 +231,9 @@ fn complete_care() -> (Vec<Medication>, Vec<Procedure>) {
         not_taken: false,
         date: Some(day(10)),
         asserted_only: false,
+        until: None,
+        routes: vec![],
+        sites: vec![],
     };
     let procedure = |code: Concept| Procedure {
         id: None,
@@ -232,6 +241,8 @@ fn complete_care() -> (Vec<Medication>, Vec<Procedure>) {
         status: Some("completed".into()),
         not_done: false,
         date: Some(day(8)),
+        until: None,
+        body_sites: vec![],
     };
     (
         vec![ibuprofen],
@@ -341,6 +352,7 @@ fn order(case: &Case) -> Order {
             .collect(),
         reason_references: vec![],
         body_sites: case.site.map(typed).into_iter().collect(),
+        contained_conditions: vec![],
     }
 }
 

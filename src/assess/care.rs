@@ -6,9 +6,19 @@
 //! dated next week, low-dose aspirin, cold packs billed under a hot-or-cold code, and prescriptions from years
 //! before this episode. Each is listed on the card as found but not counted, with the reason, so a clinician
 //! can see why the record did not satisfy the rule.
+//!
+//! Care also has a *where* and a *how*. Care that states its site (a Procedure's `bodySite`, a dosage's `site`,
+//! or a region its own name gives: "hot pack to left knee") counts only for pain of that site; when the pain's
+//! region is unknown, only sited care of the low back counts (the region the guideline's care depends on). A
+//! medication given by a route or in a form that does not treat musculoskeletal pain (eye, ear or nose drops,
+//! irrigations, inhalers: `dosage.route`, `Medication.form`, the product's name) is not an analgesic trial;
+//! topical NSAIDs on the skin are (the guideline says "NSAIDs" without a route). A period of care
+//! (`effectivePeriod`, `performedPeriod`) counts when any part of it falls in the episode. A heat product kept on
+//! the medication list (an over-the-counter heat wrap) is heat therapy.
 
 use time::{Date, Duration};
 
+use super::concept::{self, Regions};
 use crate::knowledge::{Policy, Terminology, ValueSet};
 use crate::record::{Coding, Concept, DataKind, DateSpan, Medication, MedicationSource, PatientRecord, Procedure};
 
@@ -25,8 +35,15 @@ pub enum EvidenceSource {
 /// Why a fact that names care does not count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NotCounted {
-    /// Intended, planned, proposed, drafted, in preparation, not taken, not done, cancelled, unknown.
+    /// Its status, intent or flags do not show it was taken or done (intended, proposed, drafted, in
+    /// preparation, not taken, not done, cancelled, unknown).
     NotDone,
+    /// Entered in error: it never was.
+    EnteredInError,
+    /// Applied to another body site than the pain (a hot pack to the knee for low back pain).
+    OtherSite,
+    /// A route or form that does not treat musculoskeletal pain (eye, ear or nose drops, an irrigation).
+    NotSystemic,
     /// Dated after today.
     Future,
     /// Before the current episode (or older than the policy's maximum age).
@@ -198,6 +215,48 @@ pub fn is_analgesic(code: &Concept, terms: &Terminology) -> bool {
         || kw.analgesic.matches_any(texts.iter().map(String::as_str))
 }
 
+/// HL7 v3 RouteOfAdministration and SNOMED CT route codes that do not treat musculoskeletal pain, for routes
+/// sent without a display (displays and texts are read with `medication.not_systemic` phrases). Written here
+/// rather than in `codes.csv` because they are not clinical value sets: they only stop a drop in the eye from
+/// counting as an analgesic trial.
+const NOT_SYSTEMIC_ROUTE_CODES: &[&str] = &[
+    "OPTHALTA", "OPHTHALMIC", "OT", "OTIC", "NASAL", "NASINHL", "NASINHLC", "IRRIG", "RESPINHL", "IORINSE",
+    "MTHRINSE", "VAGINSI", "54485002", "10547007", "46713006", "447694001", "18679011000001101", "127492001",
+];
+
+/// True when a medication is given by a route or in a form that does not treat musculoskeletal pain.
+fn not_systemic(m: &Medication, terms: &Terminology) -> bool {
+    let phrases = &terms.keywords.medication.not_systemic;
+    let says = |c: &Concept| phrases.matches_any(lower_texts(c, |_| false).iter().map(String::as_str));
+    // Route codes are looked up only among the routes and forms: a drug's own code is from another system.
+    let route_code = |c: &Concept| {
+        c.codings
+            .iter()
+            .any(|coding| NOT_SYSTEMIC_ROUTE_CODES.contains(&coding.code.trim().to_ascii_uppercase().as_str()))
+    };
+    says(&m.code) || m.routes.iter().any(|r| says(r) || route_code(r))
+}
+
+/// The regions a piece of care states it was given at: its sites and any region its own name gives.
+fn care_site(code: &Concept, sites: &[Concept], terms: &Terminology) -> Regions {
+    sites
+        .iter()
+        .fold(concept::regions(code, terms), |r, site| r.union(concept::regions(site, terms)))
+}
+
+/// Whether care given at `site` counts for pain of `pain` regions: care with no site counts everywhere; sited
+/// care counts where the regions meet, or, when the pain's region is unknown, only at the low back (the one
+/// region the guideline's care depends on, and the one that cannot be ruled out).
+fn site_counts(site: Regions, pain: Regions) -> bool {
+    if site.is_empty() {
+        true
+    } else if pain.is_empty() {
+        site.low_back()
+    } else {
+        site.overlaps(pain)
+    }
+}
+
 /// Whether a medication fact shows the drug was taken or prescribed (per FHIR version).
 fn medication_done(m: &Medication) -> bool {
     let status_ok = matches!(
@@ -221,8 +280,14 @@ fn medication_done(m: &Medication) -> bool {
     }
 }
 
+/// A procedure that happened: completed, under way, or begun and then stopped or paused (`stopped` and
+/// `on-hold` are care that was given, even if not to the end).
 fn procedure_done(p: &Procedure) -> bool {
-    !p.not_done && matches!(p.status.as_deref(), Some("completed" | "in-progress"))
+    !p.not_done && matches!(p.status.as_deref(), Some("completed" | "in-progress" | "stopped" | "on-hold"))
+}
+
+fn entered_in_error(status: Option<&str>) -> bool {
+    status.is_some_and(|s| s.eq_ignore_ascii_case("entered-in-error"))
 }
 
 fn is_heat(p: &Procedure, terms: &Terminology) -> bool {
@@ -250,15 +315,29 @@ fn is_self_care(p: &Procedure, terms: &Terminology) -> bool {
             .matches_any(lower_texts(&p.code, |_| false).iter().map(String::as_str))
 }
 
-fn judge(done: bool, date: Option<DateSpan>, today: Date, window_start: Date) -> Option<NotCounted> {
+/// Whether a fact of care counts, and if not why. `until`: the end of its period, when it has one (a course
+/// that began before the episode and went on into it counts).
+fn judge(
+    done: bool,
+    status: Option<&str>,
+    date: Option<DateSpan>,
+    until: Option<DateSpan>,
+    today: Date,
+    window_start: Date,
+) -> Option<NotCounted> {
+    if entered_in_error(status) {
+        return Some(NotCounted::EnteredInError);
+    }
     if !done {
         return Some(NotCounted::NotDone);
     }
     match date {
         None => Some(NotCounted::Undated),
+        // A period that has begun is not in the future, whenever it ends.
+        Some(d) if until.is_some() && d.first > today => Some(NotCounted::Future),
         // A month or year that is not over yet may still be ahead.
-        Some(d) if d.last > today => Some(NotCounted::Future),
-        Some(d) if d.first < window_start => Some(NotCounted::Earlier),
+        Some(d) if until.is_none() && d.last > today => Some(NotCounted::Future),
+        Some(d) if until.unwrap_or(d).last.min(today) < window_start => Some(NotCounted::Earlier),
         Some(_) => None,
     }
 }
@@ -298,10 +377,47 @@ pub fn window_start(onset: Option<Date>, today: Date, policy: &Policy) -> Date {
     })
 }
 
-/// Looks for each element of conservative care in the record.
+/// A heat product kept on the medication list (an over-the-counter heat wrap).
+fn is_heat_product(m: &Medication, terms: &Terminology) -> bool {
+    terms
+        .keywords
+        .medication
+        .heat_product
+        .matches_any(lower_texts(&m.code, |_| false).iter().map(String::as_str))
+}
+
+fn medication_evidence(m: &Medication, pain: Regions, today: Date, window_start: Date, terms: &Terminology) -> Evidence {
+    // A statement dated only by when it was reported places the use in time only while it is current.
+    let date = m
+        .date
+        .filter(|_| !m.asserted_only || m.status.as_deref() == Some("active"));
+    let not_counted = judge(
+        medication_done(m),
+        m.status.as_deref(),
+        date,
+        m.until,
+        today,
+        window_start,
+    )
+    .or_else(|| (!site_counts(care_site(&m.code, &m.sites, terms), pain)).then_some(NotCounted::OtherSite));
+    Evidence {
+        name: m.code.name(),
+        coding: known_coding(&m.code, terms),
+        date: m.date,
+        status: m.status.clone(),
+        source: match m.source {
+            MedicationSource::Statement => EvidenceSource::MedicationRecord,
+            MedicationSource::Request | MedicationSource::Order => EvidenceSource::Prescription,
+        },
+        not_counted,
+    }
+}
+
+/// Looks for each element of conservative care in the record, for pain of `pain` regions (empty: unknown).
 pub fn check_care(
     record: &PatientRecord,
     heat_requirement: HeatRequirement,
+    pain: Regions,
     window_start: Date,
     today: Date,
     terms: &Terminology,
@@ -309,24 +425,13 @@ pub fn check_care(
     let analgesics = record
         .medications
         .iter()
-        .filter(|m| is_analgesic(&m.code, terms))
-        .map(|m| Evidence {
-            name: m.code.name(),
-            coding: known_coding(&m.code, terms),
-            date: m.date,
-            status: m.status.clone(),
-            source: match m.source {
-                MedicationSource::Statement => EvidenceSource::MedicationRecord,
-                MedicationSource::Request | MedicationSource::Order => EvidenceSource::Prescription,
-            },
-            // A statement dated only by when it was reported places the use in time only while it is current.
-            not_counted: judge(
-                medication_done(m),
-                m.date
-                    .filter(|_| !m.asserted_only || m.status.as_deref() == Some("active")),
-                today,
-                window_start,
-            ),
+        .filter(|m| is_analgesic(&m.code, terms) && !is_heat_product(m, terms))
+        .map(|m| {
+            let mut evidence = medication_evidence(m, pain, today, window_start, terms);
+            if evidence.not_counted.is_none_or(|r| r > NotCounted::NotSystemic) && not_systemic(m, terms) {
+                evidence.not_counted = Some(NotCounted::NotSystemic);
+            }
+            evidence
         })
         .collect();
     let procedures = |matches: &dyn Fn(&Procedure) -> bool| -> Vec<Evidence> {
@@ -340,10 +445,28 @@ pub fn check_care(
                 date: p.date,
                 status: p.status.clone(),
                 source: EvidenceSource::Procedure,
-                not_counted: judge(procedure_done(p), p.date, today, window_start),
+                not_counted: judge(
+                    procedure_done(p),
+                    p.status.as_deref(),
+                    p.date,
+                    p.until,
+                    today,
+                    window_start,
+                )
+                .or_else(|| {
+                    (!site_counts(care_site(&p.code, &p.body_sites, terms), pain)).then_some(NotCounted::OtherSite)
+                }),
             })
             .collect()
     };
+    let mut heat = procedures(&|p| is_heat(p, terms));
+    heat.extend(
+        record
+            .medications
+            .iter()
+            .filter(|m| is_heat_product(m, terms))
+            .map(|m| medication_evidence(m, pain, today, window_start, terms)),
+    );
     CareCheck {
         analgesic: element(
             analgesics,
@@ -351,7 +474,9 @@ pub fn check_care(
             record,
         ),
         self_care: element(procedures(&|p| is_self_care(p, terms)), &[DataKind::Procedures], record),
-        heat: element(procedures(&|p| is_heat(p, terms)), &[DataKind::Procedures], record),
+        // Heat is looked for among procedures; a heat wrap on the medication list is found too, but a missing
+        // medication list does not make heat unknown (it is rarely kept there).
+        heat: element(heat, &[DataKind::Procedures], record),
         heat_requirement,
         window_start,
     }

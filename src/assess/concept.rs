@@ -33,10 +33,13 @@ pub enum Kind {
     Osteoarthritis,
     Patellofemoral,
     Headache,
+    /// A non-myofascial musculoskeletal problem of a region the guideline does not address (tendinopathy,
+    /// bursitis, epicondylitis, plantar fasciitis, joint pain of a limb): never an indication for dry needling.
+    OtherMusculoskeletal,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::LowBackPain,
         Kind::BackPain,
         Kind::LumbarDegenerative,
@@ -47,6 +50,7 @@ impl Kind {
         Kind::Osteoarthritis,
         Kind::Patellofemoral,
         Kind::Headache,
+        Kind::OtherMusculoskeletal,
     ];
 
     fn bit(self) -> u16 {
@@ -78,6 +82,7 @@ impl Kind {
             Kind::Osteoarthritis => 4,
             Kind::Patellofemoral => 5,
             Kind::Headache => 6,
+            Kind::OtherMusculoskeletal => 7,
         }
     }
 }
@@ -115,8 +120,10 @@ impl Kinds {
     }
 }
 
-/// The body regions a concept names: the guideline's two (low back, neck), and others only as "elsewhere"
-/// (thorax, knee, shoulder… each its own bit, from `cards/valuesets/keywords.toml`).
+/// The body regions a concept names: the guideline's two (low back, neck), and every other region of
+/// `cards/valuesets/keywords.toml` (thoracic, head and jaw, shoulder, elbow, wrist and hand, hip, knee, ankle and
+/// foot, widespread…), each its own bit. Heat is owed only for the low back; the others tell where a pain is, so
+/// that a condition of one region does not decide an order for another.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Regions(u32);
 
@@ -140,6 +147,10 @@ impl Regions {
     pub fn overlaps(self, other: Regions) -> bool {
         self.0 & other.0 != 0
     }
+    /// The regions as bits ([`crate::knowledge::region_bit`]).
+    pub fn bits(self) -> u32 {
+        self.0
+    }
 }
 
 /// What a concept means for the guideline.
@@ -161,12 +172,14 @@ fn texts(concept: &Concept) -> Vec<String> {
         .collect()
 }
 
-/// The regions named by a concept: by body-site codes, by the pain value sets that imply one, or by phrases.
+/// The regions named by a concept: by the sites its codes imply (`site.<region>` rows, the ICD-10-CM table, the
+/// display of a listed code), by the pain value sets that imply one, or by phrases in any text or display. A
+/// code places its concept whatever the language of the display it arrives with.
 pub fn regions(concept: &Concept, terms: &Terminology) -> Regions {
     let texts = texts(concept);
     let text = || texts.iter().map(String::as_str);
     let any = |set| concept.codings.iter().any(|c| terms.contains(set, c));
-    let mut bits = 0;
+    let mut bits = concept.codings.iter().fold(0, |bits, c| bits | terms.site_bits(c));
     if any(ValueSet::SiteLowBack) || any(ValueSet::LowBackPain) || any(ValueSet::LumbarDegenerative) {
         bits |= 1;
     }
@@ -198,6 +211,7 @@ fn phrase_kinds<'t>(texts: impl IntoIterator<Item = &'t str> + Clone, terms: &Te
         (&kw.osteoarthritis, Kind::Osteoarthritis),
         (&kw.patellofemoral, Kind::Patellofemoral),
         (&kw.headache, Kind::Headache),
+        (&kw.other_musculoskeletal, Kind::OtherMusculoskeletal),
     ];
     let mut kinds = Kinds::default();
     for (set, kind) in phrases {
@@ -208,12 +222,58 @@ fn phrase_kinds<'t>(texts: impl IntoIterator<Item = &'t str> + Clone, terms: &Te
     kinds
 }
 
+/// True when a text begins by saying it is history ("Family history of fibromyalgia", "FH: migraine", "History
+/// of low back pain"): only at the start, so "Low back pain, history of fusion" is still low back pain.
+fn says_history(text: &str, terms: &Terminology) -> bool {
+    let text = text.trim_start().trim_start_matches(|c: char| !c.is_alphanumeric());
+    terms
+        .keywords
+        .condition
+        .history
+        .phrases
+        .iter()
+        .any(|phrase| text.starts_with(phrase.as_str()))
+}
+
+/// The value sets that give a coding a kind.
+const KIND_SETS: [(ValueSet, Kind); 11] = [
+    (ValueSet::LowBackPain, Kind::LowBackPain),
+    (ValueSet::BackPainOther, Kind::BackPain),
+    (ValueSet::LumbarDegenerative, Kind::LumbarDegenerative),
+    (ValueSet::NeckPain, Kind::NeckPain),
+    (ValueSet::Myofascial, Kind::Myofascial),
+    (ValueSet::Myalgia, Kind::Myalgia),
+    (ValueSet::ChronicPain, Kind::ChronicPain),
+    (ValueSet::Osteoarthritis, Kind::Osteoarthritis),
+    (ValueSet::PatellofemoralPain, Kind::Patellofemoral),
+    (ValueSet::Headache, Kind::Headache),
+    (ValueSet::OtherMusculoskeletal, Kind::OtherMusculoskeletal),
+];
+
+/// The kinds one coding carries by the value sets. A coding in an exclusion set (`cond.not_back_pain`: low
+/// back pain in pregnancy, renal-angle pain) or a history set carries none, and only for itself: it never
+/// removes what another coding of the same concept says.
+fn coding_kinds(coding: &crate::record::Coding, terms: &Terminology) -> Kinds {
+    let mut kinds = Kinds::default();
+    if terms.contains(ValueSet::NotBackPain, coding) || terms.contains(ValueSet::History, coding) {
+        return kinds;
+    }
+    for (set, kind) in KIND_SETS {
+        if terms.contains(set, coding) {
+            kinds.add(kind);
+        }
+    }
+    kinds
+}
+
 /// Classifies a condition-like concept (a Condition's code, an order's reason).
+///
+/// Each coding is read on its own and the meanings are joined, so the result does not depend on the order of
+/// the codings and adding a coding never removes another's meaning. Family and personal history (ICD-10-CM
+/// Z80–Z87, a text that begins "family history of", "history of"…) names no current condition of the patient,
+/// unless a coding of the concept outside the history codes says otherwise.
 pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
     let codings = &concept.codings;
-    if codings.iter().any(|c| terms.contains(ValueSet::NotBackPain, c)) {
-        return Meaning::default();
-    }
     let texts = texts(concept);
     let text = || texts.iter().map(String::as_str);
     let mut meaning = Meaning {
@@ -221,29 +281,22 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
         says_chronic: terms.keywords.chronic.matches_any(text()) || codings.iter().any(|c| terms.says_chronic(c)),
         ..Meaning::default()
     };
+    let coded_kinds = codings
+        .iter()
+        .fold(Kinds::default(), |k, c| k.union(coding_kinds(c, terms)));
+    let history = codings.iter().any(|c| terms.contains(ValueSet::History, c)) || texts.iter().any(|t| says_history(t, terms));
+    if history && coded_kinds.is_empty() {
+        return Meaning::default();
+    }
     let coded = codings.iter().any(|c| is_standard_system(&c.system));
     if coded {
-        let sets = [
-            (ValueSet::LowBackPain, Kind::LowBackPain),
-            (ValueSet::BackPainOther, Kind::BackPain),
-            (ValueSet::LumbarDegenerative, Kind::LumbarDegenerative),
-            (ValueSet::NeckPain, Kind::NeckPain),
-            (ValueSet::Myofascial, Kind::Myofascial),
-            (ValueSet::Myalgia, Kind::Myalgia),
-            (ValueSet::ChronicPain, Kind::ChronicPain),
-            (ValueSet::Osteoarthritis, Kind::Osteoarthritis),
-            (ValueSet::PatellofemoralPain, Kind::Patellofemoral),
-            (ValueSet::Headache, Kind::Headache),
-        ];
-        for (set, kind) in sets {
-            if codings.iter().any(|c| terms.contains(set, c)) {
-                meaning.kinds.add(kind);
-            }
-        }
+        meaning.kinds = coded_kinds;
+        let excluded = codings.iter().any(|c| terms.contains(ValueSet::NotBackPain, c));
         // A standard code outside the value sets says nothing, but the clinician's own `text` may (ICD R52 typed
         // as "Chronic low back pain"). It is read only when it names a kind that can forbid dry needling or says
         // chronic: typed text never makes a coded concept a permissive indication.
         if meaning.kinds.is_empty()
+            && !excluded
             && let Some(text) = concept.text.as_deref()
         {
             let typed = phrase_kinds([text.to_lowercase().as_str()], terms);
@@ -254,6 +307,7 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
                 Kind::Osteoarthritis,
                 Kind::Patellofemoral,
                 Kind::Headache,
+                Kind::OtherMusculoskeletal,
             ];
             if meaning.says_chronic || restrictive.iter().any(|k| typed.has(*k)) {
                 meaning.kinds = typed;

@@ -46,6 +46,8 @@ pub enum DateSource {
     Recorded,
     OnsetAge,
     OnsetText,
+    /// A note or evidence text on the condition.
+    Note,
 }
 
 impl Dating {
@@ -131,6 +133,23 @@ fn duration_in(text: &str) -> Option<i64> {
     longest
 }
 
+/// What a typed text says of a problem's age: "chronic" and its synonyms, a year ("since 2019": it existed by
+/// the end of that year), a duration ("for 3 months": it existed that long ago).
+fn typed_dating(text: &str, source: DateSource, dating: &mut Dating, today: Date, terms: &Terminology) {
+    let lower = text.to_lowercase();
+    dating.says_chronic |= terms.keywords.chronic.matches(&lower);
+    if let Some(year) = years_in(&lower).filter(|y| *y <= today.year()).min()
+        && let Ok(end) = Date::from_calendar_date(year, time::Month::December, 31)
+    {
+        dating.existed(end.min(today), source, None);
+    }
+    if let Some(days) = duration_in(&lower)
+        && let Some(date) = today.checked_sub(Duration::days(days))
+    {
+        dating.existed(date, source, None);
+    }
+}
+
 /// The dating of one Condition on `today`. Dates after today are no evidence (data errors or plans).
 pub fn condition_dating(c: &Condition, birth: Option<DateSpan>, today: Date, terms: &Terminology) -> Dating {
     let mut dating = Dating::default();
@@ -157,21 +176,12 @@ pub fn condition_dating(c: &Condition, birth: Option<DateSpan>, today: Date, ter
                 }
             }
         }
-        Some(Onset::Text(text)) => {
-            let lower = text.to_lowercase();
-            dating.says_chronic |= terms.keywords.chronic.matches(&lower);
-            if let Some(year) = years_in(&lower).filter(|y| *y <= today.year()).min()
-                && let Ok(end) = Date::from_calendar_date(year, time::Month::December, 31)
-            {
-                dating.existed(end.min(today), DateSource::OnsetText, None);
-            }
-            if let Some(days) = duration_in(&lower)
-                && let Some(date) = today.checked_sub(Duration::days(days))
-            {
-                dating.existed(date, DateSource::OnsetText, None);
-            }
-        }
+        Some(Onset::Text(text)) => typed_dating(text, DateSource::OnsetText, &mut dating, today, terms),
         _ => {}
+    }
+    // Notes and evidence are read the same way: they can show the problem is older, never that it is recent.
+    for note in &c.notes {
+        typed_dating(note, DateSource::Note, &mut dating, today, terms);
     }
     if let Some(recorded) = c.recorded.filter(|r| r.first <= today) {
         dating.existed(recorded.last.min(today), DateSource::Recorded, Some(recorded));
@@ -254,6 +264,7 @@ mod tests {
             recorded: recorded.and_then(parse_fhir_span),
             abatement: None,
             body_sites: vec![],
+            notes: vec![],
         }
     }
 

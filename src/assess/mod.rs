@@ -62,6 +62,9 @@ pub enum IndicationKind {
     Headache,
     ChronicPain,
     NeckPain,
+    /// A non-myofascial problem of a region the guideline does not address (lateral epicondylitis, plantar
+    /// fasciitis, shoulder impingement), under 12 weeks or of unknown duration: never an indication.
+    OutsideGuideline,
     Myofascial,
     OtherPain,
 }
@@ -148,6 +151,7 @@ pub fn stance(card: CardId) -> Stance {
         | CardId::NotFirstLineCareMissing
         | CardId::ConfirmDuration
         | CardId::IndicationNotDocumented
+        | CardId::ConditionOutsideGuideline
         // Stands in for a 412, which permits nothing either.
         | CardId::DataUnavailable => Stance::NotYet,
         CardId::MyofascialMayConsider | CardId::NotFirstLineCareDocumented => Stance::MayConsider,
@@ -266,15 +270,20 @@ fn condition_fact(c: &Condition, origin: Origin, record: &PatientRecord, today: 
     }
 }
 
-/// Resolves `Condition/123`, an absolute URL ending so, or `urn:uuid:123` against the record.
-fn resolve<'a>(reference: &str, record: &'a PatientRecord) -> Option<&'a Condition> {
+/// Resolves a reason reference: `#id` to a Condition contained in the order; `urn:uuid:…` to a Condition of
+/// the draft-orders Bundle or the record; `Condition/123` or an absolute URL ending so, against the record.
+fn resolve<'a>(reference: &str, order: &'a Order, record: &'a PatientRecord) -> Option<&'a Condition> {
+    let by_id = |conditions: &'a [Condition], id: &str| conditions.iter().find(|c| c.id.as_deref() == Some(id));
+    if let Some(local) = reference.strip_prefix('#') {
+        return by_id(&order.contained_conditions, local);
+    }
     let id = reference.strip_prefix("urn:uuid:").unwrap_or(reference);
     let typed = id.contains('/') && !id.contains("Condition/");
     if typed {
         return None;
     }
     let id = id.rsplit('/').next().unwrap_or(id);
-    record.conditions.iter().find(|c| c.id.as_deref() == Some(id))
+    by_id(&order.contained_conditions, id).or_else(|| by_id(&record.conditions, id))
 }
 
 /// What the indication is, given the episode's chronicity; `None` when it is not one the guideline names.
@@ -296,11 +305,18 @@ fn indication_kind(kinds: Kinds, regions: Regions, chronic: bool) -> Option<Indi
     } else if kinds.has(Kind::Headache) {
         IndicationKind::Headache
     } else if kinds.has(Kind::ChronicPain)
-        || (chronic && (kinds.has(Kind::Myofascial) || kinds.has(Kind::Myalgia) || kinds.has(Kind::BackPain)))
+        || (chronic
+            && (kinds.has(Kind::Myofascial)
+                || kinds.has(Kind::Myalgia)
+                || kinds.has(Kind::BackPain)
+                || kinds.has(Kind::OtherMusculoskeletal)))
     {
+        // "Not for chronic conditions" (S1-11): a chronic tendinopathy is as much out as a chronic myalgia.
         IndicationKind::ChronicPain
     } else if kinds.has(Kind::NeckPain) || (regions.neck() && kinds.any_pain()) {
         IndicationKind::NeckPain
+    } else if kinds.has(Kind::OtherMusculoskeletal) {
+        IndicationKind::OutsideGuideline
     } else if kinds.has(Kind::Myofascial) {
         IndicationKind::Myofascial
     } else if kinds.has(Kind::LowBackPain) || kinds.has(Kind::BackPain) || kinds.has(Kind::Myalgia) {
@@ -351,7 +367,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     // A reference that matches nothing and says nothing: the order's reason is unknown.
     let mut reason_unknown = false;
     for reference in &order.reason_references {
-        match reference.reference.as_deref().and_then(|r| resolve(r, record)) {
+        match reference.reference.as_deref().and_then(|r| resolve(r, order, record)) {
             Some(c) if !matches!(c.verification_status.as_deref(), Some("refuted" | "entered-in-error")) => {
                 resolved_ids.extend(c.id.clone());
                 let mut fact = condition_fact(c, Origin::OrderReason, record, today, terms);
@@ -559,6 +575,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         Some(IndicationKind::Headache) => Some(CardId::AgainstHeadache),
         Some(IndicationKind::ChronicPain) => Some(CardId::AgainstChronicPain),
         Some(IndicationKind::NeckPain) => Some(CardId::NeckPainPreferManualTherapy),
+        Some(IndicationKind::OutsideGuideline) => Some(CardId::ConditionOutsideGuideline),
         Some(IndicationKind::Myofascial | IndicationKind::OtherPain) | None => None,
     };
     if let Some(card) = decided_by_indication {
@@ -615,7 +632,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         _ => None,
     };
     let window = care::window_start(onset, today, policy);
-    let care = care::check_care(record, heat, window, today, terms);
+    let care = care::check_care(record, heat, all_regions, window, today, terms);
     let kind = decisive.as_ref().map(|d| d.kind);
     let myofascial = kind == Some(IndicationKind::Myofascial);
     let unknown = care.unknown_kinds();
@@ -699,6 +716,7 @@ mod tests {
             recorded: None::<DateSpan>,
             abatement: None,
             body_sites: vec![],
+            notes: vec![],
         }
     }
 
@@ -710,6 +728,7 @@ mod tests {
             reason_codes: vec![reason],
             reason_references: vec![],
             body_sites: vec![],
+            contained_conditions: vec![],
         }
     }
 
@@ -745,6 +764,9 @@ mod tests {
             not_taken: false,
             date: Some(day),
             asserted_only: false,
+            until: None,
+            routes: vec![],
+            sites: vec![],
         });
         for text in ["Pain management education", "Heating pad"] {
             record.procedures.push(Procedure {
@@ -756,6 +778,8 @@ mod tests {
                 status: Some("completed".into()),
                 not_done: false,
                 date: Some(day),
+                until: None,
+                body_sites: vec![],
             });
         }
     }
