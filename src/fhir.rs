@@ -884,6 +884,9 @@ impl<'de> Shape<'de> for EntryShape {
             }
         }
         // A Condition of a draft-orders Bundle is referred to the same way (`urn:uuid:…`) by the order it is for.
+        if let (Ok(Resource::Condition(c)), Some(url)) = (&mut resource, &full_url) {
+            c.full_url = Some(url.clone());
+        }
         let id = match &mut resource {
             Ok(Resource::MedicationDefinition { id, .. }) => Some(id),
             Ok(Resource::Condition(c)) => Some(&mut c.id),
@@ -1090,6 +1093,7 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
             verification_status: raw.verification_status,
             body_sites: raw.body_site.into_iter().map(RawConcept::into_concept).collect(),
             notes: raw.notes.into_iter().filter(|n| !n.trim().is_empty()).collect(),
+            full_url: None,
         }),
         "MedicationStatement" | "MedicationRequest" | "MedicationOrder" => {
             let source = match resource_type.as_str() {

@@ -138,6 +138,8 @@ pub struct Condition {
     /// Read like a typed onset: it can show the problem is older ("on and off since 2020") or says chronic,
     /// never that it is recent.
     pub notes: Vec<String>,
+    /// The `fullUrl` of the Bundle entry it came in (`urn:uuid:…`), which references may use instead of its id.
+    pub full_url: Option<String>,
 }
 
 impl Condition {
@@ -475,6 +477,7 @@ mod tests {
             abatement: None,
             body_sites: vec![],
             notes: vec![],
+            full_url: None,
         };
         let today = date!(2026 - 11 - 23);
         assert!(c.is_active(today));

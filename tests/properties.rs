@@ -129,6 +129,7 @@ fn condition(spec: &ConditionSpec, id: usize) -> Condition {
         abatement: None,
         body_sites: vec![],
         notes: vec![],
+            full_url: None,
     }
 }
 

@@ -265,6 +265,7 @@ mod tests {
             abatement: None,
             body_sites: vec![],
             notes: vec![],
+            full_url: None,
         }
     }
 

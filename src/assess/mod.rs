@@ -277,6 +277,10 @@ fn resolve<'a>(reference: &str, order: &'a Order, record: &'a PatientRecord) -> 
     if let Some(local) = reference.strip_prefix('#') {
         return by_id(&order.contained_conditions, local);
     }
+    let by_url = |conditions: &'a [Condition]| conditions.iter().find(|c| c.full_url.as_deref() == Some(reference));
+    if let Some(c) = by_url(&order.contained_conditions).or_else(|| by_url(&record.conditions)) {
+        return Some(c);
+    }
     let id = reference.strip_prefix("urn:uuid:").unwrap_or(reference);
     let typed = id.contains('/') && !id.contains("Condition/");
     if typed {
@@ -717,6 +721,7 @@ mod tests {
             abatement: None,
             body_sites: vec![],
             notes: vec![],
+            full_url: None,
         }
     }
 
