@@ -801,12 +801,16 @@ impl<'de> Shape<'de> for ResourceShape {
                         .flatten(),
                 ),
                 Key::Evidence => {
-                    raw.notes
-                        .extend(value(&mut map, Many(EvidenceShape), bad)?.unwrap_or_default().into_iter().flatten());
+                    raw.notes.extend(
+                        value(&mut map, Many(EvidenceShape), bad)?
+                            .unwrap_or_default()
+                            .into_iter()
+                            .flatten(),
+                    );
                 }
-                Key::Dosage | Key::DosageInstruction => {
-                    raw.dosage.extend(value(&mut map, Many(DosageShape), bad)?.unwrap_or_default())
-                }
+                Key::Dosage | Key::DosageInstruction => raw
+                    .dosage
+                    .extend(value(&mut map, Many(DosageShape), bad)?.unwrap_or_default()),
                 Key::Form => raw.form = value(&mut map, ConceptShape, bad)?,
                 Key::Intent => raw.intent = value(&mut map, Text, bad)?,
                 Key::Taken => raw.taken = value(&mut map, Text, bad)?,

@@ -400,17 +400,17 @@ pub struct ConditionPhrases {
 /// (`thoracic`, `knee`, …) only tell that a pain is somewhere else.
 pub type RegionPhrases = BTreeMap<String, PhraseSet>;
 
-/// The bit of a region name in [`Regions`](crate::assess::Regions): low back 0, neck 1, the others in the
-/// order of their names.
+/// The bit of a region name in [`Regions`](crate::assess::Regions): low back 0, neck 1, widespread 2 (pain of
+/// many regions, which meets every region), the others in the order of their names.
 pub fn region_bit(regions: &RegionPhrases, name: &str) -> Option<u32> {
-    match name {
-        "low_back" => Some(0),
-        "neck" => Some(1),
-        _ => regions
+    const FIXED: [&str; 3] = ["low_back", "neck", "widespread"];
+    match FIXED.iter().position(|f| *f == name) {
+        Some(i) => Some(i as u32),
+        None => regions
             .keys()
-            .filter(|k| *k != "low_back" && *k != "neck")
+            .filter(|k| !FIXED.contains(&k.as_str()))
             .position(|k| k == name)
-            .map(|i| i as u32 + 2),
+            .map(|i| i as u32 + 3),
     }
 }
 
@@ -700,7 +700,10 @@ fn site_region<'s>(set: &'s str, keywords: Option<&Keywords>) -> Option<&'s str>
 fn read_codes(file: &str, text: &str, keywords: Option<&Keywords>, tables: &mut CodeTables, problems: &mut Problems) {
     tables.seen.resize(ValueSet::ALL.len(), 0);
     let CodeTables {
-        codes, chronic, sites, seen,
+        codes,
+        chronic,
+        sites,
+        seen,
     } = tables;
     // Flexible: a row may leave out the last column (`note`); one with more columns than the header is reported.
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
@@ -852,7 +855,11 @@ fn read_codes(file: &str, text: &str, keywords: Option<&Keywords>, tables: &mut 
             }
         }
         if region_bits != 0 {
-            *sites.entry(system.to_string()).or_default().entry(code.clone()).or_default() |= region_bits;
+            *sites
+                .entry(system.to_string())
+                .or_default()
+                .entry(code.clone())
+                .or_default() |= region_bits;
         }
         *codes.entry(system.to_string()).or_default().entry(code).or_default() |= bits;
     }
@@ -1101,6 +1108,7 @@ pub struct Phrases {
     pub care_short: String,
     pub not_counted_heading: String,
     pub reason_not_done: String,
+    pub reason_not_addressed: String,
     pub reason_entered_in_error: String,
     pub reason_other_site: String,
     pub reason_not_systemic: String,

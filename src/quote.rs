@@ -388,8 +388,12 @@ fn truncate(chars: &[char], max_chars: usize) -> Vec<char> {
     out
 }
 
-/// ASCII punctuation that [`markdown_inline`] leaves unescaped: no GFM construct starts with it.
-const LEFT_AS_IS: &str = ",;?%\"'/";
+/// ASCII punctuation that [`markdown_inline`] leaves unescaped: no GFM construct starts with it mid-line. The
+/// quote is *inline*: the cards put it after other text on its line, never at a line's start, where `-`, `+`,
+/// `.` (after digits), `=` and `:` could begin a list, an underline or a link definition. `(` and `)` only matter
+/// after a `]`, which is escaped; `://` goes into a code span. Leaving these alone keeps codes and names readable
+/// in the raw JSON ("M51.36", "post-laminectomy").
+const LEFT_AS_IS: &str = ",;?%\"'/.-()+=:$^{}";
 
 /// How many characters from `i` go into a code span because they would make an autolink: `@`, `www.`, `://`.
 fn autolink_trigger(chars: &[char], i: usize) -> usize {
@@ -520,40 +524,41 @@ mod tests {
 
     #[test]
     fn markdown_inline_escapes_syntax() {
-        assert_eq!(
-            markdown_inline("*a* _b_ [c](d) # e", 140),
-            r"\*a\* \_b\_ \[c\]\(d\) \# e"
-        );
+        assert_eq!(markdown_inline("*a* _b_ [c](d) # e", 140), r"\*a\* \_b\_ \[c\](d) \# e");
         assert_eq!(
             markdown_inline("1. x - y + z | w ~~s~~ `c` !", 140),
-            r"1\. x \- y \+ z \| w \~\~s\~\~ \`c\` \!"
+            r"1. x - y + z \| w \~\~s\~\~ \`c\` \!"
         );
         assert_eq!(
             markdown_inline("<script>alert(1)</script>", 140),
-            r"&lt;script&gt;alert\(1\)&lt;/script&gt;"
+            r"&lt;script&gt;alert(1)&lt;/script&gt;"
         );
         assert_eq!(markdown_inline("&amp; & \\", 140), r"&amp;amp; &amp; \\");
         assert_eq!(
             markdown_inline("a, b; c? 50% \"q\" 'q' a/b", 140),
             "a, b; c? 50% \"q\" 'q' a/b"
         );
-        assert_eq!(markdown_inline("$x^2$ {y} ===", 140), r"\$x\^2\$ \{y\} \=\=\=");
+        assert_eq!(markdown_inline("$x^2$ {y} ===", 140), "$x^2$ {y} ===");
+        assert_eq!(
+            markdown_inline("M51.36 post-laminectomy", 140),
+            "M51.36 post-laminectomy"
+        );
     }
 
     #[test]
     fn markdown_inline_defeats_autolinks() {
-        assert_eq!(markdown_inline("www.example.com", 140), r"`www.`example\.com");
-        assert_eq!(markdown_inline("WwW.example.com", 140), r"`WwW.`example\.com");
+        assert_eq!(markdown_inline("www.example.com", 140), r"`www.`example.com");
+        assert_eq!(markdown_inline("WwW.example.com", 140), r"`WwW.`example.com");
         assert_eq!(
             markdown_inline("see https://evil.example/x", 140),
-            r"see https`://`evil\.example/x"
+            r"see https`://`evil.example/x"
         );
-        assert_eq!(markdown_inline("ftp://a.b", 140), r"ftp`://`a\.b");
-        assert_eq!(markdown_inline("jane@example.org", 140), r"jane`@`example\.org");
-        assert_eq!(markdown_inline("mailto:a@b.c", 140), r"mailto\:a`@`b\.c");
+        assert_eq!(markdown_inline("ftp://a.b", 140), r"ftp`://`a.b");
+        assert_eq!(markdown_inline("jane@example.org", 140), r"jane`@`example.org");
+        assert_eq!(markdown_inline("mailto:a@b.c", 140), r"mailto:a`@`b.c");
         assert_eq!(markdown_inline("x@www.y", 140), r"x`@www.`y");
         assert_eq!(markdown_inline("`@", 140), r"\``@`");
-        assert_eq!(markdown_inline("time: 10", 140), r"time\: 10");
+        assert_eq!(markdown_inline("time: 10", 140), r"time: 10");
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! Why separate from the rules: the rules decide *which* card; this module only fills it in (the evidence
 //! lists, the notes, the suggested orders), so wording changes never touch the logic and the logic's tests
 //! never depend on wording.
+//!
+//! Every piece of caller text (a condition's name, a drug's name, a status, a code) is quoted through
+//! [`crate::quote`]: plain text in the summary (CDS Hooks defines it so), inert Markdown in the detail (no
+//! formatting, no link, not even GFM's autolinks), each piece bounded and all of one card's quotes together
+//! bounded ([`QUOTE_BUDGET`]), and long lists cut with a count. So an answer's size depends on the limits,
+//! never on how much text a record carries.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -15,6 +21,7 @@ use crate::assess::{
     HeatRequirement, Indication, IndicationKind, NotCounted, Note, Origin,
 };
 use crate::knowledge::{CardId, DataLabels, Indicator, Knowledge, Phrases, SUMMARY_VARS, UNAVAILABLE_VAR};
+use crate::quote::{self, Budget};
 use crate::record::{Coding, Concept, DataKind, DateSpan, Order};
 use crate::wire::{Action, Card, CardExtension, Source, Suggestion, WireCoding};
 
@@ -41,9 +48,29 @@ fn system_label(system: &str) -> &str {
     }
 }
 
-fn code_label(coding: &Option<Coding>) -> String {
+/// Characters of caller text one card may quote in all (names, statuses, codes).
+pub const QUOTE_BUDGET: usize = 6_000;
+/// Characters of one quoted name.
+const NAME_MAX: usize = 160;
+/// Items of one list (conditions, care found, care not counted) before the rest are counted, not listed.
+const LIST_MAX: usize = 12;
+
+/// The caller text one card quotes, bounded piece by piece and in all.
+struct Quoter(Budget);
+
+impl Quoter {
+    fn new() -> Quoter {
+        Quoter(Budget::new(QUOTE_BUDGET))
+    }
+    /// Caller text as inert Markdown, at most `max` characters (and what is left of the card's budget).
+    fn md(&mut self, text: &str, max: usize) -> String {
+        self.0.take(text, max, quote::markdown_inline)
+    }
+}
+
+fn code_label(coding: &Option<Coding>, q: &mut Quoter) -> String {
     match coding {
-        Some(c) => format!(" ({} {})", system_label(&c.system), escape(&c.code)),
+        Some(c) => format!(" ({} {})", system_label(&c.system), q.md(&c.code, 40)),
         None => String::new(),
     }
 }
@@ -59,22 +86,6 @@ fn plain_name(name: &str) -> &str {
         " (morphologic abnormality)",
     ];
     TAGS.iter().find_map(|tag| name.strip_suffix(tag)).unwrap_or(name)
-}
-
-/// Markdown-escapes text that came from the record, so a display cannot inject links or formatting.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        if matches!(ch, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '!') {
-            out.push('\\');
-        }
-        if ch == '\n' || ch == '\r' {
-            out.push(' ');
-        } else {
-            out.push(ch);
-        }
-    }
-    out
 }
 
 fn kind_label(kind: DataKind) -> &'static str {
@@ -124,7 +135,7 @@ fn date_source_label(source: DateSource) -> &'static str {
 }
 
 /// What the record shows about how long the episode has lasted, in words.
-fn duration_label(c: &Indication) -> String {
+fn duration_label(c: &Indication, q: &mut Quoter) -> String {
     if let (EpisodeLength::Chronic(by), Some(other)) = (c.length, &c.chronic_by_other) {
         let when = match by {
             ChronicBy::Date(e) => format!(", {} {}", date_source_label(e.source), evidence_date(&e)),
@@ -132,18 +143,26 @@ fn duration_label(c: &Indication) -> String {
         };
         return format!(
             "chronic (12 weeks or more): the same problem as **{}**{when}",
-            escape(plain_name(other))
+            q.md(plain_name(other), NAME_MAX)
         );
     }
     match c.length {
-        EpisodeLength::Chronic(ChronicBy::Said) => match c.dating.existed_by {
-            Some(e) => format!(
-                "chronic (the record says so; {} {})",
-                date_source_label(e.source),
-                e.date
-            ),
-            None => "chronic (the record says so)".to_string(),
-        },
+        // Which words say so: the entry's own name or code, else its typed onset or notes.
+        EpisodeLength::Chronic(ChronicBy::Said) => {
+            let by = format!(
+                "**{}**{}",
+                q.md(plain_name(&c.name), NAME_MAX),
+                code_label(&c.coding, q)
+            );
+            match c.dating.existed_by {
+                Some(e) => format!(
+                    "chronic: {by}, its typed onset or its notes say so; {} {}",
+                    date_source_label(e.source),
+                    e.date
+                ),
+                None => format!("chronic: {by}, its typed onset or its notes say so"),
+            }
+        }
         EpisodeLength::Chronic(ChronicBy::Date(e)) => {
             format!(
                 "chronic (12 weeks or more): {} {}",
@@ -188,23 +207,34 @@ fn duration_matters(kind: IndicationKind) -> bool {
     )
 }
 
-fn conditions_list(candidates: &[Indication], phrases: &Phrases) -> String {
-    if candidates.is_empty() {
+fn conditions_list(assessment: &Assessment, phrases: &Phrases, q: &mut Quoter) -> String {
+    let candidates = &assessment.candidates;
+    let unrecognised = &assessment.unrecognised_reasons;
+    if candidates.is_empty() && unrecognised.is_empty() {
         return format!("- {}\n", phrases.no_conditions);
     }
     let mut out = String::new();
-    for c in candidates {
+    for c in candidates.iter().take(LIST_MAX) {
         let duration = if duration_matters(c.kind) {
-            format!(": {}", duration_label(c))
+            format!(": {}", duration_label(c, q))
         } else {
             String::new()
         };
+        let name = q.md(plain_name(&c.name), NAME_MAX);
+        let code = code_label(&c.coding, q);
+        let _ = writeln!(out, "- **{name}**{code}{duration}; from the {}", origin_label(c.origin));
+    }
+    if candidates.len() > LIST_MAX {
+        let _ = writeln!(out, "- … and {} more", candidates.len() - LIST_MAX);
+    }
+    // The order's own reasons are always listed, with why they do not count when they do not.
+    for (name, coding) in unrecognised.iter().take(LIST_MAX) {
+        let name = q.md(plain_name(name), NAME_MAX);
+        let code = code_label(coding, q);
         let _ = writeln!(
             out,
-            "- **{}**{}{duration}; from the {}",
-            escape(plain_name(&c.name)),
-            code_label(&c.coding),
-            origin_label(c.origin),
+            "- **{name}**{code}; from the reason on the order: {}",
+            phrases.reason_not_addressed
         );
     }
     out
@@ -235,21 +265,21 @@ fn date_label(date: Option<DateSpan>) -> String {
 }
 
 /// One line per distinct product or procedure: real records repeat the same prescription many times.
-fn evidence_lines(label: &str, evidence: &[&Evidence], phrases: &Phrases, out: &mut String) {
-    let mut groups: BTreeMap<(String, String, Option<NotCounted>), Vec<&Evidence>> = BTreeMap::new();
+fn evidence_lines(label: &str, evidence: &[&Evidence], phrases: &Phrases, out: &mut String, q: &mut Quoter) {
+    let mut groups: BTreeMap<(String, Option<(String, String)>, Option<NotCounted>), Vec<&Evidence>> = BTreeMap::new();
     for e in evidence {
-        groups
-            .entry((e.name.clone(), code_label(&e.coding), e.not_counted))
-            .or_default()
-            .push(e);
+        let code = e.coding.as_ref().map(|c| (c.system.clone(), c.code.clone()));
+        groups.entry((e.name.clone(), code, e.not_counted)).or_default().push(e);
     }
-    for ((name, code, not_counted), items) in groups {
+    let distinct = groups.len();
+    for ((name, _, not_counted), items) in groups.into_iter().take(LIST_MAX) {
+        let code = code_label(&items[0].coding, q);
         // The status and date shown are those of the most recent record, so they describe the same fact.
         let latest = items.iter().copied().max_by_key(|e| e.date).unwrap_or(items[0]);
         let status = latest
             .status
             .as_deref()
-            .map(|s| format!(", {}", escape(s)))
+            .map(|s| format!(", {}", q.md(s, 30)))
             .unwrap_or_default();
         let count = if items.len() > 1 {
             format!(", {} records, latest", items.len())
@@ -262,15 +292,18 @@ fn evidence_lines(label: &str, evidence: &[&Evidence], phrases: &Phrases, out: &
         let _ = writeln!(
             out,
             "- {label}: {}{code}, {}{status}{count} {}{why}",
-            escape(plain_name(&name)),
+            q.md(plain_name(&name), NAME_MAX),
             source_label(latest.source),
             date_label(latest.date),
         );
     }
+    if distinct > LIST_MAX {
+        let _ = writeln!(out, "- {label}: … and {} more", distinct - LIST_MAX);
+    }
 }
 
 /// The care lists: found (counted), found but not counted, and missing (only what is required).
-fn care_lists(assessment: &Assessment, phrases: &Phrases) -> (String, String, String) {
+fn care_lists(assessment: &Assessment, phrases: &Phrases, q: &mut Quoter) -> (String, String, String) {
     let Some(care) = &assessment.care else {
         return (String::new(), String::new(), String::new());
     };
@@ -289,8 +322,8 @@ fn care_lists(assessment: &Assessment, phrases: &Phrases) -> (String, String, St
     for (label, missing_label, element, required) in elements {
         let counted: Vec<&Evidence> = element.evidence.iter().filter(|e| e.not_counted.is_none()).collect();
         let other: Vec<&Evidence> = element.evidence.iter().filter(|e| e.not_counted.is_some()).collect();
-        evidence_lines(label, &counted, phrases, &mut found);
-        evidence_lines(label, &other, phrases, &mut not_counted);
+        evidence_lines(label, &counted, phrases, &mut found, q);
+        evidence_lines(label, &other, phrases, &mut not_counted, q);
         match &element.status {
             CareStatus::NotFound if required => {
                 let _ = writeln!(missing, "- {missing_label}");
@@ -341,7 +374,8 @@ fn missing_summary(assessment: &Assessment, phrases: &Phrases) -> String {
 
 fn notes_text(notes: &[Note], phrases: &Phrases) -> String {
     let mut out = String::new();
-    for note in notes {
+    // An unresolved reason is said first, at the top of the card (`render`).
+    for note in notes.iter().filter(|n| !matches!(n, Note::ReasonUnresolved(_))) {
         let line = match note {
             Note::HistoryUnavailable(kinds) => phrases.history_unavailable.replace("{kinds}", &kinds_label(kinds)),
             Note::ConditionsUnavailable => phrases.conditions_unavailable.clone(),
@@ -563,6 +597,7 @@ pub fn render_data_unavailable(kinds: &[DataKind], order: &Order, facts: &Reques
         card: CardId::DataUnavailable,
         decisive: None,
         candidates: Vec::new(),
+        unrecognised_reasons: Vec::new(),
         care: None,
         low_back_first_line: false,
         notes: Vec::new(),
@@ -610,8 +645,10 @@ fn render(
     let labels = template.unavailable.as_ref();
     // Within the summary's budget by construction: the loader measured it with every kind named.
     let unavailable_names = labels.map(|l| l.names(unavailable)).unwrap_or_default();
+    let mut q = Quoter::new();
+    // The summary is plain text (CDS Hooks): the name without markup, controls or line breaks.
     let indication = match &assessment.decisive {
-        Some(d) => plain_name(&d.name).to_string(),
+        Some(d) => quote::plain(plain_name(&d.name), 80),
         None => phrases.unknown_indication.clone(),
     };
     let missing = truncate(&missing_summary(assessment, phrases), summary_max("missing"));
@@ -634,7 +671,7 @@ fn render(
         render_summary(&truncate_words(&mid_sentence(&indication), room))
     };
     let summary = truncate(&summary, 139);
-    let (care_found, care_not_counted, care_missing) = care_lists(assessment, phrases);
+    let (care_found, care_not_counted, care_missing) = care_lists(assessment, phrases, &mut q);
     let first_line = if assessment.low_back_first_line {
         format!("{} {}", phrases.first_line, phrases.first_line_low_back)
     } else {
@@ -643,11 +680,13 @@ fn render(
     let duration = assessment
         .decisive
         .as_ref()
-        .map(duration_label)
+        .map(|d| duration_label(d, &mut q))
         .unwrap_or_else(|| phrases.no_conditions.clone());
+    let indication_md = q.md(&indication, 80);
+    let conditions = conditions_list(assessment, phrases, &mut q);
     let detail = template.detail.render(|var| match var {
-        "indication" => escape(&indication),
-        "conditions" => conditions_list(&assessment.candidates, phrases),
+        "indication" => indication_md.clone(),
+        "conditions" => conditions.clone(),
         "care_found" => care_found.clone(),
         "care_not_counted" => care_not_counted.clone(),
         "care_missing" => care_missing.clone(),
@@ -658,7 +697,19 @@ fn render(
         UNAVAILABLE_VAR => unavailable_list(unavailable, labels),
         _ => String::new(),
     });
-    let detail = format!("{}\n\n{}", detail.trim(), phrases.source_footer);
+    // When the order's reason could not be resolved, the card says so before anything else.
+    let unresolved = assessment.notes.iter().find_map(|n| match n {
+        Note::ReasonUnresolved(references) => Some(
+            phrases
+                .reason_unresolved
+                .replace("{count}", &references.len().to_string()),
+        ),
+        _ => None,
+    });
+    let detail = match unresolved {
+        Some(first) => format!("> {first}\n\n{}\n\n{}", detail.trim(), phrases.source_footer),
+        None => format!("{}\n\n{}", detail.trim(), phrases.source_footer),
+    };
     let suggestions = suggestions(assessment, order, facts, knowledge);
     let warning = template.indicator != Indicator::Info;
     let mut override_reasons: Vec<WireCoding> = if warning {
@@ -709,11 +760,6 @@ fn collapse_blank_lines(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_markdown_from_the_record() {
-        assert_eq!(escape("a [link](x) *b*\nc"), "a \\[link\\](x) \\*b\\* c");
-    }
 
     #[test]
     fn truncates_on_characters() {

@@ -108,7 +108,7 @@ fn shown(path: PathBuf) -> String {
 fn the_shipped_cards_are_clean_and_the_summary_says_what_was_checked() {
     let (code, stdout, stderr) = run(&["check-content", "cards"], &repo(""));
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.starts_with("cards: the content is valid: 13 cards"), "{stdout}");
+    assert!(stdout.starts_with("cards: the content is valid: 14 cards"), "{stdout}");
     assert!(stdout.contains("value sets"), "{stdout}");
     // Without DIR, from the project's folder: its `cards/`.
     let (code, default, _) = run(&["check-content"], &repo(""));
@@ -400,7 +400,7 @@ fn evaluate_prints_the_cards_as_a_clinician_reads_them() {
     );
 }
 
-/// README "Add a code", step by step: M19.011 is in no value set, so the order gets the unrecognised-indication
+/// README "Add a code", step by step: SNOMED CT 318721000119100 is in no value set, so the order gets the unrecognised-indication
 /// card; added to `exclude.osteoarthritis` in a copy, previewed with `--cards`, the answer changes.
 #[test]
 fn adding_a_code_changes_the_answer_without_a_rebuild() {
@@ -418,12 +418,13 @@ fn adding_a_code_changes_the_answer_without_a_rebuild() {
     assert!(summary(None).starts_with("[WARNING] Dry needling for an unrecognised indication: not first line"));
     let copy = Copy::new("add-code");
     copy.append_row(
-        "exclude.osteoarthritis,http://hl7.org/fhir/sid/icd-10-cm,M19.011,\"Primary osteoarthritis, right \
-         shoulder\",\"local: CMS ICD-10-CM tabular list; added by the CDS team\",",
+        "exclude.osteoarthritis,http://snomed.info/sct,318721000119100,Osteoarthritis of joint of right shoulder \
+         region (disorder),\"local: VSAC 2.16.840.1.113762.1.4.1222.648; added by the CDS team\",",
     );
     assert_eq!(check(&copy).0, 0);
     assert_eq!(
         summary(copy.cards.to_str()),
-        "[WARNING] Dry needling is not recommended for osteoarthritis (primary osteoarthritis, right shoulder)"
+        "[WARNING] Dry needling is not recommended for osteoarthritis (osteoarthritis of joint of right shoulder \
+         region)"
     );
 }

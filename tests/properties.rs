@@ -129,7 +129,7 @@ fn condition(spec: &ConditionSpec, id: usize) -> Condition {
         abatement: None,
         body_sites: vec![],
         notes: vec![],
-            full_url: None,
+        full_url: None,
     }
 }
 

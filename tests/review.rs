@@ -33,7 +33,12 @@ async fn the_review_set_gets_the_guideline_answers() {
         for row in reader.records() {
             let row = row.expect("a CSV row");
             let checks = row.get(4).unwrap_or("").to_string();
-            rows.push((format!("{set}/{}", &row[0]), row[1].to_string(), row[3].to_string(), checks));
+            rows.push((
+                format!("{set}/{}", &row[0]),
+                row[1].to_string(),
+                row[3].to_string(),
+                checks,
+            ));
         }
     }
     for (file, expected, why, checks) in &rows {

@@ -220,8 +220,24 @@ pub fn is_analgesic(code: &Concept, terms: &Terminology) -> bool {
 /// rather than in `codes.csv` because they are not clinical value sets: they only stop a drop in the eye from
 /// counting as an analgesic trial.
 const NOT_SYSTEMIC_ROUTE_CODES: &[&str] = &[
-    "OPTHALTA", "OPHTHALMIC", "OT", "OTIC", "NASAL", "NASINHL", "NASINHLC", "IRRIG", "RESPINHL", "IORINSE",
-    "MTHRINSE", "VAGINSI", "54485002", "10547007", "46713006", "447694001", "18679011000001101", "127492001",
+    "OPTHALTA",
+    "OPHTHALMIC",
+    "OT",
+    "OTIC",
+    "NASAL",
+    "NASINHL",
+    "NASINHLC",
+    "IRRIG",
+    "RESPINHL",
+    "IORINSE",
+    "MTHRINSE",
+    "VAGINSI",
+    "54485002",
+    "10547007",
+    "46713006",
+    "447694001",
+    "18679011000001101",
+    "127492001",
 ];
 
 /// True when a medication is given by a route or in a form that does not treat musculoskeletal pain.
@@ -239,9 +255,9 @@ fn not_systemic(m: &Medication, terms: &Terminology) -> bool {
 
 /// The regions a piece of care states it was given at: its sites and any region its own name gives.
 fn care_site(code: &Concept, sites: &[Concept], terms: &Terminology) -> Regions {
-    sites
-        .iter()
-        .fold(concept::regions(code, terms), |r, site| r.union(concept::regions(site, terms)))
+    sites.iter().fold(concept::regions(code, terms), |r, site| {
+        r.union(concept::regions(site, terms))
+    })
 }
 
 /// Whether care given at `site` counts for pain of `pain` regions: care with no site counts everywhere; sited
@@ -283,7 +299,11 @@ fn medication_done(m: &Medication) -> bool {
 /// A procedure that happened: completed, under way, or begun and then stopped or paused (`stopped` and
 /// `on-hold` are care that was given, even if not to the end).
 fn procedure_done(p: &Procedure) -> bool {
-    !p.not_done && matches!(p.status.as_deref(), Some("completed" | "in-progress" | "stopped" | "on-hold"))
+    !p.not_done
+        && matches!(
+            p.status.as_deref(),
+            Some("completed" | "in-progress" | "stopped" | "on-hold")
+        )
 }
 
 fn entered_in_error(status: Option<&str>) -> bool {
@@ -386,7 +406,13 @@ fn is_heat_product(m: &Medication, terms: &Terminology) -> bool {
         .matches_any(lower_texts(&m.code, |_| false).iter().map(String::as_str))
 }
 
-fn medication_evidence(m: &Medication, pain: Regions, today: Date, window_start: Date, terms: &Terminology) -> Evidence {
+fn medication_evidence(
+    m: &Medication,
+    pain: Regions,
+    today: Date,
+    window_start: Date,
+    terms: &Terminology,
+) -> Evidence {
     // A statement dated only by when it was reported places the use in time only while it is current.
     let date = m
         .date

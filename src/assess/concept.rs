@@ -144,8 +144,18 @@ impl Regions {
     pub fn union(self, other: Regions) -> Regions {
         Regions(self.0 | other.0)
     }
-    pub fn overlaps(self, other: Regions) -> bool {
+    /// Pain of many regions at once (fibromyalgia, "multiple sites"): it meets every region.
+    pub fn widespread(self) -> bool {
+        self.0 & 4 != 0
+    }
+    /// True when both name the same region, widespread pain not counted as every region (a fibromyalgia
+    /// diagnosis does not date a pain of the low back).
+    pub fn shares(self, other: Regions) -> bool {
         self.0 & other.0 != 0
+    }
+    /// True when both name a region in common; widespread pain meets every region.
+    pub fn overlaps(self, other: Regions) -> bool {
+        self.0 & other.0 != 0 || (!self.is_empty() && !other.is_empty() && (self.widespread() || other.widespread()))
     }
     /// The regions as bits ([`crate::knowledge::region_bit`]).
     pub fn bits(self) -> u32 {
@@ -284,7 +294,8 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
     let coded_kinds = codings
         .iter()
         .fold(Kinds::default(), |k, c| k.union(coding_kinds(c, terms)));
-    let history = codings.iter().any(|c| terms.contains(ValueSet::History, c)) || texts.iter().any(|t| says_history(t, terms));
+    let history =
+        codings.iter().any(|c| terms.contains(ValueSet::History, c)) || texts.iter().any(|t| says_history(t, terms));
     if history && coded_kinds.is_empty() {
         return Meaning::default();
     }

@@ -166,6 +166,9 @@ pub struct Assessment {
     pub decisive: Option<Indication>,
     /// Every candidate considered, most restrictive first.
     pub candidates: Vec<Indication>,
+    /// The order's own reasons that name no condition the guideline addresses (name, code), so the card can
+    /// still list them.
+    pub unrecognised_reasons: Vec<(String, Option<Coding>)>,
     /// The conservative-care check, when the verdict depends on it.
     pub care: Option<CareCheck>,
     /// Acute low back pain: name the further first-line options (massage, acupuncture, spinal manipulation).
@@ -338,7 +341,7 @@ fn same_episode(a: &Fact, b: &Fact) -> bool {
     if ra.is_empty() || rb.is_empty() {
         a.meaning.kinds.intersects(b.meaning.kinds)
     } else {
-        ra.overlaps(rb)
+        ra.shares(rb)
     }
 }
 
@@ -427,7 +430,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         {
             return Outcome::NeedsData(vec![DataKind::Conditions]);
         }
-        notes.push(Note::ReasonUnresolved(unresolved));
+        notes.push(Note::ReasonUnresolved(unresolved.clone()));
     }
     for fact in &mut facts {
         if fact.meaning.regions.is_empty() {
@@ -491,9 +494,15 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
             facts.push(fact);
         }
     }
-    if !has_target && facts.iter().any(|f| !f.meaning.kinds.is_empty()) {
+    // An order whose reason could not be resolved names one: the card says that instead (first).
+    if !has_target && unresolved.is_empty() && facts.iter().any(|f| !f.meaning.kinds.is_empty()) {
         notes.push(Note::FromProblemList);
     }
+    let unrecognised_reasons: Vec<(String, Option<Coding>)> = facts
+        .iter()
+        .filter(|f| f.origin == Origin::OrderReason && f.meaning.kinds.is_empty())
+        .map(|f| (f.name.clone(), f.coding.clone()))
+        .collect();
 
     // 3. Episodes, and each candidate's indication.
     let mut candidates: Vec<(Indication, Regions)> = Vec::new();
@@ -596,6 +605,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
             card,
             decisive,
             candidates,
+            unrecognised_reasons,
             care: None,
             low_back_first_line: false,
             notes,
@@ -624,7 +634,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
             })
             .unwrap_or(EpisodeLength::Unknown)
     };
-    let heat = if all_regions.low_back() {
+    let heat = if all_regions.low_back() || all_regions.widespread() {
         HeatRequirement::LowBack
     } else if !all_regions.is_empty() {
         HeatRequirement::NotRequired
@@ -667,6 +677,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         card,
         decisive,
         candidates,
+        unrecognised_reasons,
         care: Some(care),
         low_back_first_line,
         notes,
