@@ -1042,6 +1042,12 @@ pub enum Resource {
     Patient {
         birth_date: Option<DateSpan>,
     },
+    /// An AllergyIntolerance: its substance (`code`), and whether it stands (`clinicalStatus`,
+    /// `verificationStatus`).
+    Allergy {
+        code: Concept,
+        current: bool,
+    },
     /// An OperationOutcome: `failed` when it carries an error or fatal issue (a query failed), not when it is
     /// only informational (servers add those to successful searches).
     Outcome {
@@ -1060,7 +1066,7 @@ pub enum Unreadable {
 
 /// The resource types whose fields the rules read: only in these is a field of the wrong shape an error. Any
 /// other type may use the same field names with other shapes.
-const READ: [&str; 11] = [
+const READ: [&str; 12] = [
     "Condition",
     "MedicationStatement",
     "MedicationRequest",
@@ -1072,6 +1078,7 @@ const READ: [&str; 11] = [
     "Patient",
     "OperationOutcome",
     "Bundle",
+    "AllergyIntolerance",
 ];
 
 fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
@@ -1181,6 +1188,20 @@ fn from_raw(mut raw: RawResource, bad: bool) -> Result<Resource, Unreadable> {
         }
         "Patient" => Resource::Patient {
             birth_date: first_span(&[raw.birth_date.as_deref()]),
+        },
+        // Only an allergy that stands: not refuted, entered in error, inactive or resolved.
+        "AllergyIntolerance" => Resource::Allergy {
+            code: raw.code.map(RawConcept::into_concept).unwrap_or_default(),
+            current: !matches!(
+                raw.verification_status
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    .as_deref(),
+                Some("refuted" | "entered-in-error")
+            ) && !matches!(
+                raw.clinical_status.as_deref().map(str::to_ascii_lowercase).as_deref(),
+                Some("inactive" | "resolved")
+            ),
         },
         "OperationOutcome" => Resource::Outcome {
             failed: raw

@@ -424,6 +424,8 @@ pub struct MedicationPhrases {
     pub not_systemic: PhraseSet,
     /// Heat products kept on the medication list (an over-the-counter heat wrap): heat therapy, not a drug.
     pub heat_product: PhraseSet,
+    /// NSAIDs and aspirin by name or class, for an allergy or intolerance to them.
+    pub nsaid: PhraseSet,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -468,6 +470,7 @@ impl Keywords {
             &mut self.medication.not_an_analgesic_trial,
             &mut self.medication.not_systemic,
             &mut self.medication.heat_product,
+            &mut self.medication.nsaid,
             &mut self.procedure.heat_therapy,
             &mut self.procedure.self_care,
         ]);
@@ -1116,6 +1119,7 @@ pub struct Phrases {
     pub reason_earlier: String,
     pub reason_undated: String,
     pub first_line: String,
+    pub first_line_nsaid_allergy: String,
     pub first_line_low_back: String,
     pub nothing_found: String,
     pub nothing_missing: String,

@@ -301,6 +301,9 @@ pub struct PatientRecord {
     pub medication_definitions: Vec<(String, Concept, Option<Concept>)>,
     /// The patient's birth date (from the `patient` prefetch key), for `onsetAge` and `onsetRange`.
     pub birth_date: Option<DateSpan>,
+    /// The substances of the patient's current allergies and intolerances (the `allergyIntolerances` prefetch
+    /// key). They change no verdict; an NSAID allergy changes which first-line analgesic the card names.
+    pub allergies: Vec<Concept>,
 }
 
 impl Default for PatientRecord {
@@ -313,6 +316,7 @@ impl Default for PatientRecord {
             skipped: 0,
             medication_definitions: Vec::new(),
             birth_date: None,
+            allergies: Vec::new(),
         }
     }
 }

@@ -600,6 +600,7 @@ pub fn render_data_unavailable(kinds: &[DataKind], order: &Order, facts: &Reques
         unrecognised_reasons: Vec::new(),
         care: None,
         low_back_first_line: false,
+        nsaid_allergy: false,
         notes: Vec::new(),
         recent_procedures: Vec::new(),
     };
@@ -672,10 +673,15 @@ fn render(
     };
     let summary = truncate(&summary, 139);
     let (care_found, care_not_counted, care_missing) = care_lists(assessment, phrases, &mut q);
-    let first_line = if assessment.low_back_first_line {
-        format!("{} {}", phrases.first_line, phrases.first_line_low_back)
+    let first = if assessment.nsaid_allergy {
+        &phrases.first_line_nsaid_allergy
     } else {
-        phrases.first_line.clone()
+        &phrases.first_line
+    };
+    let first_line = if assessment.low_back_first_line {
+        format!("{first} {}", phrases.first_line_low_back)
+    } else {
+        first.clone()
     };
     let duration = assessment
         .decisive

@@ -113,6 +113,10 @@ pub fn prefetch_key(kind: DataKind) -> &'static str {
 /// record without it is still complete, so it never causes a 412 and is not fetched when missing.
 pub const PATIENT_KEY: &str = "patient";
 
+/// The prefetch key for the patient's AllergyIntolerances. Like the Patient, not a [`DataKind`]: allergies change
+/// no verdict (only which analgesic the card names first), so their absence never causes a 412.
+pub const ALLERGY_KEY: &str = "allergyIntolerances";
+
 /// Caps on what one request may ask for, so that the work and the answer stay bounded whatever the body holds
 /// (the body itself is capped at the edge). Generous: the largest real record in `fixtures/real` has a few
 /// hundred entries per key and one draft order.
@@ -251,6 +255,16 @@ pub fn record_from_prefetch(
         };
         record.set_availability(kind, availability);
     }
+    if let Some(at) = prefetch.iter().position(|(key, _)| key == ALLERGY_KEY) {
+        match prefetch.swap_remove(at).1.read() {
+            None => {}
+            Some(Err(_)) => record.skipped += 1,
+            Some(Ok(contents)) => {
+                within(ALLERGY_KEY, &contents)?;
+                add_contents(&mut record, contents);
+            }
+        }
+    }
     if let Some(at) = prefetch.iter().position(|(key, _)| key == PATIENT_KEY) {
         match prefetch.swap_remove(at).1.read() {
             None => {}
@@ -286,10 +300,12 @@ pub fn add_contents(record: &mut PatientRecord, contents: Contents) -> Availabil
             } => {
                 record.birth_date.get_or_insert(birth_date);
             }
+            Resource::Allergy { code, current: true } => record.allergies.push(code),
             Resource::Outcome { failed: true } => failed = true,
             Resource::Outcome { failed: false }
             | Resource::MedicationDefinition { id: None, .. }
             | Resource::Patient { birth_date: None }
+            | Resource::Allergy { current: false, .. }
             | Resource::Order(_)
             | Resource::Other => {}
         }

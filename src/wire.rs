@@ -420,7 +420,7 @@ pub struct Discovery {
 /// which is optional. The medication searches `_include` the Medications their entries reference, so that a drug
 /// named only by `medicationReference` comes in the same Bundle. Only `{{context.patientId}}` is used, which
 /// every order hook provides.
-pub const PREFETCH: [(&str, &str); 5] = [
+pub const PREFETCH: [(&str, &str); 6] = [
     ("conditions", "Condition?patient={{context.patientId}}"),
     (
         "medicationStatements",
@@ -432,6 +432,10 @@ pub const PREFETCH: [(&str, &str); 5] = [
     ),
     ("procedures", "Procedure?patient={{context.patientId}}"),
     ("patient", "Patient/{{context.patientId}}"),
+    (
+        "allergyIntolerances",
+        "AllergyIntolerance?patient={{context.patientId}}",
+    ),
 ];
 
 /// What one feedback entry said, for the log (no patient data: ids and codes only).

@@ -173,6 +173,8 @@ pub struct Assessment {
     pub care: Option<CareCheck>,
     /// Acute low back pain: name the further first-line options (massage, acupuncture, spinal manipulation).
     pub low_back_first_line: bool,
+    /// An NSAID allergy or intolerance is on file: the card names acetaminophen as the analgesic to try.
+    pub nsaid_allergy: bool,
     pub notes: Vec<Note>,
     /// Codes of procedures done in the last six weeks, so that a card does not suggest them again.
     pub recent_procedures: Vec<Coding>,
@@ -608,6 +610,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
             unrecognised_reasons,
             care: None,
             low_back_first_line: false,
+            nsaid_allergy: nsaid_allergy(record, terms),
             notes,
             recent_procedures: recent_procedures(record, today),
         }));
@@ -680,9 +683,21 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         unrecognised_reasons,
         care: Some(care),
         low_back_first_line,
+        nsaid_allergy: nsaid_allergy(record, terms),
         notes,
         recent_procedures: recent_procedures(record, today),
     }))
+}
+
+/// True when a current allergy or intolerance names an NSAID (by class or drug), in its text or displays.
+fn nsaid_allergy(record: &PatientRecord, terms: &Terminology) -> bool {
+    let nsaid = &terms.keywords.medication.nsaid;
+    record.allergies.iter().any(|a| {
+        a.text
+            .iter()
+            .chain(a.codings.iter().filter_map(|c| c.display.as_ref()))
+            .any(|t| nsaid.matches(&t.to_lowercase()))
+    })
 }
 
 fn recent_procedures(record: &PatientRecord, today: Date) -> Vec<Coding> {
