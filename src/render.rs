@@ -20,7 +20,7 @@ use crate::assess::{
     Assessment, CareStatus, ChronicBy, DateEvidence, DateSource, Element, EpisodeLength, Evidence, EvidenceSource,
     HeatRequirement, Indication, IndicationKind, NotCounted, Note, Origin,
 };
-use crate::knowledge::{CardId, DataLabels, Indicator, Knowledge, Phrases, SUMMARY_VARS, UNAVAILABLE_VAR};
+use crate::knowledge::{CardId, DataLabels, Indicator, Knowledge, PhraseSet, Phrases, SUMMARY_VARS, UNAVAILABLE_VAR};
 use crate::quote::{self, Budget};
 use crate::record::{Coding, Concept, DataKind, DateSpan, Order};
 use crate::wire::{Action, Card, CardExtension, Source, Suggestion, WireCoding};
@@ -135,7 +135,7 @@ fn date_source_label(source: DateSource) -> &'static str {
 }
 
 /// What the record shows about how long the episode has lasted, in words.
-fn duration_label(c: &Indication, q: &mut Quoter) -> String {
+fn duration_label(c: &Indication, q: &mut Quoter, chronic: &PhraseSet) -> String {
     if let (EpisodeLength::Chronic(by), Some(other)) = (c.length, &c.chronic_by_other) {
         let when = match by {
             ChronicBy::Date(e) => format!(", {} {}", date_source_label(e.source), evidence_date(&e)),
@@ -147,20 +147,16 @@ fn duration_label(c: &Indication, q: &mut Quoter) -> String {
         );
     }
     match c.length {
-        // Which words say so: the entry's own name or code, else its typed onset or notes.
+        // Which words say so: the entry's own name, else its code, typed onset or a note on it.
         EpisodeLength::Chronic(ChronicBy::Said) => {
-            let by = format!(
-                "**{}**{}",
-                q.md(plain_name(&c.name), NAME_MAX),
-                code_label(&c.coding, q)
-            );
+            let by = if chronic.matches(&c.name.to_lowercase()) {
+                "its name says so"
+            } else {
+                "its code, typed onset or a note on it says so"
+            };
             match c.dating.existed_by {
-                Some(e) => format!(
-                    "chronic: {by}, its typed onset or its notes say so; {} {}",
-                    date_source_label(e.source),
-                    e.date
-                ),
-                None => format!("chronic: {by}, its typed onset or its notes say so"),
+                Some(e) => format!("chronic ({by}; {} {})", date_source_label(e.source), e.date),
+                None => format!("chronic ({by})"),
             }
         }
         EpisodeLength::Chronic(ChronicBy::Date(e)) => {
@@ -207,7 +203,7 @@ fn duration_matters(kind: IndicationKind) -> bool {
     )
 }
 
-fn conditions_list(assessment: &Assessment, phrases: &Phrases, q: &mut Quoter) -> String {
+fn conditions_list(assessment: &Assessment, phrases: &Phrases, q: &mut Quoter, chronic: &PhraseSet) -> String {
     let candidates = &assessment.candidates;
     let unrecognised = &assessment.unrecognised_reasons;
     if candidates.is_empty() && unrecognised.is_empty() {
@@ -216,7 +212,7 @@ fn conditions_list(assessment: &Assessment, phrases: &Phrases, q: &mut Quoter) -
     let mut out = String::new();
     for c in candidates.iter().take(LIST_MAX) {
         let duration = if duration_matters(c.kind) {
-            format!(": {}", duration_label(c, q))
+            format!(": {}", duration_label(c, q, chronic))
         } else {
             String::new()
         };
@@ -686,10 +682,10 @@ fn render(
     let duration = assessment
         .decisive
         .as_ref()
-        .map(|d| duration_label(d, &mut q))
+        .map(|d| duration_label(d, &mut q, &knowledge.terminology.keywords.chronic))
         .unwrap_or_else(|| phrases.no_conditions.clone());
     let indication_md = q.md(&indication, 80);
-    let conditions = conditions_list(assessment, phrases, &mut q);
+    let conditions = conditions_list(assessment, phrases, &mut q, &knowledge.terminology.keywords.chronic);
     let detail = template.detail.render(|var| match var {
         "indication" => indication_md.clone(),
         "conditions" => conditions.clone(),

@@ -204,8 +204,14 @@ pub fn regions(concept: &Concept, terms: &Terminology) -> Regions {
             bits |= 1 << bit;
         }
     }
-    Regions(bits)
+    // Widespread pain (fibromyalgia, "multiple sites") places nothing: it may be pain of any region, so the rules
+    // treat it as unplaced (it bears on every order, and heat stays owed). Dropping the bit here keeps a code
+    // that the ICD-10-CM table places "widespread" and one that nothing places (SNOMED CT fibromyalgia) the same.
+    Regions(bits & !WIDESPREAD)
 }
+
+/// The bit of the `widespread` region ([`crate::knowledge::region_bit`]).
+const WIDESPREAD: u32 = 4;
 
 /// The kinds named by phrases in any of the texts (lower-case).
 fn phrase_kinds<'t>(texts: impl IntoIterator<Item = &'t str> + Clone, terms: &Terminology) -> Kinds {
@@ -280,8 +286,8 @@ fn coding_kinds(coding: &crate::record::Coding, terms: &Terminology) -> Kinds {
 ///
 /// Each coding is read on its own and the meanings are joined, so the result does not depend on the order of
 /// the codings and adding a coding never removes another's meaning. Family and personal history (ICD-10-CM
-/// Z80–Z87, a text that begins "family history of", "history of"…) names no current condition of the patient,
-/// unless a coding of the concept outside the history codes says otherwise.
+/// Z80–Z87, a display or text that begins "family history of", "history of"…) names no current condition of
+/// the patient: such a coding or text adds nothing, and takes nothing from the others.
 pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
     let codings = &concept.codings;
     let texts = texts(concept);
@@ -294,14 +300,24 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
     let coded_kinds = codings
         .iter()
         .fold(Kinds::default(), |k, c| k.union(coding_kinds(c, terms)));
-    let history =
-        codings.iter().any(|c| terms.contains(ValueSet::History, c)) || texts.iter().any(|t| says_history(t, terms));
-    if history && coded_kinds.is_empty() {
-        return Meaning::default();
-    }
     let coded = codings.iter().any(|c| is_standard_system(&c.system));
     if coded {
-        meaning.kinds = coded_kinds;
+        // A local coding (an EHR's own diagnosis list) says what it means by its display: read alongside the
+        // standard codings, so that adding a SNOMED CT or ICD-10-CM coding never removes its meaning.
+        let local_displays: Vec<String> = codings
+            .iter()
+            .filter(|c| !is_standard_system(&c.system))
+            .filter_map(|c| c.display.as_ref())
+            .map(|d| d.to_lowercase())
+            .collect();
+        let local_kinds = phrase_kinds(
+            local_displays
+                .iter()
+                .map(String::as_str)
+                .filter(|d| !says_history(d, terms)),
+            terms,
+        );
+        meaning.kinds = coded_kinds.union(local_kinds);
         let excluded = codings.iter().any(|c| terms.contains(ValueSet::NotBackPain, c));
         // A standard code outside the value sets says nothing, but the clinician's own `text` may (ICD R52 typed
         // as "Chronic low back pain"). It is read only when it names a kind that can forbid dry needling or says
@@ -309,6 +325,7 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
         if meaning.kinds.is_empty()
             && !excluded
             && let Some(text) = concept.text.as_deref()
+            && !says_history(&text.to_lowercase(), terms)
         {
             let typed = phrase_kinds([text.to_lowercase().as_str()], terms);
             let restrictive = [
@@ -325,7 +342,7 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
             }
         }
     } else {
-        meaning.kinds = phrase_kinds(text(), terms);
+        meaning.kinds = phrase_kinds(text().filter(|t| !says_history(t, terms)), terms);
     }
     let kinds = &mut meaning.kinds;
     // Spinal osteoarthritis of the low back is degenerative lumbar disease too (terminology/NOTES.md).
