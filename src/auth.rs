@@ -371,6 +371,11 @@ impl Verifier {
             Some(_) => return reject(rejection, AuthError::Malformed),
         };
         rejection.issuer = unverified_issuer.map(truncate);
+        // RFC 7519 4.1.5: `nbf`, when present, is a NumericDate; `"nbf": null` is not one, and must not read as
+        // "no nbf" (the struct below would take it so).
+        if unverified.get("nbf").is_some_and(|nbf| !nbf.is_number()) {
+            return reject(rejection, AuthError::Malformed);
+        }
         if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("JWT")) {
             return reject(rejection, AuthError::NotJwt);
         }

@@ -262,7 +262,9 @@ fn date_label(date: Option<DateSpan>) -> String {
 
 /// One line per distinct product or procedure: real records repeat the same prescription many times.
 fn evidence_lines(label: &str, evidence: &[&Evidence], phrases: &Phrases, out: &mut String, q: &mut Quoter) {
-    let mut groups: BTreeMap<(String, Option<(String, String)>, Option<NotCounted>), Vec<&Evidence>> = BTreeMap::new();
+    // (name, (system, code), why not counted) → the records of it.
+    type Key = (String, Option<(String, String)>, Option<NotCounted>);
+    let mut groups: BTreeMap<Key, Vec<&Evidence>> = BTreeMap::new();
     for e in evidence {
         let code = e.coding.as_ref().map(|c| (c.system.clone(), c.code.clone()));
         groups.entry((e.name.clone(), code, e.not_counted)).or_default().push(e);
