@@ -13,11 +13,15 @@
 //! 3. **Episodes.** Facts of the same region form an episode (an unplaced fact joins those sharing a kind); its
 //!    duration is the earliest evidence of it anywhere in the record ([`dating`]). A code or text that says
 //!    chronic wins; unknown stays unknown.
-//! 4. **Verdict.** Chronic low back pain or degenerative lumbar disease, osteoarthritis, patellofemoral pain,
-//!    headache and chronic pain: not recommended. Neck pain: manual therapy plus exercise first. Otherwise
-//!    conservative care ([`care`]) must be documented, and the only permissive cards need a [`Permit`], which
-//!    exists only when every reason's duration is *established* under 12 weeks, every required element of care
-//!    is counted, and the record is whole.
+//! 4. **Findings.** The decisive indication (the most restrictive candidate), how long the episodes the order may
+//!    treat have lasted, and conservative care ([`care`]) in their window: care stated at another site or given
+//!    by a route that does not treat muscle pain does not count.
+//! 5. **Verdict.** One `match` ([`verdict`]) whose arms are the rows of the README's decision table, most
+//!    restrictive first: chronic low back pain or degenerative lumbar disease, osteoarthritis, patellofemoral pain,
+//!    headache and chronic pain: not recommended; neck pain: manual therapy plus exercise first; a problem the
+//!    guideline does not address: not an indication; otherwise duration and care decide, and the only permissive
+//!    cards need a [`Permit`], which exists only when every reason's duration is *established* under 12 weeks,
+//!    every required element of care is counted, and the record is whole.
 
 pub mod care;
 pub mod concept;
@@ -582,61 +586,10 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         notes.push(Note::Skipped(record.skipped));
     }
 
-    // 4. The verdict.
-    let decided_by_indication = match decisive.as_ref().map(|d| d.kind) {
-        Some(IndicationKind::ChronicLowBackPain) => Some(CardId::AgainstChronicLowBackPain),
-        Some(IndicationKind::Osteoarthritis) => Some(CardId::AgainstOsteoarthritis),
-        Some(IndicationKind::PatellofemoralPain) => Some(CardId::AgainstPatellofemoralPain),
-        Some(IndicationKind::Headache) => Some(CardId::AgainstHeadache),
-        Some(IndicationKind::ChronicPain) => Some(CardId::AgainstChronicPain),
-        Some(IndicationKind::NeckPain) => Some(CardId::NeckPainPreferManualTherapy),
-        Some(IndicationKind::OutsideGuideline) => Some(CardId::ConditionOutsideGuideline),
-        Some(IndicationKind::Myofascial | IndicationKind::OtherPain) | None => None,
-    };
-    if let Some(card) = decided_by_indication {
-        // Only "not recommended" cannot be outranked by a condition the record might hold (cervical
-        // osteoarthritis outranks neck pain); any other verdict needs the conditions.
-        if !conditions_known && stance(card) != Stance::NotRecommended {
-            return Outcome::NeedsData(vec![DataKind::Conditions]);
-        }
-        let unknown: Vec<DataKind> = record.unknown_kinds();
-        if !unknown.is_empty() {
-            notes.push(Note::HistoryUnavailable(unknown));
-        }
-        return Outcome::Card(Box::new(Assessment {
-            card,
-            decisive,
-            candidates,
-            unrecognised_reasons,
-            care: None,
-            low_back_first_line: false,
-            nsaid_allergy: nsaid_allergy(record, terms),
-            notes,
-            recent_procedures: recent_procedures(record, today),
-        }));
-    }
-
-    // From here the verdict turns on duration and care, which the order alone cannot show.
-    if !conditions_known {
-        return Outcome::NeedsData(vec![DataKind::Conditions]);
-    }
-    let conservative: Vec<&Indication> = candidates
-        .iter()
-        .filter(|c| matches!(c.kind, IndicationKind::Myofascial | IndicationKind::OtherPain))
-        .collect();
-    let length = if conservative.iter().any(|c| c.length == EpisodeLength::Unknown) {
-        EpisodeLength::Unknown
-    } else {
-        // The latest onset of them all: care must belong to every episode the order may treat.
-        conservative
-            .iter()
-            .map(|c| c.length)
-            .max_by_key(|l| match l {
-                EpisodeLength::Established { since, .. } => Some(*since),
-                _ => None,
-            })
-            .unwrap_or(EpisodeLength::Unknown)
-    };
+    // 4. What the verdict turns on: the decisive indication, the duration of every episode the order may treat
+    //    (the latest onset of them: care must belong to each), and conservative care in that window.
+    let kind = decisive.as_ref().map(|d| d.kind);
+    let length = treated_episode_length(&candidates);
     let heat = if all_regions.low_back() || all_regions.widespread() {
         HeatRequirement::LowBack
     } else if !all_regions.is_empty() {
@@ -650,43 +603,111 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     };
     let window = care::window_start(onset, today, policy);
     let care = care::check_care(record, heat, all_regions, window, today, terms);
-    let kind = decisive.as_ref().map(|d| d.kind);
-    let myofascial = kind == Some(IndicationKind::Myofascial);
-    let unknown = care.unknown_kinds();
-    let card = if kind.is_some() && length == EpisodeLength::Unknown {
-        CardId::ConfirmDuration
-    } else if care.any_missing() {
-        if myofascial {
-            CardId::MyofascialCareMissing
-        } else {
-            CardId::NotFirstLineCareMissing
-        }
-    } else if !unknown.is_empty() {
-        return Outcome::NeedsData(unknown);
+    let findings = Findings {
+        kind,
+        conditions_known,
+        length,
+        care: &care,
+        record_whole: record.skipped == 0 && !reason_unknown,
+    };
+
+    // 5. The verdict.
+    let card = match verdict(&findings) {
+        Verdict::Card(card) => card,
+        Verdict::NeedsData(kinds) => return Outcome::NeedsData(kinds),
+    };
+    // Cards of rows 1–7 stand on the indication alone; the others on duration and care.
+    let turns_on_care = matches!(kind, None | Some(IndicationKind::Myofascial | IndicationKind::OtherPain));
+    let unknown = if turns_on_care {
+        care.unknown_kinds()
     } else {
-        match kind {
-            None => CardId::IndicationNotDocumented,
-            Some(kind) => match Permit::grant(length, &care, record.skipped == 0 && !reason_unknown) {
-                Some(permit) => permitted(kind, permit),
-                None => CardId::ConfirmDuration,
-            },
-        }
+        record.unknown_kinds()
     };
     if !unknown.is_empty() {
         notes.push(Note::HistoryUnavailable(unknown));
     }
-    let low_back_first_line = all_regions.low_back() && length != EpisodeLength::Unknown;
     Outcome::Card(Box::new(Assessment {
         card,
         decisive,
         candidates,
         unrecognised_reasons,
-        care: Some(care),
-        low_back_first_line,
+        low_back_first_line: turns_on_care && all_regions.low_back() && length != EpisodeLength::Unknown,
+        care: turns_on_care.then_some(care),
         nsaid_allergy: nsaid_allergy(record, terms),
         notes,
         recent_procedures: recent_procedures(record, today),
     }))
+}
+
+/// The duration of the episodes an order for myofascial or other pain may treat: unknown if any is, else the
+/// one with the latest onset (care must belong to every one of them).
+fn treated_episode_length(candidates: &[Indication]) -> EpisodeLength {
+    let conservative: Vec<&Indication> = candidates
+        .iter()
+        .filter(|c| matches!(c.kind, IndicationKind::Myofascial | IndicationKind::OtherPain))
+        .collect();
+    if conservative.iter().any(|c| c.length == EpisodeLength::Unknown) {
+        return EpisodeLength::Unknown;
+    }
+    conservative
+        .iter()
+        .map(|c| c.length)
+        .max_by_key(|l| match l {
+            EpisodeLength::Established { since, .. } => Some(*since),
+            _ => None,
+        })
+        .unwrap_or(EpisodeLength::Unknown)
+}
+
+/// What the verdict turns on, gathered by the steps before it.
+struct Findings<'a> {
+    /// The most restrictive indication (`None`: none the guideline names).
+    kind: Option<IndicationKind>,
+    /// The conditions could be read (or the client said there are none).
+    conditions_known: bool,
+    /// How long the episodes the order may treat have lasted.
+    length: EpisodeLength,
+    care: &'a CareCheck,
+    /// No entry of the record was unreadable and no reason reference is unknown.
+    record_whole: bool,
+}
+
+/// The verdict, or the data it needs.
+enum Verdict {
+    Card(CardId),
+    NeedsData(Vec<DataKind>),
+}
+
+/// The decision table (README "Decision table"): the first arm that matches wins, most restrictive first; each
+/// arm carries its row number. A missing fact never reaches rows 10 and 12, the only permissive ones: they need
+/// a [`Permit`].
+fn verdict(f: &Findings) -> Verdict {
+    use IndicationKind::*;
+    use Verdict::{Card, NeedsData};
+    let established = f.length != EpisodeLength::Unknown;
+    let unknown_care = f.care.unknown_kinds();
+    match f.kind {
+        // Rows 1–5 cannot be outranked by a condition the record might hold: they stand without the conditions.
+        Some(ChronicLowBackPain) => Card(CardId::AgainstChronicLowBackPain), // row 1
+        Some(Osteoarthritis) => Card(CardId::AgainstOsteoarthritis),         // row 2
+        Some(PatellofemoralPain) => Card(CardId::AgainstPatellofemoralPain), // row 3
+        Some(Headache) => Card(CardId::AgainstHeadache),                     // row 4
+        Some(ChronicPain) => Card(CardId::AgainstChronicPain),               // row 5
+        // Any other verdict could be outranked by a condition the record holds (cervical osteoarthritis
+        // outranks neck pain), and duration and care cannot be judged without the record.
+        _ if !f.conditions_known => NeedsData(vec![DataKind::Conditions]),
+        Some(NeckPain) => Card(CardId::NeckPainPreferManualTherapy), // row 6
+        Some(OutsideGuideline) => Card(CardId::ConditionOutsideGuideline), // row 7
+        Some(Myofascial | OtherPain) if !established => Card(CardId::ConfirmDuration), // row 8
+        Some(Myofascial) if f.care.any_missing() => Card(CardId::MyofascialCareMissing), // row 9
+        Some(OtherPain) | None if f.care.any_missing() => Card(CardId::NotFirstLineCareMissing), // row 11
+        _ if !unknown_care.is_empty() => NeedsData(unknown_care),
+        Some(kind @ (Myofascial | OtherPain)) => match Permit::grant(f.length, f.care, f.record_whole) {
+            Some(permit) => Card(permitted(kind, permit)), // rows 10 and 12
+            None => Card(CardId::ConfirmDuration),         // row 8: not proven after all
+        },
+        None => Card(CardId::IndicationNotDocumented), // row 13
+    }
 }
 
 /// True when a current allergy or intolerance names an NSAID (by class or drug), in its text or displays.
