@@ -976,6 +976,7 @@ pub const DETAIL_VARS: &[&str] = &[
     "first_line",
     "duration",
     "notes",
+    "alternatives",
 ];
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -1133,6 +1134,13 @@ pub struct Phrases {
     pub unknown_indication: String,
     pub remove_action: String,
     pub create_action: String,
+    /// A replacement whose other alternatives are already drafted or done: "Replace dry needling with {names}".
+    pub replace_only: String,
+    /// The `alternatives` placeholder: what the card's suggested alternatives are, given what is already drafted
+    /// or was done in the last six weeks (none, some: `{present}` and `{missing}`, or all of them).
+    pub alternatives_none: String,
+    pub alternatives_some: String,
+    pub alternatives_all: String,
 }
 
 /// Clinical choices the guideline leaves open, set in `cards/service.toml` `[policy]` so that a site's CDS team

@@ -533,17 +533,15 @@ fn suggestions(assessment: &Assessment, order: &Order, facts: &RequestFacts, kno
             });
         }
         let mut skipped = false;
+        let mut created = Vec::new();
         for name in &s.create {
             let resource = suggested_resource(&knowledge.resources[name], order, assessment.decisive.as_ref(), facts);
             if already_there(&resource, assessment, facts, knowledge) {
                 skipped = true;
                 continue;
             }
-            let what = resource
-                .pointer("/code/text")
-                .and_then(Value::as_str)
-                .unwrap_or(name)
-                .to_string();
+            let what = resource_name(&resource, name);
+            created.push(what.to_lowercase());
             actions.push(Action {
                 kind: "create",
                 description: phrases.create_action.replace("{name}", &what),
@@ -556,14 +554,55 @@ fn suggestions(assessment: &Assessment, order: &Order, facts: &RequestFacts, kno
         if skipped && !actions.iter().any(|a| a.kind == "create") {
             continue;
         }
+        // Its label says what it now does: it creates only what is not there yet.
+        let label = if skipped {
+            phrases.replace_only.replace("{names}", &created.join(" and "))
+        } else {
+            s.label.clone()
+        };
         out.push(Suggestion {
-            label: s.label.clone(),
+            label,
             uuid: Uuid::new_v4().to_string(),
             is_recommended: s.recommended.then_some(true),
             actions,
         });
     }
     out
+}
+
+/// A suggested resource's name: its `code.text`, else the template's file name.
+fn resource_name(resource: &Value, template: &str) -> String {
+    resource
+        .pointer("/code/text")
+        .and_then(Value::as_str)
+        .unwrap_or(template)
+        .to_string()
+}
+
+/// The `alternatives` placeholder: the card's suggested alternatives, given which of them are already drafted in
+/// this request or were done in the last six weeks, so the card does not tell the clinician to order what is
+/// already there.
+fn alternatives(assessment: &Assessment, order: &Order, facts: &RequestFacts, knowledge: &Knowledge) -> String {
+    let phrases = &knowledge.phrases;
+    let template = knowledge.card(assessment.card);
+    let (mut present, mut missing) = (Vec::new(), Vec::new());
+    for name in template.suggestions.iter().flat_map(|s| &s.create) {
+        let resource = suggested_resource(&knowledge.resources[name], order, assessment.decisive.as_ref(), facts);
+        let what = resource_name(&resource, name);
+        if already_there(&resource, assessment, facts, knowledge) {
+            present.push(what);
+        } else {
+            missing.push(what.to_lowercase());
+        }
+    }
+    match (present.is_empty(), missing.is_empty()) {
+        (true, _) => phrases.alternatives_none.clone(),
+        (false, true) => phrases.alternatives_all.clone(),
+        (false, false) => phrases
+            .alternatives_some
+            .replace("{present}", &present.join(" and "))
+            .replace("{missing}", &missing.join(" and ")),
+    }
 }
 
 /// "Myofascial pain syndrome" reads "myofascial pain syndrome" mid-sentence; "MPS" and "ICD" stay as they are.
@@ -698,6 +737,7 @@ fn render(
         "first_line" => first_line.clone(),
         "duration" => duration.clone(),
         "notes" => notes_text(&assessment.notes, phrases),
+        "alternatives" => alternatives(assessment, order, facts, knowledge),
         UNAVAILABLE_VAR => unavailable_list(unavailable, labels),
         _ => String::new(),
     });

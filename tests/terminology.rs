@@ -319,3 +319,37 @@ async fn no_summary_carries_caller_markup_or_controls() {
         }
     }
 }
+
+/// A neck card for a patient whose manual therapy was done last week says so, does not tell the clinician to
+/// order it, and offers only what is missing, under a label that says so.
+#[tokio::test]
+async fn the_neck_card_acknowledges_manual_therapy_already_done() {
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&fixture("review/acute-cervicalgia-icd-full-care.json")).expect("json");
+    let entry = json!({"resource": {"resourceType": "Procedure", "id": "mt1", "status": "completed",
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97140",
+            "display": "Manual therapy techniques"}]},
+        "subject": {"reference": "Patient/x"}, "performedDateTime": "2026-11-16"}});
+    let procedures = &mut body["prefetch"]["procedures"];
+    match procedures["entry"].as_array_mut() {
+        Some(entries) => entries.push(entry),
+        None => procedures["entry"] = json!([entry]),
+    }
+    let reply = post("/cds-services/dry-needling-order-select", body.to_string()).await;
+    let json = reply.json();
+    let card = &json["cards"][0];
+    assert_eq!(card["extension"]["dry-needling-cds-card"], "neck-pain-prefer-manual-therapy");
+    let detail = card["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("**Manual therapy is already drafted or was done"), "{detail}");
+    assert!(!detail.contains("Order manual therapy"), "{detail}");
+    let labels: Vec<&str> = card["suggestions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["label"].as_str())
+        .collect();
+    assert_eq!(
+        labels,
+        ["Replace dry needling with therapeutic exercise", "Remove the dry-needling order"]
+    );
+}
