@@ -178,9 +178,27 @@ impl FetchFailure {
 /// of a fact is not known), and whether the set is complete.
 #[derive(Debug)]
 pub struct Fetched {
-    pub kind: DataKind,
+    pub kind: Search,
     pub pages: Vec<Contents>,
     pub result: Result<(), FetchFailure>,
+}
+
+/// What one search fetches: a kind of data the rules need, or the patient's AllergyIntolerances (which change
+/// no verdict, only which analgesic a card names first, so their absence is never a missing kind of data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    Data(DataKind),
+    Allergies,
+}
+
+impl Search {
+    /// The FHIR resource type searched.
+    pub fn resource_type(self) -> &'static str {
+        match self {
+            Search::Data(kind) => kind.resource_type(),
+            Search::Allergies => "AllergyIntolerance",
+        }
+    }
 }
 
 /// The shared HTTP machinery and policy. Cheap to share: one connection pool for the whole service.
@@ -228,7 +246,7 @@ impl Fetcher {
 
     /// Fetches every kind in `wanted` in parallel, within the deadline. Never fails as a whole: each kind
     /// reports its own result.
-    pub async fn fetch(&self, base: Url, target: Target<'_>, wanted: Vec<(DataKind, Start)>) -> Vec<Fetched> {
+    pub async fn fetch(&self, base: Url, target: Target<'_>, wanted: Vec<(Search, Start)>) -> Vec<Fetched> {
         let deadline = Instant::now() + self.settings.deadline;
         let client = match self.client(&base, target.access_token) {
             Ok(client) => client,
@@ -365,13 +383,13 @@ pub async fn read_capped(response: &mut reqwest::Response, limit: usize) -> Resu
 
 /// The prefetch template's search for one kind, with the patient id substituted (and encoded): the medication
 /// searches `_include` the Medications their entries reference, as the templates do.
-pub fn search_url(base: &Url, kind: DataKind, patient_id: &str) -> Option<Url> {
+pub fn search_url(base: &Url, kind: Search, patient_id: &str) -> Option<Url> {
     let mut url = base.join(kind.resource_type()).ok()?;
     url.query_pairs_mut().append_pair("patient", patient_id);
     let include = match kind {
-        DataKind::MedicationStatements => Some("MedicationStatement:medication"),
-        DataKind::MedicationRequests => Some("MedicationRequest:medication"),
-        DataKind::Conditions | DataKind::Procedures => None,
+        Search::Data(DataKind::MedicationStatements) => Some("MedicationStatement:medication"),
+        Search::Data(DataKind::MedicationRequests) => Some("MedicationRequest:medication"),
+        Search::Data(DataKind::Conditions | DataKind::Procedures) | Search::Allergies => None,
     };
     if let Some(include) = include {
         // Written as the template writes it (`:` needs no escape in a query).
@@ -476,12 +494,17 @@ mod tests {
         let base = fetcher()
             .check_server("https://ehr.example.org/fhir/r4", true, None)
             .unwrap();
-        let url = search_url(&base, DataKind::MedicationStatements, "a b&c=d").unwrap();
+        let url = search_url(&base, Search::Data(DataKind::MedicationStatements), "a b&c=d").unwrap();
         assert_eq!(
             url.as_str(),
             "https://ehr.example.org/fhir/r4/MedicationStatement?patient=a+b%26c%3Dd&_include=MedicationStatement:medication"
         );
-        let url = search_url(&base, DataKind::Conditions, "p#1").unwrap();
+        let url = search_url(&base, Search::Data(DataKind::Conditions), "p#1").unwrap();
         assert_eq!(url.as_str(), "https://ehr.example.org/fhir/r4/Condition?patient=p%231");
+        let url = search_url(&base, Search::Allergies, "p1").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://ehr.example.org/fhir/r4/AllergyIntolerance?patient=p1"
+        );
     }
 }

@@ -304,6 +304,8 @@ pub struct PatientRecord {
     /// The substances of the patient's current allergies and intolerances (the `allergyIntolerances` prefetch
     /// key). They change no verdict; an NSAID allergy changes which first-line analgesic the card names.
     pub allergies: Vec<Concept>,
+    /// The `allergyIntolerances` prefetch key was sent (even `null`): no need to search for them.
+    pub allergies_known: bool,
 }
 
 impl Default for PatientRecord {
@@ -317,6 +319,7 @@ impl Default for PatientRecord {
             medication_definitions: Vec::new(),
             birth_date: None,
             allergies: Vec::new(),
+            allergies_known: false,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use time::Date;
 
 use crate::assess::{Note, Outcome, assess, is_dry_needling};
-use crate::fetch::{Allowlist, Fetched, Fetcher, Start, Target};
+use crate::fetch::{Allowlist, Fetched, Fetcher, Search, Start, Target};
 use crate::fhir::{Contents, Resource, parse_contents};
 use crate::knowledge::{Knowledge, ServiceText};
 use crate::logsafe::caller_text;
@@ -106,6 +106,14 @@ pub fn prefetch_key(kind: DataKind) -> &'static str {
         DataKind::MedicationStatements => "medicationStatements",
         DataKind::MedicationRequests => "medicationRequests",
         DataKind::Procedures => "procedures",
+    }
+}
+
+/// The prefetch key (and metrics label) of a search.
+fn search_key(search: Search) -> &'static str {
+    match search {
+        Search::Data(kind) => prefetch_key(kind),
+        Search::Allergies => ALLERGY_KEY,
     }
 }
 
@@ -256,6 +264,7 @@ pub fn record_from_prefetch(
         record.set_availability(kind, availability);
     }
     if let Some(at) = prefetch.iter().position(|(key, _)| key == ALLERGY_KEY) {
+        record.allergies_known = true;
         match prefetch.swap_remove(at).1.read() {
             None => {}
             Some(Err(_)) => record.skipped += 1,
@@ -332,19 +341,22 @@ pub struct Prepared<'a> {
 impl Prepared<'_> {
     /// The data to fetch from the FHIR server: every kind prefetch did not settle, and the rest of every
     /// prefetched Bundle that has a `next` page. Nothing when no order needs a record.
-    pub fn wanted(&self) -> Vec<(DataKind, Start)> {
+    pub fn wanted(&self) -> Vec<(Search, Start)> {
         if self.orders.is_empty() {
             return Vec::new();
         }
-        let mut wanted: Vec<(DataKind, Start)> = self
+        let mut wanted: Vec<(Search, Start)> = self
             .next_pages
             .iter()
-            .map(|(kind, next)| (*kind, Start::NextPage(next.clone())))
+            .map(|(kind, next)| (Search::Data(*kind), Start::NextPage(next.clone())))
             .collect();
         for kind in self.record.unknown_kinds() {
-            if !wanted.iter().any(|(k, _)| *k == kind) {
-                wanted.push((kind, Start::Search));
+            if !wanted.iter().any(|(k, _)| *k == Search::Data(kind)) {
+                wanted.push((Search::Data(kind), Start::Search));
             }
+        }
+        if !self.record.allergies_known {
+            wanted.push((Search::Allergies, Start::Search));
         }
         wanted
     }
@@ -431,7 +443,7 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
             for (kind, _) in &wanted {
                 metrics::counter!(
                     crate::ops::metrics::FHIR_SEARCHES,
-                    "kind" => prefetch_key(*kind),
+                    "kind" => search_key(*kind),
                     "outcome" => reason.label()
                 )
                 .increment(1);
@@ -444,7 +456,7 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
         patient_id,
     };
     let started = std::time::Instant::now();
-    let restarted: Vec<DataKind> = wanted
+    let restarted: Vec<Search> = wanted
         .iter()
         .filter(|(_, start)| *start == Start::Search)
         .map(|(kind, _)| *kind)
@@ -452,10 +464,28 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
     let fetched = fetcher.fetch(base, target, wanted).await;
     let kinds = fetched.len();
     let record = &mut prepared.record;
-    for Fetched { kind, pages, result } in fetched {
+    for Fetched {
+        kind: search,
+        pages,
+        result,
+    } in fetched
+    {
+        // Allergies change no verdict: what came is used, a failure is only counted.
+        let Search::Data(kind) = search else {
+            for page in pages {
+                add_contents(record, page);
+            }
+            let outcome = match result {
+                Ok(()) => "ok",
+                Err(reason) => reason.label(),
+            };
+            metrics::counter!(crate::ops::metrics::FHIR_SEARCHES, "kind" => ALLERGY_KEY, "outcome" => outcome)
+                .increment(1);
+            continue;
+        };
         // A search from the start that read anything replaces what the partial prefetch said, so nothing counts
         // twice (both are true; the search is the fuller or fresher of the two).
-        if !pages.is_empty() && restarted.contains(&kind) {
+        if !pages.is_empty() && restarted.contains(&search) {
             record.clear(kind);
         }
         let mut availability = Availability::Present;

@@ -86,7 +86,13 @@ async fn fetched_record_gives_the_same_cards_as_prefetch() {
         types.sort();
         assert_eq!(
             types,
-            ["Condition", "MedicationRequest", "MedicationStatement", "Procedure"],
+            [
+                "AllergyIntolerance",
+                "Condition",
+                "MedicationRequest",
+                "MedicationStatement",
+                "Procedure"
+            ],
             "{path}"
         );
     }
@@ -101,7 +107,8 @@ async fn token_goes_to_the_fhir_server_and_queries_match_the_templates() {
     let patient: Value = serde_json::from_slice(&fixture(PATIENT)).unwrap();
     let patient_id = patient["context"]["patientId"].as_str().unwrap();
     let log = server.log();
-    assert_eq!(log.len(), 4);
+    // Every prefetch template but the Patient's: the four kinds of data and the AllergyIntolerances.
+    assert_eq!(log.len(), 5);
     for logged in log {
         assert_eq!(logged.authorization.as_deref(), Some(&*format!("Bearer {TOKEN}")));
         // Exactly the prefetch template's parameters (the medication searches' `_include` too).
@@ -130,7 +137,8 @@ async fn patient_ids_are_url_encoded() {
     body["context"]["patientId"] = "a&b=c d".into();
     let _ = call(state, serde_json::to_vec(&body).unwrap()).await;
     let log = server.log();
-    assert_eq!(log.len(), 4);
+    // The four kinds of data, and the AllergyIntolerances prefetch did not send.
+    assert_eq!(log.len(), 5);
     assert!(
         log.iter()
             .all(|l| l.query.get("patient").map(String::as_str) == Some("a&b=c d"))
@@ -146,8 +154,8 @@ async fn searches_run_in_parallel() {
     let (status, _) = call(state, without_prefetch(PATIENT, &server.base(), Some(TOKEN))).await;
     let elapsed = started.elapsed();
     assert_eq!(status, 200);
-    assert_eq!(server.log().len(), 4);
-    // Four searches of 400 ms each: about 400 ms together, 1600 ms one after another.
+    assert_eq!(server.log().len(), 5);
+    // Five searches of 400 ms each: about 400 ms together, 2000 ms one after another.
     assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(1000), "not parallel: {elapsed:?}");
 }
@@ -204,7 +212,12 @@ async fn a_prefetched_bundle_with_a_next_page_is_completed_from_the_server() {
     request["prefetch"]["procedures"]["link"] = serde_json::json!([{"relation": "next", "url": next}]);
     let (status, _) = call(state, serde_json::to_vec(&request).unwrap()).await;
     assert_eq!(status, 200);
-    let log = server.log();
+    // Only the missing page (and the AllergyIntolerances, which prefetch did not send).
+    let log: Vec<_> = server
+        .log()
+        .into_iter()
+        .filter(|l| l.resource_type != "AllergyIntolerance")
+        .collect();
     assert_eq!(log.len(), 1, "only the missing page: {log:?}");
     assert_eq!(log[0].resource_type, "Procedure");
     assert_eq!(log[0].query.get("_page").map(String::as_str), Some("0"));
@@ -334,7 +347,7 @@ async fn loopback_servers_are_allowed_only_when_configured() {
     let listed = service(&[], &[&server.origin()], settings());
     let (status, _) = call(listed, body).await;
     assert_eq!(status, 200);
-    assert_eq!(server.log().len(), 4);
+    assert_eq!(server.log().len(), 5);
 }
 
 #[tokio::test]
@@ -394,7 +407,11 @@ async fn a_failed_prefetch_key_is_searched_again_and_replaced_not_doubled() {
         .push(outcome);
     let (status, refetched) = call(state.clone(), serde_json::to_vec(&request).unwrap()).await;
     assert_eq!(status, 200, "{refetched}");
-    let log = server.log();
+    let log: Vec<_> = server
+        .log()
+        .into_iter()
+        .filter(|l| l.resource_type != "AllergyIntolerance")
+        .collect();
     assert_eq!(log.len(), 1, "only the failed key: {log:?}");
     assert_eq!(log[0].resource_type, "Condition");
     let (_, prefetched) = call(state.clone(), fixture(PATIENT)).await;
@@ -488,4 +505,20 @@ async fn fetched_searches_include_the_referenced_medications() {
         requests.query.get("_include").map(String::as_str),
         Some("MedicationRequest:medication")
     );
+}
+
+/// The AllergyIntolerances that prefetch did not send are searched for: an NSAID allergy on the server makes the
+/// card name acetaminophen, exactly as when it is prefetched.
+#[tokio::test]
+async fn allergies_are_fetched_when_prefetch_lacks_them() {
+    const ALLERGY: &str = "review/third/nsaid-allergy-no-analgesic-acute-lbp.json";
+    let server = FhirServer::start(&fixture(ALLERGY)).await;
+    let state = service(&[&server.origin()], &[], settings());
+    let (status, fetched) = call(state.clone(), without_prefetch(ALLERGY, &server.base(), Some(TOKEN))).await;
+    assert_eq!(status, 200, "{fetched}");
+    assert!(server.log().iter().any(|l| l.resource_type == "AllergyIntolerance"));
+    let detail = fetched["cards"][0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("NSAID allergy or intolerance is on file"), "{detail}");
+    let (_, prefetched) = call(state, fixture(ALLERGY)).await;
+    assert_eq!(without_uuids(fetched), without_uuids(prefetched));
 }

@@ -338,9 +338,15 @@ async fn the_neck_card_acknowledges_manual_therapy_already_done() {
     let reply = post("/cds-services/dry-needling-order-select", body.to_string()).await;
     let json = reply.json();
     let card = &json["cards"][0];
-    assert_eq!(card["extension"]["dry-needling-cds-card"], "neck-pain-prefer-manual-therapy");
+    assert_eq!(
+        card["extension"]["dry-needling-cds-card"],
+        "neck-pain-prefer-manual-therapy"
+    );
     let detail = card["detail"].as_str().unwrap_or_default();
-    assert!(detail.starts_with("**Manual therapy is already drafted or was done"), "{detail}");
+    assert!(
+        detail.starts_with("**Manual therapy is already drafted or was done"),
+        "{detail}"
+    );
     assert!(!detail.contains("Order manual therapy"), "{detail}");
     let labels: Vec<&str> = card["suggestions"]
         .as_array()
@@ -350,6 +356,9 @@ async fn the_neck_card_acknowledges_manual_therapy_already_done() {
         .collect();
     assert_eq!(
         labels,
-        ["Replace dry needling with therapeutic exercise", "Remove the dry-needling order"]
+        [
+            "Replace dry needling with therapeutic exercise",
+            "Remove the dry-needling order"
+        ]
     );
 }

@@ -617,7 +617,10 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         Verdict::NeedsData(kinds) => return Outcome::NeedsData(kinds),
     };
     // Cards of rows 1–7 stand on the indication alone; the others on duration and care.
-    let turns_on_care = matches!(kind, None | Some(IndicationKind::Myofascial | IndicationKind::OtherPain));
+    let turns_on_care = matches!(
+        kind,
+        None | Some(IndicationKind::Myofascial | IndicationKind::OtherPain)
+    );
     let unknown = if turns_on_care {
         care.unknown_kinds()
     } else {
