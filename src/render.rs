@@ -50,6 +50,9 @@ fn system_label(system: &str) -> &str {
 
 /// Characters of caller text one card may quote in all (names, statuses, codes).
 pub const QUOTE_BUDGET: usize = 6_000;
+/// Characters of a text or display carried from the order into a suggested resource (its reason, body site): the
+/// codes carry the meaning; the text is bounded so that a suggestion never repeats a record's bulk.
+const CARRIED_MAX: usize = 200;
 /// Characters of one quoted name.
 const NAME_MAX: usize = 160;
 /// Items of one list (conditions, care found, care not counted) before the rest are counted, not listed.
@@ -435,7 +438,7 @@ fn concept_json(c: &Concept) -> Value {
                 v["system"] = json!(coding.system);
             }
             if let Some(display) = &coding.display {
-                v["display"] = json!(display);
+                v["display"] = json!(quote::plain(display, CARRIED_MAX));
             }
             v
         })
@@ -444,7 +447,7 @@ fn concept_json(c: &Concept) -> Value {
         out.insert("coding".into(), Value::Array(codings));
     }
     if let Some(text) = &c.text {
-        out.insert("text".into(), json!(text));
+        out.insert("text".into(), json!(quote::plain(text, CARRIED_MAX)));
     }
     Value::Object(out)
 }
@@ -474,7 +477,7 @@ fn suggested_resource(template: &Value, order: &Order, decisive: Option<&Indicat
                     v.insert("reference".into(), json!(reference));
                 }
                 if let Some(display) = &r.display {
-                    v.insert("display".into(), json!(display));
+                    v.insert("display".into(), json!(quote::plain(display, CARRIED_MAX)));
                 }
                 Value::Object(v)
             })

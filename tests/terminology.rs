@@ -362,3 +362,43 @@ async fn the_neck_card_acknowledges_manual_therapy_already_done() {
         ]
     );
 }
+
+/// However much text a record carries, an answer quotes a bounded amount of it: 20 orders whose reasons are
+/// 30,000 characters long (half of them neck pain, whose cards suggest orders that carry the reason over), against 300 conditions of 2,000 characters each (about 1.2 MB of caller text),
+/// give an answer of at most a few hundred KiB (it was 28 MB for a 710 KB record before quoting was bounded).
+#[tokio::test]
+async fn an_answer_quotes_a_bounded_amount_of_the_record() {
+    let orders: Vec<serde_json::Value> = (0..20)
+        .map(|i| {
+            json!({"resource": {"resourceType": "ServiceRequest", "id": format!("dn{i}"), "status": "draft",
+                "intent": "order", "subject": {"reference": "Patient/p1"},
+                "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "20560"}]},
+                "reasonCode": [{"text": format!("{} pain {}", if i % 2 == 0 { "myofascial" } else { "neck" },
+                    "x".repeat(30_000))}]}})
+        })
+        .collect();
+    let conditions: Vec<serde_json::Value> = (0..300)
+        .map(|i| {
+            json!({"resource": {"resourceType": "Condition", "id": format!("c{i}"),
+                "clinicalStatus": {"coding": [{"code": "active"}]},
+                "code": {"text": format!("myofascial pain {i} {}", "y".repeat(2_000))},
+                "onsetDateTime": "2026-11-01"}})
+        })
+        .collect();
+    let body = json!({
+        "hook": "order-sign",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2eb",
+        "context": {"userId": "Practitioner/1", "patientId": "p1",
+            "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": orders}},
+        "prefetch": {
+            "conditions": {"resourceType": "Bundle", "type": "searchset", "entry": conditions},
+            "medicationStatements": null, "medicationRequests": null, "procedures": null}
+    })
+    .to_string();
+    assert!(body.len() > 1_000_000, "{}", body.len());
+    let reply = post("/cds-services/dry-needling-order-sign", body).await;
+    assert_eq!(reply.status.as_u16(), 200);
+    let answer = reply.json().to_string();
+    assert_eq!(reply.json()["cards"].as_array().map(Vec::len), Some(20));
+    assert!(answer.len() < 400 * 1024, "the answer is {} bytes", answer.len());
+}
