@@ -18,9 +18,9 @@ use uuid::Uuid;
 
 use crate::assess::{
     Assessment, CareStatus, ChronicBy, DateEvidence, DateSource, Element, EpisodeLength, Evidence, EvidenceSource,
-    HeatRequirement, Indication, IndicationKind, NotCounted, Note, Origin,
+    HeatRequirement, Indication, IndicationKind, NotCounted, Note, Origin, SaidBy,
 };
-use crate::knowledge::{CardId, DataLabels, Indicator, Knowledge, PhraseSet, Phrases, SUMMARY_VARS, UNAVAILABLE_VAR};
+use crate::knowledge::{CardId, DataLabels, Indicator, Knowledge, Phrases, SUMMARY_VARS, UNAVAILABLE_VAR};
 use crate::quote::{self, Budget};
 use crate::record::{Coding, Concept, DataKind, DateSpan, Order};
 use crate::wire::{Action, Card, CardExtension, Source, Suggestion, WireCoding};
@@ -138,7 +138,7 @@ fn date_source_label(source: DateSource) -> &'static str {
 }
 
 /// What the record shows about how long the episode has lasted, in words.
-fn duration_label(c: &Indication, q: &mut Quoter, chronic: &PhraseSet) -> String {
+fn duration_label(c: &Indication, q: &mut Quoter) -> String {
     if let (EpisodeLength::Chronic(by), Some(other)) = (c.length, &c.chronic_by_other) {
         let when = match by {
             ChronicBy::Date(e) => format!(", {} {}", date_source_label(e.source), evidence_date(&e)),
@@ -150,12 +150,13 @@ fn duration_label(c: &Indication, q: &mut Quoter, chronic: &PhraseSet) -> String
         );
     }
     match c.length {
-        // Which words say so: the entry's own name, else its code, typed onset or a note on it.
+        // Which words say so: its name, a code, its typed onset or a note on it.
         EpisodeLength::Chronic(ChronicBy::Said) => {
-            let by = if chronic.matches(&c.name.to_lowercase()) {
-                "its name says so"
-            } else {
-                "its code, typed onset or a note on it says so"
+            let by = match c.dating.said_by {
+                Some(SaidBy::Name) | None => "its name says so".to_string(),
+                Some(SaidBy::Code) => "its code says so".to_string(),
+                Some(SaidBy::OnsetText) => "its typed onset says so".to_string(),
+                Some(SaidBy::Note) => "a note on it says so".to_string(),
             };
             match c.dating.existed_by {
                 Some(e) => format!("chronic ({by}; {} {})", date_source_label(e.source), e.date),
@@ -206,7 +207,7 @@ fn duration_matters(kind: IndicationKind) -> bool {
     )
 }
 
-fn conditions_list(assessment: &Assessment, phrases: &Phrases, q: &mut Quoter, chronic: &PhraseSet) -> String {
+fn conditions_list(assessment: &Assessment, phrases: &Phrases, q: &mut Quoter) -> String {
     let candidates = &assessment.candidates;
     let unrecognised = &assessment.unrecognised_reasons;
     if candidates.is_empty() && unrecognised.is_empty() {
@@ -215,7 +216,7 @@ fn conditions_list(assessment: &Assessment, phrases: &Phrases, q: &mut Quoter, c
     let mut out = String::new();
     for c in candidates.iter().take(LIST_MAX) {
         let duration = if duration_matters(c.kind) {
-            format!(": {}", duration_label(c, q, chronic))
+            format!(": {}", duration_label(c, q))
         } else {
             String::new()
         };
@@ -726,10 +727,10 @@ fn render(
     let duration = assessment
         .decisive
         .as_ref()
-        .map(|d| duration_label(d, &mut q, &knowledge.terminology.keywords.chronic))
+        .map(|d| duration_label(d, &mut q))
         .unwrap_or_else(|| phrases.no_conditions.clone());
     let indication_md = q.md(&indication, 80);
-    let conditions = conditions_list(assessment, phrases, &mut q, &knowledge.terminology.keywords.chronic);
+    let conditions = conditions_list(assessment, phrases, &mut q);
     let detail = template.detail.render(|var| match var {
         "indication" => indication_md.clone(),
         "conditions" => conditions.clone(),

@@ -24,10 +24,33 @@ pub const SUBACUTE_DAYS: i64 = 42;
 pub struct Dating {
     /// A code, display, text or typed onset says chronic.
     pub says_chronic: bool,
+    /// What says so, for the card ("why chronic").
+    pub said_by: Option<SaidBy>,
     /// The earliest day the problem can have begun, from a real onset (day, span, age with a birth date).
     pub onset_from: Option<Date>,
     /// The day by which the problem surely existed.
     pub existed_by: Option<DateEvidence>,
+}
+
+/// What says a problem is chronic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaidBy {
+    /// Its name: the text or a display ("Chronic low back pain").
+    Name,
+    /// A code whose own meaning is chronic (SNOMED CT 278860009).
+    Code,
+    /// Its typed onset (`onsetString`: "for years").
+    OnsetText,
+    /// A note on it or its evidence ("on and off since 2020").
+    Note,
+}
+
+impl Dating {
+    /// Marks the fact as said to be chronic by `by`, unless something said so already.
+    pub fn say_chronic(&mut self, by: SaidBy) {
+        self.says_chronic = true;
+        self.said_by.get_or_insert(by);
+    }
 }
 
 /// A day by which a problem existed, and what says so.
@@ -137,7 +160,13 @@ fn duration_in(text: &str) -> Option<i64> {
 /// the end of that year), a duration ("for 3 months": it existed that long ago).
 fn typed_dating(text: &str, source: DateSource, dating: &mut Dating, today: Date, terms: &Terminology) {
     let lower = text.to_lowercase();
-    dating.says_chronic |= terms.keywords.chronic.matches(&lower);
+    if terms.keywords.chronic.matches(&lower) {
+        dating.say_chronic(if source == DateSource::Note {
+            SaidBy::Note
+        } else {
+            SaidBy::OnsetText
+        });
+    }
     if let Some(year) = years_in(&lower).filter(|y| *y <= today.year()).min()
         && let Ok(end) = Date::from_calendar_date(year, time::Month::December, 31)
     {

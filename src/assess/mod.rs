@@ -31,7 +31,7 @@ use time::Date;
 
 pub use care::{CareCheck, CareStatus, Element, Evidence, EvidenceSource, HeatRequirement, NotCounted};
 pub use concept::{Kind, Kinds, Meaning, Regions};
-pub use dating::{ChronicBy, DateEvidence, DateSource, Dating, EpisodeLength};
+pub use dating::{ChronicBy, DateEvidence, DateSource, Dating, EpisodeLength, SaidBy};
 
 use crate::knowledge::{CardId, Policy, Terminology, ValueSet};
 use crate::record::{Coding, Concept, Condition, DataKind, Order, PatientRecord};
@@ -263,13 +263,33 @@ fn best_coding(concept: &Concept, terms: &Terminology) -> Option<Coding> {
         .cloned()
 }
 
+/// What says a concept is chronic: a code whose own meaning is chronic, else its name.
+fn chronic_by(concept: &Concept, terms: &Terminology) -> SaidBy {
+    if concept.codings.iter().any(|c| terms.says_chronic(c)) {
+        SaidBy::Code
+    } else {
+        SaidBy::Name
+    }
+}
+
+/// The dating of a fact that has no dates of its own: only whether its concept says chronic, and what says so.
+fn said(meaning: &Meaning, concept: &Concept, terms: &Terminology) -> Dating {
+    let mut dating = Dating::default();
+    if meaning.says_chronic {
+        dating.say_chronic(chronic_by(concept, terms));
+    }
+    dating
+}
+
 fn condition_fact(c: &Condition, origin: Origin, record: &PatientRecord, today: Date, terms: &Terminology) -> Fact {
     let mut meaning = concept::classify(&c.code, terms);
     for site in &c.body_sites {
         meaning.regions = meaning.regions.union(concept::regions(site, terms));
     }
     let mut dating = dating::condition_dating(c, record.birth_date, today, terms);
-    dating.says_chronic |= meaning.says_chronic;
+    if meaning.says_chronic {
+        dating.say_chronic(chronic_by(&c.code, terms));
+    }
     Fact {
         meaning,
         dating,
@@ -365,10 +385,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     for reason in &order.reason_codes {
         let meaning = concept::classify(reason, terms);
         facts.push(Fact {
-            dating: Dating {
-                says_chronic: meaning.says_chronic,
-                ..Dating::default()
-            },
+            dating: said(&meaning, reason, terms),
             meaning,
             origin: Origin::OrderReason,
             name: reason.name(),
@@ -387,10 +404,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
                 // A reason that points to a problem the record says has ended names the problem, but its dates
                 // belong to the earlier episode, not to the pain being treated now.
                 if !c.is_active(today) {
-                    fact.dating = Dating {
-                        says_chronic: fact.meaning.says_chronic,
-                        ..Dating::default()
-                    };
+                    fact.dating = said(&fact.meaning, &c.code, terms);
                 }
                 facts.push(fact);
             }
@@ -404,10 +418,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
                     };
                     let meaning = concept::classify(&concept, terms);
                     facts.push(Fact {
-                        dating: Dating {
-                            says_chronic: meaning.says_chronic,
-                            ..Dating::default()
-                        },
+                        dating: said(&meaning, &concept, terms),
                         meaning,
                         origin: Origin::OrderReason,
                         name: display.clone(),
