@@ -13,9 +13,10 @@
 //! | FHIR JSON (R4, STU3, DSTU2) → record | [`fhir`] | FHIR shapes |
 //! | the patient record | [`record`] | plain types |
 //! | the guideline: concepts, episodes, care, verdict | [`assess`] | pure functions, no I/O, cannot fail |
+//! | the rules' words: cards, value sets and their lookups, phrases, policy | [`assess::vocabulary`] | codes, phrases |
 //! | assessment → card | [`render`] | templates |
 //! | cards as plain text for reviewers (`evaluate --format text`) | [`cardtext`] | nothing |
-//! | content in `cards/`, checked at start and by `check-content` | [`knowledge`] | files, validation |
+//! | content in `cards/`, checked at start and by `check-content` | [`content`] | files, validation |
 //! | one hook call end to end | [`service`] | the order of steps |
 //! | caller text as a log field (escaped, truncated) | [`logsafe`] | nothing |
 //! | the tester's workbench page and its bundled patients | [`web`] | static files |
@@ -28,10 +29,10 @@ pub mod assess;
 pub mod auth;
 pub mod cardtext;
 pub mod config;
+pub mod content;
 pub mod fetch;
 pub mod fhir;
 pub mod http;
-pub mod knowledge;
 pub mod logsafe;
 pub mod ops;
 pub mod quote;
@@ -42,5 +43,5 @@ pub mod store;
 pub mod web;
 pub mod wire;
 
+pub use content::{ContentSource, Knowledge};
 pub use http::{AppState, app};
-pub use knowledge::{ContentSource, Knowledge};

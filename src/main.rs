@@ -508,7 +508,7 @@ fn check_content(source: ContentSource) -> anyhow::Result<()> {
                  resources, {} codes in {} value sets, {} phrase sets",
                 source.describe(),
                 n.cards,
-                dry_needling_cds::knowledge::SUMMARY_LIMIT,
+                dry_needling_cds::content::SUMMARY_LIMIT,
                 n.services,
                 n.resources,
                 n.codes,

@@ -16,11 +16,12 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::assess::vocabulary::CardId;
 use crate::assess::{
     Assessment, CareStatus, ChronicBy, DateEvidence, DateSource, Element, EpisodeLength, Evidence, EvidenceSource,
     HeatRequirement, Indication, IndicationKind, NotCounted, Note, Origin, SaidBy,
 };
-use crate::knowledge::{CardId, DataLabels, Indicator, Knowledge, Phrases, SUMMARY_VARS, UNAVAILABLE_VAR};
+use crate::content::{DataLabels, Indicator, Knowledge, Phrases, SUMMARY_VARS, UNAVAILABLE_VAR};
 use crate::quote::{self, Budget};
 use crate::record::{Coding, Concept, DataKind, DateSpan, Order};
 use crate::wire::{Action, Card, CardExtension, Source, Suggestion, WireCoding};
@@ -420,7 +421,7 @@ fn indicator(i: Indicator) -> &'static str {
     i.as_str()
 }
 
-fn wire_coding(c: &crate::knowledge::CodingText) -> WireCoding {
+fn wire_coding(c: &crate::content::CodingText) -> WireCoding {
     WireCoding {
         system: c.system.clone(),
         code: c.code.clone(),

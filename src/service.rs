@@ -15,9 +15,9 @@ use std::collections::BTreeSet;
 use time::Date;
 
 use crate::assess::{Note, Outcome, assess, is_dry_needling};
+use crate::content::{Knowledge, ServiceText};
 use crate::fetch::{Allowlist, Fetched, Fetcher, Search, Start, Target};
 use crate::fhir::{Contents, Resource, parse_contents};
-use crate::knowledge::{Knowledge, ServiceText};
 use crate::logsafe::caller_text;
 use crate::record::{Availability, Coding, DataKind, Order, PatientRecord};
 use crate::render::{RequestFacts, render_card, render_data_unavailable};

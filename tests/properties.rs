@@ -632,7 +632,7 @@ proptest! {
                 let card = serde_json::to_value(&cards[0]).unwrap();
                 prop_assert_eq!(&card["extension"]["dry-needling-cds-card"], "data-unavailable");
                 prop_assert_eq!(&card["indicator"], "warning");
-                let stance_of_card = dry_needling_cds::knowledge::CardId::ALL
+                let stance_of_card = dry_needling_cds::assess::vocabulary::CardId::ALL
                     .into_iter()
                     .find(|id| id.file_stem() == "data-unavailable")
                     .map(stance);

@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
+use dry_needling_cds::assess::vocabulary::CardId;
 use dry_needling_cds::assess::{self, Stance};
-use dry_needling_cds::knowledge::CardId;
 
 /// How far a card goes toward allowing dry needling (`assess::stance`), from its template id; `None` for "none"
 /// and "412", which permit nothing.

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use dry_needling_cds::assess::care::{HeatRequirement, check_care};
 use dry_needling_cds::assess::concept::{Kind, Regions, classify, regions};
-use dry_needling_cds::knowledge::Knowledge;
+use dry_needling_cds::content::Knowledge;
 use dry_needling_cds::record::{
     Availability, Coding, Concept, DataKind, DateSpan, Medication, MedicationSource, PatientRecord, Procedure,
 };

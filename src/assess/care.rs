@@ -19,7 +19,7 @@
 use time::{Date, Duration};
 
 use super::concept::{self, Regions};
-use crate::knowledge::{Policy, Terminology, ValueSet};
+use crate::assess::vocabulary::{Policy, Terminology, ValueSet};
 use crate::record::{Coding, Concept, DataKind, DateSpan, Medication, MedicationSource, PatientRecord, Procedure};
 
 /// Which resource a piece of evidence came from, in words a clinician uses.
@@ -323,7 +323,7 @@ fn is_heat(p: &Procedure, terms: &Terminology) -> bool {
 }
 
 fn has_cold(text: &str) -> bool {
-    crate::knowledge::has_keyword(text, &["cold", "ice", "cryo"])
+    crate::assess::vocabulary::has_keyword(text, &["cold", "ice", "cryo"])
 }
 
 fn is_self_care(p: &Procedure, terms: &Terminology) -> bool {

@@ -15,7 +15,7 @@
 //! (which also decide which conditions bear on an order) use phrases with exclusions and whole-word short
 //! words, so "neck of femur" or "army" place nothing.
 
-use crate::knowledge::{Terminology, ValueSet, is_standard_system};
+use crate::assess::vocabulary::{Terminology, ValueSet, is_standard_system};
 use crate::record::Concept;
 
 /// A kind of condition the guideline speaks of.
@@ -157,7 +157,7 @@ impl Regions {
     pub fn overlaps(self, other: Regions) -> bool {
         self.0 & other.0 != 0 || (!self.is_empty() && !other.is_empty() && (self.widespread() || other.widespread()))
     }
-    /// The regions as bits ([`crate::knowledge::region_bit`]).
+    /// The regions as bits ([`crate::assess::vocabulary::region_bit`]).
     pub fn bits(self) -> u32 {
         self.0
     }
@@ -199,7 +199,7 @@ pub fn regions(concept: &Concept, terms: &Terminology) -> Regions {
     let region_phrases = &terms.keywords.region;
     for (name, phrases) in region_phrases {
         if phrases.matches_any(text())
-            && let Some(bit) = crate::knowledge::region_bit(region_phrases, name)
+            && let Some(bit) = crate::assess::vocabulary::region_bit(region_phrases, name)
         {
             bits |= 1 << bit;
         }
@@ -210,7 +210,7 @@ pub fn regions(concept: &Concept, terms: &Terminology) -> Regions {
     Regions(bits & !WIDESPREAD)
 }
 
-/// The bit of the `widespread` region ([`crate::knowledge::region_bit`]).
+/// The bit of the `widespread` region ([`crate::assess::vocabulary::region_bit`]).
 const WIDESPREAD: u32 = 4;
 
 /// The kinds named by phrases in any of the texts (lower-case).
@@ -355,7 +355,7 @@ pub fn classify(concept: &Concept, terms: &Terminology) -> Meaning {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::knowledge::Knowledge;
+    use crate::content::Knowledge;
     use crate::record::Coding;
 
     fn coded(system: &str, code: &str, display: &str) -> Concept {

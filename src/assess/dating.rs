@@ -11,7 +11,7 @@
 
 use time::{Date, Duration};
 
-use crate::knowledge::Terminology;
+use crate::assess::vocabulary::Terminology;
 use crate::record::{Age, AgeUnit, Condition, DateSpan, Onset};
 
 /// Twelve weeks: from here on pain is chronic.
@@ -277,7 +277,7 @@ pub fn episode_duration(facts: impl IntoIterator<Item = Dating>, today: Date) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::knowledge::Knowledge;
+    use crate::content::Knowledge;
     use crate::record::{Concept, parse_fhir_span};
     use time::macros::date;
 

@@ -22,10 +22,14 @@
 //!    guideline does not address: not an indication; otherwise duration and care decide, and the only permissive
 //!    cards need a [`Permit`], which exists only when every reason's duration is *established* under 12 weeks,
 //!    every required element of care is counted, and the record is whole.
+//!
+//! The words the rules speak (the cards, value sets, phrases and policy) are theirs, in [`vocabulary`]; what
+//! the words contain is content, read from `cards/` and checked by [`crate::content`].
 
 pub mod care;
 pub mod concept;
 pub mod dating;
+pub mod vocabulary;
 
 use time::Date;
 
@@ -33,7 +37,7 @@ pub use care::{CareCheck, CareStatus, Element, Evidence, EvidenceSource, HeatReq
 pub use concept::{Kind, Kinds, Meaning, Regions};
 pub use dating::{ChronicBy, DateEvidence, DateSource, Dating, EpisodeLength, SaidBy};
 
-use crate::knowledge::{CardId, Policy, Terminology, ValueSet};
+use crate::assess::vocabulary::{CardId, Policy, Terminology, ValueSet};
 use crate::record::{Coding, Concept, Condition, DataKind, Order, PatientRecord};
 
 /// How long the condition has lasted, as the card says it.
@@ -753,7 +757,7 @@ fn existed(i: &Indication) -> Option<Date> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::knowledge::Knowledge;
+    use crate::content::Knowledge;
     use crate::record::{Availability, DateSpan, Onset};
     use time::macros::date;
 

@@ -43,8 +43,8 @@ pub use serve::{ServeSettings, serve};
 
 use crate::auth::{AuthError, Rejection, Verifier};
 use crate::config::Config;
+use crate::content::Knowledge;
 use crate::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
-use crate::knowledge::Knowledge;
 use crate::logsafe::caller_text;
 use crate::ops::metrics::{self as ops, Metrics};
 use crate::service::{Limits, MissingDataPolicy};
