@@ -172,20 +172,14 @@ impl Config {
         Config::parse(&text, dir).map_err(error)
     }
 
-    /// Parses and validates configuration text; `dir` resolves relative file paths.
+    /// Parses and validates configuration text; `dir` resolves relative file paths. What the command line may still
+    /// supply (`--public-base-url`) is checked by [`Config::check_complete`] once it has been applied.
     pub fn parse(text: &str, dir: &Path) -> Result<Config, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
         let public_base_url = match file.public_base_url {
             Some(url) => Some(base_url(&url)?),
             None => None,
         };
-        if !file.clients.is_empty() && public_base_url.is_none() {
-            return Err(
-                "`public_base_url` is required when clients are trusted: tokens' `aud` is checked \
-                        against it"
-                    .to_string(),
-            );
-        }
         let defaults = FetchSettings::default();
         let fhir = file.fhir;
         let fetch = FetchSettings {
@@ -235,6 +229,20 @@ impl Config {
 }
 
 impl Config {
+    /// Checks what the file and the command line must give together: with trusted clients, a public base URL
+    /// (the file's `public_base_url`, or `--public-base-url` / `DRY_NEEDLING_CDS_PUBLIC_BASE_URL`, which replaces
+    /// it), since tokens' `aud` is checked against it.
+    pub fn check_complete(&self) -> Result<(), String> {
+        if !self.clients.is_empty() && self.public_base_url.is_none() {
+            return Err(
+                "`public_base_url` is required when clients are trusted: tokens' `aud` is checked against it; \
+                 set it in the file, or with --public-base-url or DRY_NEEDLING_CDS_PUBLIC_BASE_URL"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+
     /// Sets the public base URL (the `--public-base-url` flag), checked like the file's, replacing the file's.
     pub fn set_public_base_url(&mut self, url: &str) -> Result<(), String> {
         self.public_base_url = Some(base_url(url)?);
@@ -614,7 +622,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(text, Path::new("."))
+        let config = Config::parse(text, Path::new("."))?;
+        config.check_complete()?;
+        Ok(config)
     }
 
     const SANDBOX_JWKS: &str = include_str!("../config/sandbox-jwks.json");

@@ -215,6 +215,11 @@ fn run() -> anyhow::Result<()> {
             .set_public_base_url(url)
             .map_err(|e| anyhow::anyhow!("--public-base-url: {e}"))?;
     }
+    // The file and the flags together must say all that is required (`--public-base-url` stands in for the file's).
+    config.check_complete().map_err(|e| match &cli.config {
+        Some(path) => anyhow::anyhow!("{}: {e}", path.display()),
+        None => anyhow::anyhow!(e),
+    })?;
     if let Some(dir) = &serve_args.data_dir {
         config.set_data_dir(dir);
     }

@@ -468,3 +468,55 @@ async fn data_unavailable_cards_are_counted() {
         None
     );
 }
+
+/// A container sets the public URL from the environment: with trusted clients and no `public_base_url` in the
+/// file, `DRY_NEEDLING_CDS_PUBLIC_BASE_URL` (like `--public-base-url`) satisfies the requirement; with neither,
+/// the service refuses to start and says what to set.
+#[tokio::test]
+async fn the_public_base_url_may_come_from_the_environment_instead_of_the_file() {
+    let without = client_config("http://127.0.0.1:1").replace("public_base_url = \"http://127.0.0.1:1\"\n", "");
+    assert!(!without.contains("public_base_url"));
+    let dir = std::env::temp_dir().join(format!("dn-public-url-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, &without).unwrap();
+    // Refused without it.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_dry-needling-cds"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("DRY_NEEDLING_CDS_DATA_DIR", dir.join("data"))
+        .env_remove("DRY_NEEDLING_CDS_PUBLIC_BASE_URL")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("DRY_NEEDLING_CDS_PUBLIC_BASE_URL"), "{stderr}");
+    // Started with it: the start-up line names the URL EHRs must call.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dry-needling-cds"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("DRY_NEEDLING_CDS_DATA_DIR", dir.join("data"))
+        .env("DRY_NEEDLING_CDS_PUBLIC_BASE_URL", "https://cds.example.org")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let started = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("max_connections"))
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !started.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = started.join().unwrap().expect("the service started");
+    assert!(line.contains("https://cds.example.org/cds-services"), "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
