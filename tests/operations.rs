@@ -255,6 +255,9 @@ async fn metrics_on_the_main_port_answer_loopback_peers_only() {
     };
     let reply = send_with(state.clone(), request(Some("127.0.0.1:40000"))).await;
     assert_eq!(reply.status, StatusCode::OK);
+    // An IPv4 scraper on a dual-stack `[::]` listener.
+    let reply = send_with(state.clone(), request(Some("[::ffff:127.0.0.1]:40000"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
     assert!(
         reply.headers["content-type"]
             .to_str()

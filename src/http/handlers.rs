@@ -294,7 +294,7 @@ pub(super) async fn feedback(
             outcome = %entry.outcome,
             accepted_suggestions = (!entry.accepted_suggestions.is_empty()).then_some(entry.accepted_suggestions.len()),
             override_reason = entry.override_reason.as_deref().map(|r| field::display(caller_text(r))),
-            outcome_timestamp = %entry.outcome_timestamp,
+            outcome_timestamp = %caller_text(&entry.outcome_timestamp),
             "feedback"
         );
     }
@@ -344,7 +344,8 @@ pub(super) async fn metrics_on_main(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
-    let loopback = peer.is_some_and(|Extension(ConnectInfo(peer))| peer.ip().is_loopback());
+    // On a dual-stack `[::]` listener an IPv4 scraper arrives as `::ffff:127.0.0.1`: loopback too.
+    let loopback = peer.is_some_and(|Extension(ConnectInfo(peer))| peer.ip().to_canonical().is_loopback());
     if !loopback || state.metrics_exposure != MetricsExposure::LoopbackOnly {
         return Err(ApiError::NoRoute);
     }

@@ -145,13 +145,33 @@ pub fn csv(analytics: &Analytics, table: CsvTable) -> String {
     String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
-/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, carriage return first) gets a leading
-/// `'`, which spreadsheets show as text. Reason codes come from the EHR's feedback, so a caller chooses them.
+/// A cell a spreadsheet could run as a formula gets a `'` before the formula's first character, which
+/// spreadsheets show as text. That is checked at the start of the cell **and after every `,`, `;` and tab** inside
+/// it (spaces and quotes skipped), because a spreadsheet that splits lines on `;` or tabs makes a new cell there
+/// (`x;=HYPERLINK(…)`). Formula characters: `=`, `+`, `-`, `@`, and a tab or carriage return. Reason codes come
+/// from the EHR's feedback, so a caller chooses them. Written by hand: the csv crate quotes, but knows nothing of
+/// spreadsheets' formulas.
 fn spreadsheet_safe(cell: &str) -> String {
-    match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
-        _ => cell.to_string(),
+    let mut out = String::with_capacity(cell.len() + 2);
+    let mut at_start = true;
+    for c in cell.chars() {
+        if at_start {
+            match c {
+                ' ' | '"' => {
+                    out.push(c);
+                    continue;
+                }
+                '=' | '+' | '-' | '@' | '\t' | '\r' => out.push('\''),
+                _ => {}
+            }
+            at_start = false;
+        }
+        out.push(c);
+        if matches!(c, ',' | ';' | '\t') {
+            at_start = true;
+        }
     }
+    out
 }
 
 /// A service's cards over all its templates.
@@ -536,6 +556,16 @@ mod tests {
         assert!(page.contains("63 %"), "5 of 8 acted on were overridden: {page}");
         let reasons = csv(&analytics, CsvTable::Reasons);
         assert!(reasons.contains("'=HYPERLINK"), "{reasons}");
+        // Under `;`, tab or `,` splitting, every part that could start a formula starts with `'`.
+        for (cell, safe) in [
+            ("x;=HYPERLINK(\"http://e\")", "x;'=HYPERLINK(\"http://e\")"),
+            ("a\t+cmd", "a\t'+cmd"),
+            ("b, @SUM(1)", "b, '@SUM(1)"),
+            ("-1", "'-1"),
+            ("plain; text", "plain; text"),
+        ] {
+            assert_eq!(spreadsheet_safe(cell), safe, "{cell}");
+        }
         let templates = csv(&analytics, CsvTable::Templates);
         assert_eq!(
             templates.lines().nth(1),
