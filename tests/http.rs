@@ -306,18 +306,41 @@ async fn the_default_limit_takes_a_large_real_prefetch() {
 #[tokio::test]
 async fn content_types_that_ehrs_send_are_accepted() {
     for content_type in [
-        "application/json",
-        "application/json; charset=utf-8",
-        "application/fhir+json",
-        "text/plain",
+        Some("application/json"),
+        Some("application/json; charset=utf-8"),
+        Some("Application/JSON"),
+        Some("application/fhir+json"),
+        None,
     ] {
-        let request = Request::post(SELECT)
-            .header("content-type", content_type)
-            .body(Body::from(fixture("rules/neck-pain.json")))
-            .unwrap();
-        let reply = send(request).await;
-        assert_eq!(reply.status, 200, "{content_type}");
+        let mut request = Request::post(SELECT);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let reply = send(request.body(Body::from(fixture("rules/neck-pain.json"))).unwrap()).await;
+        assert_eq!(reply.status, 200, "{content_type:?}");
         assert_eq!(reply.headers["content-type"], "application/json");
+    }
+}
+
+/// In open mode no token stops a web page the developer visits: its "simple" cross-origin POSTs (no preflight)
+/// can only be `text/plain`, a form or multipart, and every one of them is refused, on the hooks and feedback.
+#[tokio::test]
+async fn open_mode_refuses_bodies_a_cross_origin_page_can_send_without_preflight() {
+    for path in [SELECT, "/cds-services/dry-needling-order-select/feedback"] {
+        for content_type in [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            let request = Request::post(path)
+                .header("content-type", content_type)
+                .body(Body::from(fixture("rules/neck-pain.json")))
+                .unwrap();
+            let reply = send(request).await;
+            assert_eq!(reply.status, 415, "{path} {content_type}");
+            assert_eq!(reply.json()["resourceType"], "OperationOutcome");
+        }
     }
 }
 

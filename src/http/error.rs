@@ -66,6 +66,9 @@ pub enum ApiError {
     /// The store could not take or give what was asked (feedback is to be resent; analytics retried).
     #[error("the store is unavailable; retry after {STORE_RETRY_AFTER_SECS} s")]
     StoreUnavailable,
+    /// A POST whose body is not JSON, in open mode (where no token stops a cross-origin page).
+    #[error("the body must be JSON: send Content-Type: application/json")]
+    UnsupportedMediaType,
     /// Load shedding: too many calls in progress.
     #[error("the service is busy; retry after {RETRY_AFTER_SECS} s")]
     Overloaded,
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnknownService | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -95,7 +99,7 @@ impl ApiError {
         let (code, messages) = match self {
             ApiError::BadRequest(_) => ("invalid", vec![self.to_string()]),
             ApiError::UnknownService | ApiError::NoRoute => ("not-found", vec![self.to_string()]),
-            ApiError::MethodNotAllowed => ("not-supported", vec![self.to_string()]),
+            ApiError::MethodNotAllowed | ApiError::UnsupportedMediaType => ("not-supported", vec![self.to_string()]),
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => ("too-costly", vec![self.to_string()]),
             ApiError::PreconditionFailed(kinds) => ("incomplete", kinds.iter().map(|k| missing_message(*k)).collect()),
             ApiError::Unauthorized(_) => ("login", vec![self.to_string()]),

@@ -311,8 +311,26 @@ fn route_label(request: &Request, services: &[String]) -> String {
 
 /// Verifies the caller's JWT when clients are configured; the verified client travels to the handlers as a
 /// request extension. Runs inside CORS, so preflight requests (which carry no token) never reach it.
+/// True when a request's `Content-Type` is JSON (`application/json`, `application/fhir+json`, any `+json`, with
+/// any parameters) or is not given (a browser always gives one with a body; curl and some EHRs give none).
+fn json_or_unstated(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, next: Next) -> Response {
     let Access::Verify(verifier) = access.as_ref() else {
+        // Open mode has no token to stop a web page the developer visits: a "simple" cross-origin POST (no
+        // preflight) can only carry `text/plain`, a form or multipart. So here a body must say it is JSON.
+        if request.method() == axum::http::Method::POST && !json_or_unstated(request.headers()) {
+            return ApiError::UnsupportedMediaType.into_response();
+        }
         return next.run(request).await;
     };
     let token = request
