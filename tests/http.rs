@@ -652,3 +652,46 @@ async fn health_and_readiness_answer_without_a_token() {
     assert_eq!(wrong.status, 405);
     assert!(issue_text(&wrong).contains("method"));
 }
+
+/// Open on loopback, a page that rebinds its own name to 127.0.0.1 sends its own name as `Host`: refused, on
+/// every route; loopback names and the configured public host are served. And only the hooks answer other
+/// origins (CORS): analytics, metrics and the workbench's data are for this origin only.
+#[tokio::test]
+async fn open_on_loopback_answers_loopback_host_names_only_and_cors_only_on_the_hooks() {
+    let mut state = state();
+    state.loopback_hosts_only = Some(dry_needling_cds::http::LoopbackHosts {
+        public_host: Some("cds.example.org".into()),
+    });
+    let get = |path: &str, host: &str| {
+        Request::get(path)
+            .header("host", host)
+            .header("origin", "https://evil.example")
+            .body(Body::empty())
+            .unwrap()
+    };
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example",
+    ] {
+        for path in ["/cds-services", "/analytics", "/healthz", "/"] {
+            let reply = send_with(state.clone(), get(path, host)).await;
+            assert_eq!(reply.status, 403, "{path} {host}");
+        }
+    }
+    for host in [
+        "localhost:8080",
+        "127.0.0.1:8080",
+        "[::1]:8080",
+        "app.localhost",
+        "cds.example.org",
+    ] {
+        let reply = send_with(state.clone(), get("/cds-services", host)).await;
+        assert_eq!(reply.status, 200, "{host}");
+        assert_eq!(reply.headers["access-control-allow-origin"], "*", "{host}");
+        let reply = send_with(state.clone(), get("/healthz", host)).await;
+        assert_eq!(reply.status, 200, "{host}");
+        assert!(!reply.headers.contains_key("access-control-allow-origin"), "{host}");
+    }
+}

@@ -92,6 +92,43 @@ pub struct AppState {
     pub storage: Option<Storage>,
     /// Who may read `/analytics`.
     pub analytics: AnalyticsAccess,
+    /// Open on loopback: only requests whose `Host` names this machine are served (a web page that rebinds its
+    /// own name to 127.0.0.1 sends its own name), plus the configured public host.
+    pub loopback_hosts_only: Option<LoopbackHosts>,
+}
+
+/// The `Host` names an open loopback service answers: loopback names and addresses, and the configured public
+/// host (when `public_base_url` names one).
+#[derive(Debug, Clone, Default)]
+pub struct LoopbackHosts {
+    pub public_host: Option<String>,
+}
+
+impl LoopbackHosts {
+    /// True when `host` (a `Host` header: a name or address, maybe with a port) may be served.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host.as_str(), |(name, port)| {
+                if port.chars().all(|c| c.is_ascii_digit()) {
+                    name
+                } else {
+                    host.as_str()
+                }
+            }),
+        };
+        let loopback_ip = name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback());
+        loopback_ip
+            || name == "localhost"
+            || name.ends_with(".localhost")
+            || self
+                .public_host
+                .as_deref()
+                .is_some_and(|p| p.eq_ignore_ascii_case(name))
+    }
 }
 
 /// The store as the handlers use it: cards go through the queue, feedback straight to the store.
@@ -134,6 +171,7 @@ impl AppState {
             metrics_exposure: MetricsExposure::LoopbackOnly,
             storage: None,
             analytics: AnalyticsAccess::Open,
+            loopback_hosts_only: None,
         }
     }
 
@@ -179,8 +217,16 @@ impl AppState {
             (None, Access::Open) if loopback => AnalyticsAccess::Open,
             (None, _) => AnalyticsAccess::Off,
         };
+        let loopback_hosts_only = (loopback && matches!(access, Access::Open)).then(|| LoopbackHosts {
+            public_host: config
+                .public_base_url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase)),
+        });
         Ok(AppState {
             analytics,
+            loopback_hosts_only,
             access: Arc::new(access),
             fetcher: Arc::new(fetcher),
             limits: config.limits,
@@ -324,6 +370,23 @@ fn json_or_unstated(headers: &axum::http::HeaderMap) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Open on loopback, a request whose `Host` is another name is refused (DNS rebinding: a page whose name now
+/// resolves to 127.0.0.1 would otherwise be same-origin with the service). A request with no `Host` (HTTP/1.0) is
+/// not a browser's.
+async fn loopback_host(State(hosts): State<Option<LoopbackHosts>>, request: Request, next: Next) -> Response {
+    if let Some(hosts) = hosts
+        && let Some(host) = request.headers().get(header::HOST)
+        && !host.to_str().is_ok_and(|h| hosts.allows(h))
+    {
+        return ApiError::Forbidden(
+            "this service is open on loopback and answers only loopback host names (localhost, 127.0.0.1, [::1])"
+                .to_string(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, next: Next) -> Response {
     let Access::Verify(verifier) = access.as_ref() else {
         // Open mode has no token to stop a web page the developer visits: a "simple" cross-origin POST (no
@@ -439,6 +502,7 @@ pub fn app(state: AppState) -> Router {
     let access = state.access.clone();
     let workbench = state.workbench;
     let service_ids: Arc<[String]> = state.knowledge.services.iter().map(|s| s.id.clone()).collect();
+    let hosts = state.loopback_hosts_only.clone();
     let state_for_health = state.clone();
     let services = Router::new()
         .route("/cds-services", get(handlers::discovery))
@@ -447,7 +511,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(middleware::from_fn_with_state(access, authenticate));
+        .layer(middleware::from_fn_with_state(access, authenticate))
+        // CORS only here: the CDS Hooks sandbox calls from its own origin; analytics, metrics, health and the
+        // workbench's data are for this origin only, so other origins' pages cannot read them.
+        .layer(cors());
     // Health checks are for the orchestrator, which has no token; they say nothing about patients or clients.
     let health = Router::new()
         .route("/healthz", get(handlers::healthz))
@@ -471,7 +538,7 @@ pub fn app(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(cors())
+        .layer(middleware::from_fn_with_state(hosts, loopback_host))
         .layer(middleware::from_fn_with_state(service_ids, trace))
         .layer(middleware::map_response(timeout_body))
 }
