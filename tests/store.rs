@@ -645,3 +645,58 @@ async fn postgres_open_error_names_the_host_never_the_password() {
         "fails within the acquire time-out"
     );
 }
+
+/// A full disk (a SQLite file at its page cap: the same `SQLITE_FULL`) fails writes and marks the store degraded;
+/// once space comes back (rows deleted, pages freed), the same store writes again by itself, without a restart.
+/// Before: a connection a failed write left inside a transaction stayed in the pool and every later write on it
+/// failed until the process restarted.
+#[tokio::test]
+async fn sqlite_recovers_from_a_full_disk_without_a_restart() {
+    let dir = TempDir(std::env::temp_dir().join(format!("dncds-store-{}", unique("full"))));
+    let path = dir.0.join("store.sqlite3");
+    let config = StoreConfig::Sqlite { path: path.clone() };
+    Store::open(&config).await.expect("create").close().await;
+    let raw = sqlx::sqlite::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path))
+        .await
+        .expect("raw connection");
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&raw).await.unwrap();
+    let store = Store::open_capped(&config, Some(pages as u64 + 40))
+        .await
+        .expect("open capped");
+    let at = datetime!(2026-11-23 10:00 UTC);
+    let mut full = false;
+    for n in 0..400 {
+        let batch: Vec<CardRecord> = (0..50)
+            .map(|i| card(&format!("{:08}-full-{}", n * 50 + i, "x".repeat(200)), "svc", "tpl", at))
+            .collect();
+        if store.insert_cards(&batch).await.is_err() {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the capped file never filled");
+    assert!(store.writes_failing(), "a failed write is reported");
+    // Every pooled connection meets the full file: none may be left unusable.
+    for k in 0..6 {
+        let batch: Vec<CardRecord> = (0..50)
+            .map(|i| card(&format!("{:08}-again-{k}-{}", i, "y".repeat(200)), "svc", "tpl", at))
+            .collect();
+        assert!(store.insert_cards(&batch).await.is_err());
+    }
+    // Space comes back: the rows are deleted and their pages freed for reuse.
+    sqlx::query("DELETE FROM cards").execute(&raw).await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&raw)
+        .await
+        .unwrap();
+    for i in 0..8 {
+        let stored = store
+            .insert_cards(&[card(&format!("after-{i}"), "svc", "tpl", at)])
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after space came back: {e}"));
+        assert_eq!(stored, 1);
+    }
+    assert!(!store.writes_failing(), "recovered");
+    store.close().await;
+    raw.close().await;
+}

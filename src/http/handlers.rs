@@ -75,13 +75,17 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         None => (serde_json::json!({ "backend": "off" }), true),
         Some(storage) => {
             let answered = tokio::time::timeout(STORE_PING_TIMEOUT, storage.store.ping()).await;
-            let ok = matches!(answered, Ok(Ok(())));
-            if !ok {
+            let answers = matches!(answered, Ok(Ok(())));
+            if !answers {
                 metrics::counter!(ops::STORE_ERRORS, "operation" => "ping").increment(1);
             }
+            // A store that answers a read but fails writes (a full disk) is degraded too.
+            let writes_failing = storage.store.writes_failing();
+            let ok = answers && !writes_failing;
             let check = serde_json::json!({
                 "backend": storage.store.backend(),
                 "ok": ok,
+                "writesFailing": writes_failing,
                 "cardLogQueued": storage.card_log.queued(),
                 "cardLogDropped": storage.card_log.dropped(),
             });

@@ -49,12 +49,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Database, QueryBuilder, Row, Transaction};
+use sqlx::{QueryBuilder, Row, Transaction};
 use time::OffsetDateTime;
 
 pub use analytics::{Analytics, ReasonCount, TemplateStats, WeekStats, WeekTotal};
@@ -289,6 +290,8 @@ pub struct Store {
     backend: Backend,
     /// [`StoreConfig::describe`], for messages.
     target: Arc<str>,
+    /// The last write failed (a full disk, a store that refuses): readiness says `degraded` until one succeeds.
+    writes_failing: Arc<AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -317,22 +320,19 @@ macro_rules! with_pool {
 /// A transaction for writing. SQLite's must take the write lock at `BEGIN` (`IMMEDIATE`): a deferred
 /// transaction that reads first and writes later fails at once with `SQLITE_BUSY` when another connection
 /// wrote in between, instead of waiting for the busy time-out.
-trait WritePool {
-    type Db: Database;
-    async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, sqlx::Error>;
+trait WriteConnection: sqlx::Connection {
+    async fn begin_write(&mut self) -> Result<Transaction<'_, Self::Database>, sqlx::Error>;
 }
 
-impl WritePool for SqlitePool {
-    type Db = sqlx::Sqlite;
-    async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.begin_with("BEGIN IMMEDIATE").await
+impl WriteConnection for sqlx::SqliteConnection {
+    async fn begin_write(&mut self) -> Result<Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
+        sqlx::Connection::begin_with(self, "BEGIN IMMEDIATE").await
     }
 }
 
-impl WritePool for PgPool {
-    type Db = sqlx::Postgres;
-    async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.begin().await
+impl WriteConnection for sqlx::PgConnection {
+    async fn begin_write(&mut self) -> Result<Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+        sqlx::Connection::begin(self).await
     }
 }
 
@@ -392,6 +392,13 @@ impl Store {
     /// Opens (and for SQLite creates) the store and applies the migrations it lacks. Fails with a message
     /// naming the path or the PostgreSQL host, never a password.
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        Store::open_capped(config, None).await
+    }
+
+    /// As [`Store::open`], with the SQLite file capped at `max_pages` pages (`PRAGMA max_page_count`): a full
+    /// file then fails writes exactly as a full disk does (`SQLITE_FULL`), which is how the recovery from a full
+    /// disk is tested without a special filesystem. No effect on PostgreSQL.
+    pub async fn open_capped(config: &StoreConfig, max_pages: Option<u64>) -> Result<Store, StoreError> {
         let target: Arc<str> = config.describe().into();
         let migrate_error = |error| StoreError::Migrate {
             target: target.to_string(),
@@ -399,7 +406,7 @@ impl Store {
         };
         let backend = match config {
             StoreConfig::Sqlite { path } => {
-                let pool = open_sqlite(path, &target).await?;
+                let pool = open_sqlite(path, &target, max_pages).await?;
                 // sqlx takes no lock for SQLite migrations: two processes opening a new file at once would both
                 // create the tables, and one would fail. A lock file serialises them (and tasks in one process).
                 let lock = sqlite_migration_lock(path).await?;
@@ -421,7 +428,11 @@ impl Store {
                 Backend::Postgres(pool)
             }
         };
-        Ok(Store { backend, target })
+        Ok(Store {
+            backend,
+            target,
+            writes_failing: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// What the store is, for logs: the SQLite path or the PostgreSQL host and database.
@@ -435,6 +446,15 @@ impl Store {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
         }
+    }
+
+    /// Whether the last write failed (it is `degraded` on `/readyz` until a write succeeds again).
+    pub fn writes_failing(&self) -> bool {
+        self.writes_failing.load(Ordering::Relaxed)
+    }
+
+    fn wrote(&self, ok: bool) {
+        self.writes_failing.store(!ok, Ordering::Relaxed);
     }
 
     /// Readiness: one round trip (`SELECT 1`) on a pooled connection.
@@ -467,8 +487,10 @@ impl Store {
             return Ok(0);
         }
         let rows: Vec<CardRow> = cards.iter().map(CardRow::new).collect();
-        with_pool!(self, pool => async {
-            let mut tx = pool.begin_write().await?;
+        let result = with_pool!(self, pool => async {
+            let mut conn = pool.acquire().await?;
+            let written = async {
+                let mut tx = conn.begin_write().await?;
             let mut inserted = 0;
             for chunk in rows.chunks(CARDS_PER_STATEMENT) {
                 let mut insert = QueryBuilder::new(INSERT_CARDS);
@@ -502,11 +524,21 @@ impl Store {
                     clear.build().persistent(false).execute(&mut *tx).await?;
                 }
             }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(inserted)
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(inserted)
+            }
+            .await;
+            // A connection a write failed on is not given back to the pool: a failed SQLite write can leave it
+            // inside a transaction it no longer has (a full disk rolls back on its own), and every later write
+            // on it would then fail until a restart. The next write opens a fresh connection.
+            if written.is_err() {
+                conn.close_on_drop();
+            }
+            written
         }
-        .await)
-        .map_err(StoreError::query("insert_cards"))
+        .await);
+        self.wrote(result.is_ok());
+        result.map_err(StoreError::query("insert_cards"))
     }
 
     /// Stores feedback items, all in one transaction. Idempotent: an item is identified by (card uuid, outcome,
@@ -522,8 +554,10 @@ impl Store {
             return Ok(FeedbackOutcome::default());
         }
         let rows: Vec<FeedbackRow> = items.iter().map(FeedbackRow::new).collect();
-        with_pool!(self, pool => async {
-            let mut tx = pool.begin_write().await?;
+        let result = with_pool!(self, pool => async {
+            let mut conn = pool.acquire().await?;
+            let written = async {
+                let mut tx = conn.begin_write().await?;
             let mut outcome = FeedbackOutcome::default();
             for r in &rows {
                 let stored = sqlx::query(INSERT_FEEDBACK)
@@ -549,11 +583,21 @@ impl Store {
                     None => outcome.duplicates += 1,
                 }
             }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(outcome)
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(outcome)
+            }
+            .await;
+            // A connection a write failed on is not given back to the pool: a failed SQLite write can leave it
+            // inside a transaction it no longer has (a full disk rolls back on its own), and every later write
+            // on it would then fail until a restart. The next write opens a fresh connection.
+            if written.is_err() {
+                conn.close_on_drop();
+            }
+            written
         }
-        .await)
-        .map_err(StoreError::query("insert_feedback"))
+        .await);
+        self.wrote(result.is_ok());
+        result.map_err(StoreError::query("insert_feedback"))
     }
 
     /// Records that `issuer` used `jti`, to be remembered until `expires_at` (Unix seconds; the token's `exp`
@@ -592,8 +636,10 @@ impl Store {
     /// Retention: deletes cards issued before `before` and feedback received before it, in one transaction.
     pub async fn prune(&self, before: OffsetDateTime) -> Result<Pruned, StoreError> {
         let cut = unix_ms(before);
-        with_pool!(self, pool => async {
-            let mut tx = pool.begin_write().await?;
+        let result = with_pool!(self, pool => async {
+            let mut conn = pool.acquire().await?;
+            let written = async {
+                let mut tx = conn.begin_write().await?;
             let cards = sqlx::query("DELETE FROM cards WHERE issued_at_ms < $1")
                 .bind(cut)
                 .execute(&mut *tx)
@@ -604,11 +650,21 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(Pruned { cards, feedback })
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(Pruned { cards, feedback })
+            }
+            .await;
+            // A connection a write failed on is not given back to the pool: a failed SQLite write can leave it
+            // inside a transaction it no longer has (a full disk rolls back on its own), and every later write
+            // on it would then fail until a restart. The next write opens a fresh connection.
+            if written.is_err() {
+                conn.close_on_drop();
+            }
+            written
         }
-        .await)
-        .map_err(StoreError::query("prune"))
+        .await);
+        self.wrote(result.is_ok());
+        result.map_err(StoreError::query("prune"))
     }
 
     /// Override analytics for cards issued in `[since, until)`; see [`Analytics`] for the counting rule.
@@ -680,7 +736,7 @@ pub async fn maintain(store: Store, retention_days: u32, prune_jtis: bool) {
     }
 }
 
-async fn open_sqlite(path: &Path, target: &str) -> Result<SqlitePool, StoreError> {
+async fn open_sqlite(path: &Path, target: &str, max_pages: Option<u64>) -> Result<SqlitePool, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir(dir).map_err(|error| StoreError::CreateDir {
             path: dir.to_path_buf(),
@@ -698,6 +754,10 @@ async fn open_sqlite(path: &Path, target: &str) -> Result<SqlitePool, StoreError
         // 32 MiB of page cache per connection (the default is 2 MB): card uuids are random, so each card logged
         // lands on another page of the uuid index; with the default cache a busy log re-read most of them.
         .pragma("cache_size", "-32768");
+    let options = match max_pages {
+        Some(pages) => options.pragma("max_page_count", pages.to_string()),
+        None => options,
+    };
     let pool = SqlitePoolOptions::new()
         .max_connections(SQLITE_MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
