@@ -144,18 +144,9 @@ impl Regions {
     pub fn union(self, other: Regions) -> Regions {
         Regions(self.0 | other.0)
     }
-    /// Pain of many regions at once (fibromyalgia, "multiple sites"): it meets every region.
-    pub fn widespread(self) -> bool {
-        self.0 & 4 != 0
-    }
-    /// True when both name the same region, widespread pain not counted as every region (a fibromyalgia
-    /// diagnosis does not date a pain of the low back).
-    pub fn shares(self, other: Regions) -> bool {
-        self.0 & other.0 != 0
-    }
-    /// True when both name a region in common; widespread pain meets every region.
+    /// True when both name a region in common.
     pub fn overlaps(self, other: Regions) -> bool {
-        self.0 & other.0 != 0 || (!self.is_empty() && !other.is_empty() && (self.widespread() || other.widespread()))
+        self.0 & other.0 != 0
     }
     /// The regions as bits ([`crate::assess::vocabulary::region_bit`]).
     pub fn bits(self) -> u32 {

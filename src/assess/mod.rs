@@ -371,7 +371,7 @@ fn same_episode(a: &Fact, b: &Fact) -> bool {
     if ra.is_empty() || rb.is_empty() {
         a.meaning.kinds.intersects(b.meaning.kinds)
     } else {
-        ra.shares(rb)
+        ra.overlaps(rb)
     }
 }
 
@@ -602,27 +602,34 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     }
 
     // 4. What the verdict turns on: the decisive indication, the duration of every episode the order may treat
-    //    (the latest onset of them: care must belong to each), and conservative care in that window.
+    //    (the latest onset of them: care must belong to each), and conservative care in that window, looked for
+    //    only when the verdict can turn on it (rows 8–13: not on the hot path of a "not recommended" answer).
     let kind = decisive.as_ref().map(|d| d.kind);
+    let turns_on_care = matches!(
+        kind,
+        None | Some(IndicationKind::Myofascial | IndicationKind::OtherPain)
+    );
     let length = treated_episode_length(&candidates);
-    let heat = if all_regions.low_back() || all_regions.widespread() {
-        HeatRequirement::LowBack
-    } else if !all_regions.is_empty() {
-        HeatRequirement::NotRequired
-    } else {
-        HeatRequirement::RegionUnknown
-    };
-    let onset = match length {
-        EpisodeLength::Established { since, .. } => Some(since),
-        _ => None,
-    };
-    let window = care::window_start(onset, today, policy);
-    let care = care::check_care(record, heat, all_regions, window, today, terms);
+    let care = turns_on_care.then(|| {
+        let heat = if all_regions.low_back() {
+            HeatRequirement::LowBack
+        } else if !all_regions.is_empty() {
+            HeatRequirement::NotRequired
+        } else {
+            HeatRequirement::RegionUnknown
+        };
+        let onset = match length {
+            EpisodeLength::Established { since, .. } => Some(since),
+            _ => None,
+        };
+        let window = care::window_start(onset, today, policy);
+        care::check_care(record, heat, all_regions, window, today, terms)
+    });
     let findings = Findings {
         kind,
         conditions_known,
         length,
-        care: &care,
+        care: care.as_ref(),
         record_whole: record.skipped == 0 && !reason_unknown,
     };
 
@@ -632,14 +639,9 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         Verdict::NeedsData(kinds) => return Outcome::NeedsData(kinds),
     };
     // Cards of rows 1–7 stand on the indication alone; the others on duration and care.
-    let turns_on_care = matches!(
-        kind,
-        None | Some(IndicationKind::Myofascial | IndicationKind::OtherPain)
-    );
-    let unknown = if turns_on_care {
-        care.unknown_kinds()
-    } else {
-        record.unknown_kinds()
+    let unknown = match &care {
+        Some(care) => care.unknown_kinds(),
+        None => record.unknown_kinds(),
     };
     if !unknown.is_empty() {
         notes.push(Note::HistoryUnavailable(unknown));
@@ -650,7 +652,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
         candidates,
         unrecognised_reasons,
         low_back_first_line: turns_on_care && all_regions.low_back() && length != EpisodeLength::Unknown,
-        care: turns_on_care.then_some(care),
+        care,
         nsaid_allergy: nsaid_allergy(record, terms),
         notes,
         recent_procedures: recent_procedures(record, today),
@@ -685,7 +687,8 @@ struct Findings<'a> {
     conditions_known: bool,
     /// How long the episodes the order may treat have lasted.
     length: EpisodeLength,
-    care: &'a CareCheck,
+    /// Conservative care, looked for when the indication leaves the verdict to it (rows 8–13).
+    care: Option<&'a CareCheck>,
     /// No entry of the record was unreadable and no reason reference is unknown.
     record_whole: bool,
 }
@@ -703,7 +706,8 @@ fn verdict(f: &Findings) -> Verdict {
     use IndicationKind::*;
     use Verdict::{Card, NeedsData};
     let established = f.length != EpisodeLength::Unknown;
-    let unknown_care = f.care.unknown_kinds();
+    let care_missing = f.care.is_some_and(CareCheck::any_missing);
+    let unknown_care = f.care.map(CareCheck::unknown_kinds).unwrap_or_default();
     match f.kind {
         // Rows 1–5 cannot be outranked by a condition the record might hold: they stand without the conditions.
         Some(ChronicLowBackPain) => Card(CardId::AgainstChronicLowBackPain), // row 1
@@ -717,13 +721,16 @@ fn verdict(f: &Findings) -> Verdict {
         Some(NeckPain) => Card(CardId::NeckPainPreferManualTherapy), // row 6
         Some(OutsideGuideline) => Card(CardId::ConditionOutsideGuideline), // row 7
         Some(Myofascial | OtherPain) if !established => Card(CardId::ConfirmDuration), // row 8
-        Some(Myofascial) if f.care.any_missing() => Card(CardId::MyofascialCareMissing), // row 9
-        Some(OtherPain) | None if f.care.any_missing() => Card(CardId::NotFirstLineCareMissing), // row 11
+        Some(Myofascial) if care_missing => Card(CardId::MyofascialCareMissing), // row 9
+        Some(OtherPain) | None if care_missing => Card(CardId::NotFirstLineCareMissing), // row 11
         _ if !unknown_care.is_empty() => NeedsData(unknown_care),
-        Some(kind @ (Myofascial | OtherPain)) => match Permit::grant(f.length, f.care, f.record_whole) {
-            Some(permit) => Card(permitted(kind, permit)), // rows 10 and 12
-            None => Card(CardId::ConfirmDuration),         // row 8: not proven after all
-        },
+        // Care is always looked for here; were it not, there would be no permit.
+        Some(kind @ (Myofascial | OtherPain)) => {
+            match f.care.and_then(|c| Permit::grant(f.length, c, f.record_whole)) {
+                Some(permit) => Card(permitted(kind, permit)), // rows 10 and 12
+                None => Card(CardId::ConfirmDuration),         // row 8: not proven after all
+            }
+        }
         None => Card(CardId::IndicationNotDocumented), // row 13
     }
 }

@@ -306,6 +306,33 @@ impl fmt::Debug for Store {
     }
 }
 
+/// Runs `$body` in one write transaction (`$tx`, begun by [`WriteConnection::begin_write`]) on a connection of its
+/// own, commits, and gives the body's value or the error as a [`StoreError`] for `$operation`. A connection a write
+/// failed on is not given back to the pool: a failed SQLite write can leave it inside a transaction it no longer
+/// has (a full disk rolls back on its own), and later writes on it would fail; the next write opens a fresh one.
+/// The outcome also says whether the store is writing ([`Store::writes_failing`]).
+macro_rules! with_write {
+    ($self:ident, $operation:literal, $tx:ident => $body:expr) => {{
+        let result = with_pool!($self, pool => async {
+            let mut conn = pool.acquire().await?;
+            let written = async {
+                let mut $tx = conn.begin_write().await?;
+                let value = $body;
+                $tx.commit().await?;
+                Ok::<_, sqlx::Error>(value)
+            }
+            .await;
+            if written.is_err() {
+                conn.close_on_drop();
+            }
+            written
+        }
+        .await);
+        $self.wrote(result.is_ok());
+        result.map_err(StoreError::query($operation))
+    }};
+}
+
 /// Runs `$body` with `$pool` bound to whichever backend's pool this store has. The body is compiled once per
 /// backend, so one query text serves both with each driver's own types.
 macro_rules! with_pool {
@@ -487,10 +514,7 @@ impl Store {
             return Ok(0);
         }
         let rows: Vec<CardRow> = cards.iter().map(CardRow::new).collect();
-        let result = with_pool!(self, pool => async {
-            let mut conn = pool.acquire().await?;
-            let written = async {
-                let mut tx = conn.begin_write().await?;
+        with_write!(self, "insert_cards", tx => {
             let mut inserted = 0;
             for chunk in rows.chunks(CARDS_PER_STATEMENT) {
                 let mut insert = QueryBuilder::new(INSERT_CARDS);
@@ -524,21 +548,8 @@ impl Store {
                     clear.build().persistent(false).execute(&mut *tx).await?;
                 }
             }
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(inserted)
-            }
-            .await;
-            // A connection a write failed on is not given back to the pool: a failed SQLite write can leave it
-            // inside a transaction it no longer has (a full disk rolls back on its own), and every later write
-            // on it would then fail until a restart. The next write opens a fresh connection.
-            if written.is_err() {
-                conn.close_on_drop();
-            }
-            written
-        }
-        .await);
-        self.wrote(result.is_ok());
-        result.map_err(StoreError::query("insert_cards"))
+            inserted
+        })
     }
 
     /// Stores feedback items, all in one transaction. Idempotent: an item is identified by (card uuid, outcome,
@@ -554,10 +565,7 @@ impl Store {
             return Ok(FeedbackOutcome::default());
         }
         let rows: Vec<FeedbackRow> = items.iter().map(FeedbackRow::new).collect();
-        let result = with_pool!(self, pool => async {
-            let mut conn = pool.acquire().await?;
-            let written = async {
-                let mut tx = conn.begin_write().await?;
+        with_write!(self, "insert_feedback", tx => {
             let mut outcome = FeedbackOutcome::default();
             for r in &rows {
                 let stored = sqlx::query(INSERT_FEEDBACK)
@@ -583,21 +591,8 @@ impl Store {
                     None => outcome.duplicates += 1,
                 }
             }
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(outcome)
-            }
-            .await;
-            // A connection a write failed on is not given back to the pool: a failed SQLite write can leave it
-            // inside a transaction it no longer has (a full disk rolls back on its own), and every later write
-            // on it would then fail until a restart. The next write opens a fresh connection.
-            if written.is_err() {
-                conn.close_on_drop();
-            }
-            written
-        }
-        .await);
-        self.wrote(result.is_ok());
-        result.map_err(StoreError::query("insert_feedback"))
+            outcome
+        })
     }
 
     /// Records that `issuer` used `jti`, to be remembered until `expires_at` (Unix seconds; the token's `exp`
@@ -636,10 +631,7 @@ impl Store {
     /// Retention: deletes cards issued before `before` and feedback received before it, in one transaction.
     pub async fn prune(&self, before: OffsetDateTime) -> Result<Pruned, StoreError> {
         let cut = unix_ms(before);
-        let result = with_pool!(self, pool => async {
-            let mut conn = pool.acquire().await?;
-            let written = async {
-                let mut tx = conn.begin_write().await?;
+        with_write!(self, "prune", tx => {
             let cards = sqlx::query("DELETE FROM cards WHERE issued_at_ms < $1")
                 .bind(cut)
                 .execute(&mut *tx)
@@ -650,21 +642,8 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(Pruned { cards, feedback })
-            }
-            .await;
-            // A connection a write failed on is not given back to the pool: a failed SQLite write can leave it
-            // inside a transaction it no longer has (a full disk rolls back on its own), and every later write
-            // on it would then fail until a restart. The next write opens a fresh connection.
-            if written.is_err() {
-                conn.close_on_drop();
-            }
-            written
-        }
-        .await);
-        self.wrote(result.is_ok());
-        result.map_err(StoreError::query("prune"))
+            Pruned { cards, feedback }
+        })
     }
 
     /// Override analytics for cards issued in `[since, until)`; see [`Analytics`] for the counting rule.

@@ -116,7 +116,8 @@ pub struct ConditionPhrases {
 pub type RegionPhrases = BTreeMap<String, PhraseSet>;
 
 /// The bit of a region name in [`Regions`](crate::assess::Regions): low back 0, neck 1, widespread 2 (pain of
-/// many regions, which meets every region), the others in the order of their names.
+/// many regions: its bit is known so that `concept::regions` can drop it, since it places nothing), the others
+/// in the order of their names.
 pub fn region_bit(regions: &RegionPhrases, name: &str) -> Option<u32> {
     const FIXED: [&str; 3] = ["low_back", "neck", "widespread"];
     match FIXED.iter().position(|f| *f == name) {
