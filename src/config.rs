@@ -110,6 +110,9 @@ struct ServerSection {
     idle_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    request_deadline_secs: Option<u64>,
+    min_receive_bytes_per_sec: Option<u64>,
+    max_connections_per_peer: Option<usize>,
     max_concurrent_hooks: Option<usize>,
     max_concurrent_large: Option<usize>,
     large_body_bytes: Option<u64>,
@@ -284,6 +287,7 @@ fn server(section: ServerSection) -> Result<(ServeSettings, AdmissionSettings), 
         Some(s @ 1..=3600) => Ok(Duration::from_secs(s)),
         Some(_) => Err(format!("[server] {key} must be between 1 and 3600")),
     };
+    let max_connections = section.max_connections.unwrap_or(serve_defaults.max_connections);
     let serve = ServeSettings {
         header_read_timeout: secs(
             section.header_read_timeout_secs,
@@ -295,13 +299,40 @@ fn server(section: ServerSection) -> Result<(ServeSettings, AdmissionSettings), 
             serve_defaults.idle_timeout,
             "idle_timeout_secs",
         )?,
-        max_connections: section.max_connections.unwrap_or(serve_defaults.max_connections),
+        max_connections,
         shutdown_grace: secs(
             section.shutdown_grace_secs,
             serve_defaults.shutdown_grace,
             "shutdown_grace_secs",
         )?,
+        // Unset, it is at least the header time-out, which it includes.
+        request_deadline: secs(
+            section.request_deadline_secs,
+            serve_defaults
+                .request_deadline
+                .max(Duration::from_secs(section.header_read_timeout_secs.unwrap_or(0))),
+            "request_deadline_secs",
+        )?,
+        min_receive_rate: section
+            .min_receive_bytes_per_sec
+            .unwrap_or(serve_defaults.min_receive_rate),
+        // The default share follows the cap it is a share of.
+        max_connections_per_peer: section
+            .max_connections_per_peer
+            .unwrap_or_else(|| crate::http::default_share(max_connections)),
     };
+    if serve.request_deadline < serve.header_read_timeout {
+        return Err(
+            "[server] request_deadline_secs must be at least header_read_timeout_secs: a request's head is part of \
+             it"
+            .to_string(),
+        );
+    }
+    if serve.max_connections_per_peer > serve.max_connections {
+        return Err(
+            "[server] max_connections_per_peer must not exceed max_connections (0 turns the share off)".to_string(),
+        );
+    }
     if serve.idle_timeout > serve.header_read_timeout {
         return Err(
             "[server] idle_timeout_secs must not exceed header_read_timeout_secs, which bounds the wait for the \

@@ -338,6 +338,7 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings, store: Store
                 tracing::info!(%metrics_address, "serving metrics at http://{metrics_address}/metrics");
                 let metrics_settings = ServeSettings {
                     max_connections: 64,
+                    max_connections_per_peer: dry_needling_cds::http::default_share(64),
                     ..settings
                 };
                 let app = metrics_app(state.clone());

@@ -28,6 +28,9 @@ fn settings() -> ServeSettings {
         idle_timeout: SECOND,
         max_connections: 64,
         shutdown_grace: SECOND,
+        request_deadline: 3 * SECOND,
+        min_receive_rate: 64,
+        max_connections_per_peer: 0,
     }
 }
 
@@ -295,4 +298,179 @@ async fn a_forged_newline_in_hook_instance_does_not_start_a_log_line() {
             "a raw escape (the log is not a terminal): {line:?}"
         );
     }
+}
+
+/// Writes `head`, then one byte of body every `every` until the server closes or `bytes` are sent. Returns the
+/// read half, to read the answer from.
+async fn trickle(stream: TcpStream, head: String, every: Duration, bytes: usize) -> tokio::net::tcp::OwnedReadHalf {
+    let (read, mut write) = stream.into_split();
+    write.write_all(head.as_bytes()).await.unwrap();
+    tokio::spawn(async move {
+        for _ in 0..bytes {
+            tokio::time::sleep(every).await;
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    read
+}
+
+/// Reads from a read half until the server closes it or `limit` passes: (what was read, when it closed).
+async fn read_half_until_closed(
+    read: &mut tokio::net::tcp::OwnedReadHalf,
+    limit: Duration,
+) -> (String, Option<Duration>) {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, read.read(&mut buffer)).await {
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), None),
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), Some(started.elapsed())),
+            Ok(Ok(n)) => got.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_trickled_below_the_minimum_rate_gets_408_and_a_closed_connection() {
+    // Before: the hook waited for the body until the router's 30 s time-out, holding its slot all along.
+    let (address, _stop) = start(state(), settings()).await;
+    let stream = TcpStream::connect(address).await.unwrap();
+    let head = post_head("/cds-services/dry-needling-order-select", 10_000, "");
+    // 10 bytes a second, against a minimum of 64 after the 1 s header time-out.
+    let mut read = trickle(stream, head, Duration::from_millis(100), 10_000).await;
+    let (answer, closed) = read_half_until_closed(&mut read, 10 * SECOND).await;
+    let closed = closed.expect("the connection is closed");
+    assert!(closed < 3 * SECOND, "closed after {closed:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("slower than 64 bytes a second"), "{answer}");
+    assert!(answer.contains("OperationOutcome"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_body_fast_enough_but_never_done_gets_408_at_the_request_deadline() {
+    let (address, _stop) = start(state(), settings()).await;
+    let stream = TcpStream::connect(address).await.unwrap();
+    let head = post_head("/cds-services/dry-needling-order-select", 1_000_000, "");
+    // 200 bytes a second keeps above the minimum rate; the 3 s deadline ends it.
+    let mut read = trickle(stream, head, Duration::from_millis(5), 1_000_000).await;
+    let (answer, closed) = read_half_until_closed(&mut read, 10 * SECOND).await;
+    let closed = closed.expect("the connection is closed");
+    assert!(closed >= 2 * SECOND && closed < 5 * SECOND, "closed after {closed:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 3 s"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_body_nobody_reads_cannot_hold_the_connection_by_trickling() {
+    // `/healthz` answers without reading the body. hyper closes such a connection rather than drain the body
+    // (measured: this passes without the request deadline too); the deadline between requests is there should
+    // a hyper release start draining, and for answers read a byte at a time.
+    let (address, _stop) = start(state(), settings()).await;
+    let stream = TcpStream::connect(address).await.unwrap();
+    let head = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n".to_string();
+    let mut read = trickle(stream, head, Duration::from_millis(100), 100_000).await;
+    let (answer, closed) = read_half_until_closed(&mut read, 10 * SECOND).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let closed = closed.expect("the connection is closed");
+    assert!(closed < 5 * SECOND, "closed after {closed:?}");
+}
+
+/// A client on another loopback address (Linux routes all of 127/8 to loopback), so that it is another peer.
+async fn connect_from(source: &str, address: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(address).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_peer_holding_slots_leaves_the_others_served() {
+    // Before: one client trickling bodies on every slot left nothing for anyone else, health probes included.
+    let (address, _stop) = start(
+        state(),
+        ServeSettings {
+            max_connections: 8,
+            max_connections_per_peer: 4,
+            request_deadline: 30 * SECOND,
+            min_receive_rate: 0,
+            ..settings()
+        },
+    )
+    .await;
+    // The attacker: eight slow uploads, each a byte every 100 ms (never quiet, never done within the test).
+    let mut attack = Vec::new();
+    for _ in 0..8 {
+        let stream = connect_from("127.0.0.1", address).await;
+        let head = post_head("/cds-services/dry-needling-order-select", 100_000, "");
+        attack.push(trickle(stream, head, Duration::from_millis(100), 100_000).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its connections beyond its share were answered 503 and closed at once.
+    let mut refused = 0;
+    for read in &mut attack {
+        let (answer, closed) = read_half_until_closed(read, Duration::from_millis(200)).await;
+        if closed.is_some() {
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+            assert!(answer.contains("too many connections from this address"), "{answer}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 4, "connections over the share");
+    // Others: a health probe and ten ordinary requests from another address, each answered at once.
+    for path in std::iter::once("/healthz").chain(std::iter::repeat_n("/cds-services", 10)) {
+        let mut other = connect_from("127.0.0.2", address).await;
+        other
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let (status, _, _) = read_response(&mut other).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(started.elapsed() < SECOND, "{path} took {:?}", started.elapsed());
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_body_nobody_reads_cannot_hold_the_connection_by_trickling() {
+    let (address, _stop) = start(state(), settings()).await;
+    let stream = TcpStream::connect(address).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    write
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        for _ in 0..1000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if write.write_all(b"1\r\na\r\n").await.is_err() {
+                return;
+            }
+        }
+    });
+    let (answer, closed) = read_half_until_closed(&mut read, 10 * SECOND).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let closed = closed.expect("the connection is closed");
+    assert!(closed < 5 * SECOND, "closed after {closed:?}");
+}
+
+#[tokio::test]
+async fn a_head_trickled_a_byte_at_a_time_is_closed() {
+    let (address, _stop) = start(state(), settings()).await;
+    let stream = TcpStream::connect(address).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    tokio::spawn(async move {
+        let head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+        for byte in head.iter().chain(std::iter::repeat(&b'a')).take(100_000) {
+            if write.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let (answer, closed) = read_half_until_closed(&mut read, 10 * SECOND).await;
+    let closed = closed.expect("the connection is closed");
+    assert!(closed < 5 * SECOND, "closed after {closed:?}: {answer}");
 }

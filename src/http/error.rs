@@ -69,6 +69,9 @@ pub enum ApiError {
     /// A POST whose body is not JSON, in open mode (where no token stops a cross-origin page).
     #[error("the body must be JSON: send Content-Type: application/json")]
     UnsupportedMediaType,
+    /// The body arrived too slowly (see [`super::serve::Paced`]); the connection is closed after the answer.
+    #[error("{0}")]
+    SlowRequest(super::SlowRequest),
     /// Load shedding: too many calls in progress.
     #[error("the service is busy; retry after {RETRY_AFTER_SECS} s")]
     Overloaded,
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnknownService | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::SlowRequest(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -106,6 +110,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::AnalyticsOff => ("forbidden", vec![self.to_string()]),
             ApiError::AnalyticsLogin => ("login", vec![self.to_string()]),
             ApiError::StoreUnavailable => ("transient", vec![self.to_string()]),
+            ApiError::SlowRequest(_) => ("timeout", vec![self.to_string()]),
             ApiError::Overloaded => ("throttled", vec![self.to_string()]),
             ApiError::Internal => ("exception", vec![self.to_string()]),
         };
@@ -157,6 +162,7 @@ impl IntoResponse for ApiError {
                 Json(body),
             )
                 .into_response(),
+            ApiError::SlowRequest(_) => (status, [(header::CONNECTION, "close")], Json(body)).into_response(),
             ApiError::Overloaded => (
                 status,
                 [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],

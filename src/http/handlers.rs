@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use time::Date;
 use tracing::{Span, field, info, warn};
 
+use super::SlowRequest;
 use super::admission::Overloaded;
 use super::memory;
 use super::{Access, ApiError, AppState, MetricsExposure, Storage};
@@ -404,6 +405,21 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge(limit)),
-        Err(_) => Err(ApiError::BadRequest("the request body could not be read".to_string())),
+        Err(error) => {
+            // The pacing error comes wrapped (axum's body error around the boxed one): look through the chain.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+            while let Some(error) = cause {
+                if let Some(slow) = error.downcast_ref::<SlowRequest>() {
+                    let reason = match slow {
+                        SlowRequest::Deadline(_) => "deadline",
+                        SlowRequest::Rate(_) => "rate",
+                    };
+                    metrics::counter!(ops::SLOW_REQUESTS, "reason" => reason).increment(1);
+                    return Err(ApiError::SlowRequest(*slow));
+                }
+                cause = error.source();
+            }
+            Err(ApiError::BadRequest("the request body could not be read".to_string()))
+        }
     }
 }

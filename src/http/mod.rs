@@ -39,7 +39,7 @@ use tracing::{Instrument, Span, field, info, info_span, warn};
 pub use admission::{Admission, AdmissionSettings};
 pub use analytics::AnalyticsAccess;
 pub use error::{ApiError, StartError};
-pub use serve::{ServeSettings, serve};
+pub use serve::{ServeSettings, SlowRequest, default_share, serve};
 
 use crate::auth::{AuthError, Rejection, Verifier};
 use crate::config::Config;
@@ -559,7 +559,11 @@ pub fn metrics_app(state: AppState) -> Router {
 
 /// The time-out layer answers with an empty body; give it the same JSON shape as every other error.
 async fn timeout_body(response: Response) -> Response {
-    if response.status() != StatusCode::REQUEST_TIMEOUT {
+    // Only the time-out layer's own answer is empty; a 408 with a body (a request that arrived too slowly) says
+    // more already.
+    if response.status() != StatusCode::REQUEST_TIMEOUT
+        || http_body::Body::size_hint(response.body()).exact() != Some(0)
+    {
         return response;
     }
     let body = wire::operation_outcome("timeout", &["the request took too long".to_string()]);

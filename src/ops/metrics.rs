@@ -29,6 +29,8 @@ pub const CARD_LOG: &str = "cds_card_log_total";
 pub const CARD_LOG_QUEUE: &str = "cds_card_log_queued";
 pub const STORE_ERRORS: &str = "cds_store_errors_total";
 pub const SHARED_REPLAY_DURATION: &str = "cds_shared_replay_check_duration_seconds";
+pub const CONNECTIONS_REFUSED: &str = "cds_connections_refused_total";
+pub const SLOW_REQUESTS: &str = "cds_slow_requests_total";
 
 /// Seconds: from well under a millisecond (a call without a dry-needling order) to the request time-out.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -109,6 +111,14 @@ fn describe() {
     );
     describe_gauge!(CARD_LOG_QUEUE, "Cards waiting to be written to the card log");
     describe_counter!(STORE_ERRORS, "Store operations that failed, by operation");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused with 503 at once, by reason: peer_share (the peer address held its share of the slots)"
+    );
+    describe_counter!(
+        SLOW_REQUESTS,
+        "Connections closed because a request arrived too slowly, by reason: deadline, rate, between_requests"
+    );
     describe_histogram!(
         SHARED_REPLAY_DURATION,
         metrics::Unit::Seconds,
