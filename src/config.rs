@@ -116,6 +116,7 @@ struct ServerSection {
     max_concurrent_hooks: Option<usize>,
     max_concurrent_large: Option<usize>,
     large_body_bytes: Option<u64>,
+    feedback_bytes_in_flight: Option<u64>,
 }
 
 /// `[limits]`: caps on one request's content.
@@ -345,6 +346,7 @@ fn server(section: ServerSection) -> Result<(ServeSettings, AdmissionSettings), 
         max_hooks: section.max_concurrent_hooks.unwrap_or(defaults.max_hooks),
         max_large: section.max_concurrent_large.unwrap_or(defaults.max_large),
         large_body_bytes: section.large_body_bytes.unwrap_or(defaults.large_body_bytes),
+        feedback_bytes: section.feedback_bytes_in_flight.unwrap_or(defaults.feedback_bytes),
     };
     if serve.max_connections == 0 || admission.max_hooks == 0 || admission.max_large == 0 {
         return Err(

@@ -323,7 +323,9 @@ impl Fetcher {
                 return Err(FetchFailure::OtherOrigin);
             }
             let body = self.get(client, url).await?;
-            let mut contents = parse_contents(&body).map_err(|_| FetchFailure::NotABundle)?;
+            // Read no more entries than the fetch may still take: one past it already fails the fetch.
+            let room = (self.settings.max_entries + 1).saturating_sub(entries);
+            let mut contents = parse_contents(&body, room).map_err(|_| FetchFailure::NotABundle)?;
             if !contents.bundle {
                 return Err(if contents.outcome_error() {
                     FetchFailure::OutcomeError

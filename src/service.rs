@@ -165,7 +165,7 @@ fn dry_needling_drafts(
     if draft_orders.get() == "null" {
         return Ok((Vec::new(), Vec::new()));
     }
-    let contents = parse_contents(draft_orders.get())
+    let contents = parse_contents(draft_orders.get(), limits.max_draft_orders)
         .ok()
         .filter(|contents| contents.bundle)
         .ok_or_else(|| RequestError("`context.draftOrders` must be a FHIR Bundle".to_string()))?;
@@ -242,7 +242,7 @@ pub fn record_from_prefetch(
             continue;
         };
         let (_, value) = prefetch.swap_remove(at);
-        let availability = match value.read() {
+        let availability = match value.read(limits.max_prefetch_entries) {
             None => Availability::NoData,
             Some(Err(_)) => {
                 record.skipped += 1;
@@ -265,7 +265,7 @@ pub fn record_from_prefetch(
     }
     if let Some(at) = prefetch.iter().position(|(key, _)| key == ALLERGY_KEY) {
         record.allergies_known = true;
-        match prefetch.swap_remove(at).1.read() {
+        match prefetch.swap_remove(at).1.read(limits.max_prefetch_entries) {
             None => {}
             Some(Err(_)) => record.skipped += 1,
             Some(Ok(contents)) => {
@@ -275,7 +275,7 @@ pub fn record_from_prefetch(
         }
     }
     if let Some(at) = prefetch.iter().position(|(key, _)| key == PATIENT_KEY) {
-        match prefetch.swap_remove(at).1.read() {
+        match prefetch.swap_remove(at).1.read(limits.max_prefetch_entries) {
             None => {}
             Some(Err(_)) => record.skipped += 1,
             Some(Ok(contents)) => {
@@ -375,7 +375,7 @@ pub fn prepare<'a>(
     let mut drafts = Vec::new();
     let mut other_draft_codes = Vec::new();
     let mut drafts_refused = None;
-    let mut request = parse_hook_request(body, |draft_orders| {
+    let mut request = parse_hook_request(body, limits.max_prefetch_entries, |draft_orders| {
         match dry_needling_drafts(draft_orders, knowledge, limits) {
             Ok(read) => (drafts, other_draft_codes) = read,
             Err(refused) => drafts_refused = Some(refused),

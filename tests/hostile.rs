@@ -166,6 +166,7 @@ async fn a_burst_of_large_bodies_is_shed_with_503_while_small_requests_are_answe
         max_hooks: 16,
         max_large: 1,
         large_body_bytes: 16 * 1024,
+        ..AdmissionSettings::default()
     });
     let (address, _stop) = start(state, settings()).await;
     // A large valid request: a real record's request, padded with whitespace (JSON allows it) past 16 KiB.
@@ -473,4 +474,50 @@ async fn a_head_trickled_a_byte_at_a_time_is_closed() {
     let (answer, closed) = read_half_until_closed(&mut read, 10 * SECOND).await;
     let closed = closed.expect("the connection is closed");
     assert!(closed < 5 * SECOND, "closed after {closed:?}: {answer}");
+}
+
+#[tokio::test]
+async fn feedback_bodies_share_a_byte_budget_and_the_excess_gets_503_before_it_is_read() {
+    // Before: feedback was outside admission; 400 bodies of 1 MiB at once took the process to 1.77 GB.
+    let mut state = state();
+    state.admission = Admission::new(AdmissionSettings {
+        feedback_bytes: 3 * 1024,
+        ..AdmissionSettings::default()
+    });
+    let (address, _stop) = start(state, settings()).await;
+    let feedback = "/cds-services/dry-needling-order-select/feedback";
+    // Two bodies announced and not yet sent hold 2 KiB and 1 KiB of the 3 KiB budget.
+    let mut first = TcpStream::connect(address).await.unwrap();
+    first.write_all(post_head(feedback, 2048, "").as_bytes()).await.unwrap();
+    let mut second = TcpStream::connect(address).await.unwrap();
+    second
+        .write_all(post_head(feedback, 1000, "").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third is refused at once, from its head.
+    let mut third = TcpStream::connect(address).await.unwrap();
+    third.write_all(post_head(feedback, 500, "").as_bytes()).await.unwrap();
+    let (status, head, body) = read_response(&mut third).await;
+    assert_eq!(status, 503, "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("throttled"));
+    // Hook calls are not held back by feedback.
+    let mut hook = TcpStream::connect(address).await.unwrap();
+    hook.write_all(b"GET /cds-services HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut hook).await.0, 200);
+    // When the first body has been taken (here: refused as not feedback), its bytes are free again.
+    let body = "x".repeat(2048);
+    first.write_all(body.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut first).await.0, 400);
+    let mut fourth = TcpStream::connect(address).await.unwrap();
+    let entry = r#"{"feedback":[{"card":"c1","outcome":"overridden","outcomeTimestamp":"2026-11-23T10:00:00Z"}]}"#;
+    fourth
+        .write_all(format!("{}{entry}", post_head(feedback, entry.len(), "")).as_bytes())
+        .await
+        .unwrap();
+    let (status, _, body) = read_response(&mut fourth).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }

@@ -595,12 +595,29 @@ fn read(contents: &Result<Contents, Unreadable>) -> Result<String, Unreadable> {
         .map_err(|e| *e)
 }
 
-/// All three readers; a prefetch value that is not `null` reads as `parse_contents` reads it.
+/// All three readers; a prefetch value that is not `null` reads as `parse_contents` reads it. Read with a cap on
+/// the entries, a Bundle has the same number of entries in all (built or counted), at most the cap built, and
+/// those built are the first of the uncapped read's.
 fn read_fhir(text: &str) {
-    let contents = parse_contents(text);
+    let contents = parse_contents(text, usize::MAX);
     let _ = parse_resource(text);
-    if let Some(prefetch) = parse_prefetch_value(text) {
+    if let Some(prefetch) = parse_prefetch_value(text, usize::MAX) {
         assert_eq!(read(&prefetch), read(&contents), "{text}");
+    }
+    for cap in [0, 1, 2] {
+        let capped = parse_contents(text, cap);
+        match (&contents, &capped) {
+            (Ok(full), Ok(capped)) if full.bundle => {
+                assert_eq!(
+                    full.resources.len() + full.skipped,
+                    capped.resources.len() + capped.skipped,
+                    "{text}"
+                );
+                assert!(capped.resources.len() <= cap, "{text}");
+                assert_eq!(full.resources[..capped.resources.len()], capped.resources[..], "{text}");
+            }
+            (full, capped) => assert_eq!(read(full), read(capped), "cap {cap}: {text}"),
+        }
     }
 }
 

@@ -12,8 +12,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let contents = parse_contents(text);
-    let prefetch = parse_prefetch_value(text);
+    let contents = parse_contents(text, usize::MAX);
+    let prefetch = parse_prefetch_value(text, usize::MAX);
     let _ = parse_resource(text);
     if let Some(prefetch) = prefetch {
         match (&contents, &prefetch) {

@@ -267,7 +267,7 @@ mod tests {
             {"resource":{"resourceType":"Medication","code":{"text":"no id anywhere"}}},
             {"resource":{"resourceType":"Patient","id":"p","birthDate":"1970-03","link":[{"other":{"reference":"Patient/q"},"type":"seealso"}]}}
         ]}"#;
-        let contents = parse_contents(bundle).unwrap();
+        let contents = parse_contents(bundle, usize::MAX).unwrap();
         assert_eq!(contents.skipped, 0);
         let definition = |id: Option<&str>, code: Concept| Resource::MedicationDefinition {
             form: None,

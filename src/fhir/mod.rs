@@ -212,7 +212,7 @@ fn read_json<'de, S: Shape<'de>>(json: &'de str, shape: S) -> Option<S::Out> {
 
 /// Reads one resource. Only structure is checked; missing fields are fine.
 pub fn parse_resource(json: &str) -> Result<Resource, Unreadable> {
-    let (raw, bad) = read_json(json, ResourceShape { top: false }).ok_or(Unreadable::Invalid)?;
+    let (raw, bad) = read_json(json, ResourceShape::NESTED).ok_or(Unreadable::Invalid)?;
     from_raw(raw, bad)
 }
 
@@ -220,7 +220,7 @@ pub fn parse_resource(json: &str) -> Result<Resource, Unreadable> {
 #[derive(Debug, Default)]
 pub struct Contents {
     pub resources: Vec<Resource>,
-    /// Entries that were present but unreadable.
+    /// Entries that were present but unreadable, or not read because they came past the caller's cap.
     pub skipped: usize,
     /// The value was a Bundle (not a single resource).
     pub bundle: bool,
@@ -237,9 +237,10 @@ impl Contents {
 
 /// Reads a value that should be a Bundle (any `type`, or none) or a single resource, in one pass. `Err` when
 /// the value is not valid JSON, not an object with a `resourceType`, a single resource that is unreadable, or
-/// a Bundle whose `entry` is not an array: nothing in it can be trusted then.
-pub fn parse_contents(json: &str) -> Result<Contents, Unreadable> {
-    let (raw, bad) = read_json(json, ResourceShape { top: true }).ok_or(Unreadable::Invalid)?;
+/// a Bundle whose `entry` is not an array: nothing in it can be trusted then. At most `max_entries` entries are
+/// read; the rest count as `skipped`, so `resources.len() + skipped` is always the number of entries.
+pub fn parse_contents(json: &str, max_entries: usize) -> Result<Contents, Unreadable> {
+    let (raw, bad) = read_json(json, ResourceShape { top: Some(max_entries) }).ok_or(Unreadable::Invalid)?;
     contents(raw, bad)
 }
 
@@ -260,6 +261,7 @@ fn contents(mut raw: RawResource, bad: bool) -> Result<Contents, Unreadable> {
     let mut contents = Contents {
         bundle: true,
         next,
+        skipped: raw.entry_beyond,
         ..Contents::default()
     };
     for entry in raw.entry {
@@ -342,7 +344,7 @@ mod tests {
             let bundle = format!(
                 r#"{{"resourceType":"Bundle","entry":[{good},{{"resource":{{"resourceType":"{resource_type}",{field}}}}},{good}]}}"#
             );
-            let contents = parse_contents(&bundle).unwrap();
+            let contents = parse_contents(&bundle, usize::MAX).unwrap();
             assert_eq!(contents.skipped, 1, "{resource_type} {field}");
             assert_eq!(contents.resources.len(), 2, "{resource_type} {field}");
             assert!(parse_resource(&format!(r#"{{"resourceType":"{resource_type}",{field}}}"#)).is_err());
@@ -377,7 +379,7 @@ mod tests {
             r#"{"resourceType":"Condition"} trailing"#,
             r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Condition","code":tru}}]}"#,
         ] {
-            assert!(parse_contents(json).is_err(), "{json}");
+            assert!(parse_contents(json, usize::MAX).is_err(), "{json}");
         }
     }
 }

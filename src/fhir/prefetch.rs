@@ -9,10 +9,11 @@ use serde::de::{DeserializeSeed, Deserializer};
 use super::resource::ResourceShape;
 use super::{Contents, Lenient, Unreadable, contents};
 
-/// A prefetch value: `None` for `null` (the EHR has no such data), else as [`super::parse_contents`].
-pub fn parse_prefetch_value(json: &str) -> Option<Result<Contents, Unreadable>> {
+/// A prefetch value: `None` for `null` (the EHR has no such data), else as [`super::parse_contents`] (at most
+/// `max_entries` entries read).
+pub fn parse_prefetch_value(json: &str, max_entries: usize) -> Option<Result<Contents, Unreadable>> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
-    let Ok(read) = PrefetchSeed.deserialize(&mut deserializer) else {
+    let Ok(read) = (PrefetchSeed { max_entries }).deserialize(&mut deserializer) else {
         return Some(Err(Unreadable::Invalid));
     };
     match deserializer.end() {
@@ -23,15 +24,19 @@ pub fn parse_prefetch_value(json: &str) -> Option<Result<Contents, Unreadable>> 
 
 /// Reads a prefetch value where it stands, inside the parse of the whole hook request (see
 /// [`crate::wire`]), so that a prefetched record is scanned once. Its value is [`parse_prefetch_value`]'s.
-/// Never fails on valid JSON.
-pub struct PrefetchSeed;
+/// Never fails on valid JSON. At most `max_entries` entries are read (the rest counted as skipped).
+pub struct PrefetchSeed {
+    pub max_entries: usize,
+}
 
 impl<'de> DeserializeSeed<'de> for PrefetchSeed {
     type Value = Option<Result<Contents, Unreadable>>;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         let mut not_an_object = false;
         let read = Lenient {
-            shape: ResourceShape { top: true },
+            shape: ResourceShape {
+                top: Some(self.max_entries),
+            },
             bad: &mut not_an_object,
         }
         .deserialize(deserializer)?;
@@ -53,7 +58,7 @@ mod tests {
         let keys = keys
             .iter()
             .map(|(key, json)| {
-                let value = crate::wire::PrefetchValue::Read(parse_prefetch_value(json));
+                let value = crate::wire::PrefetchValue::Read(parse_prefetch_value(json, usize::MAX));
                 (key.to_string(), value)
             })
             .collect();

@@ -403,7 +403,7 @@ mod tests {
         assert_eq!(c.code.text.as_deref(), Some("Neck pain"));
         assert_eq!(c.verification_status.as_deref(), Some("confirmed"));
         let bundle = format!(r#"{{"entry":[{{"resource":{condition}}}],"type":"searchset","resourceType":"Bundle"}}"#);
-        let contents = parse_contents(&bundle).unwrap();
+        let contents = parse_contents(&bundle, usize::MAX).unwrap();
         assert!(contents.bundle);
         assert_eq!(contents.resources.len(), 1);
     }

@@ -5,7 +5,11 @@
 //! would wait behind hundreds of others is better told at once to retry (`Retry-After`) than answered late, and a
 //! queue of 15 MiB bodies is exactly the memory this module exists to bound. The decision is made from the
 //! request head, before the body is read, so a refused body is never buffered (and never gets
-//! `100 Continue`). Discovery and feedback are not admitted here: they stay responsive during a burst.
+//! `100 Continue`). Discovery is not admitted here: it stays responsive during a burst.
+//!
+//! Feedback has a budget of its own, in bytes of body held at once ([`AdmissionSettings::feedback_bytes`]):
+//! 400 feedback bodies of 1 MiB at once used to take the process to 1.77 GB. Its own, so that a burst of
+//! feedback never sheds a hook call (a clinician waits for cards; feedback is resent by the EHR on a 503).
 //!
 //! The memory budget for request bodies is `max_large × body_limit + max_hooks × large_body_bytes`, plus what
 //! parsing them takes (about the body's size again: the record keeps strings, not the JSON).
@@ -24,6 +28,9 @@ pub struct AdmissionSettings {
     pub max_large: usize,
     /// A body above this size (or of unknown size: chunked) is large.
     pub large_body_bytes: u64,
+    /// Feedback body bytes held at once (declared sizes; a chunked body counts as the feedback body limit);
+    /// over it, 503.
+    pub feedback_bytes: u64,
 }
 
 impl Default for AdmissionSettings {
@@ -33,6 +40,7 @@ impl Default for AdmissionSettings {
             max_hooks: 256,
             max_large: cores.max(2),
             large_body_bytes: 1024 * 1024,
+            feedback_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -43,6 +51,8 @@ pub struct Admission {
     settings: AdmissionSettings,
     hooks: Arc<Semaphore>,
     large: Arc<Semaphore>,
+    /// One permit per KiB of feedback body.
+    feedback: Arc<Semaphore>,
 }
 
 /// A place among the calls in progress, held until the call's work (including work moved to the blocking pool)
@@ -70,6 +80,7 @@ impl Admission {
             settings,
             hooks: Arc::new(Semaphore::new(settings.max_hooks)),
             large: Arc::new(Semaphore::new(settings.max_large)),
+            feedback: Arc::new(Semaphore::new(kib(settings.feedback_bytes).min(Semaphore::MAX_PERMITS))),
         }
     }
 
@@ -92,6 +103,22 @@ impl Admission {
         };
         Ok(Ticket { _hook: hook, large })
     }
+
+    /// Admits a feedback body of this `Content-Length` (`None`: chunked, counted as `limit`), or refuses it at
+    /// once. The place is held until the returned permit is dropped (after the body is stored).
+    pub fn admit_feedback(&self, content_length: Option<u64>, limit: u64) -> Result<OwnedSemaphorePermit, Overloaded> {
+        let bytes = content_length.unwrap_or(limit).min(limit);
+        let permits = u32::try_from(kib(bytes).max(1)).map_err(|_| Overloaded)?;
+        self.feedback
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| Overloaded)
+    }
+}
+
+/// Whole KiB, rounded up.
+fn kib(bytes: u64) -> usize {
+    usize::try_from(bytes.div_ceil(1024)).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -104,6 +131,7 @@ mod tests {
             max_hooks: 3,
             max_large: 1,
             large_body_bytes: 100,
+            feedback_bytes: 0,
         });
         let large = admission.admit(Some(101)).unwrap();
         assert!(large.is_large());
@@ -126,5 +154,32 @@ mod tests {
             admission.admit(Some(5_000)).unwrap().is_large(),
             "places come back when calls end"
         );
+    }
+
+    #[test]
+    fn feedback_has_a_byte_budget_of_its_own() {
+        let admission = Admission::new(AdmissionSettings {
+            max_hooks: 1,
+            max_large: 1,
+            large_body_bytes: 100,
+            feedback_bytes: 3 * 1024,
+        });
+        let limit = 1024 * 1024;
+        let first = admission.admit_feedback(Some(2 * 1024), limit).unwrap();
+        assert!(admission.admit_feedback(Some(1025), limit).is_err(), "over the budget");
+        let second = admission.admit_feedback(Some(1024), limit).unwrap();
+        assert!(
+            admission.admit_feedback(Some(0), limit).is_err(),
+            "every body counts, at least 1 KiB"
+        );
+        let _hook = admission
+            .admit(Some(10))
+            .expect("feedback never takes a hook call's place");
+        drop(first);
+        assert!(
+            admission.admit_feedback(None, 2 * 1024).is_ok(),
+            "a chunked body counts as the limit"
+        );
+        drop(second);
     }
 }

@@ -279,11 +279,24 @@ pub(super) async fn feedback(
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = known_service(&state, id)?;
-    // Feedback is not admitted like hook calls (it must stay responsive in a burst), so its bodies get a limit of
-    // their own, far below a hook's: a feedback entry is a few hundred bytes.
+    // Feedback bodies get a limit of their own, far below a hook's (a feedback entry is a few hundred bytes), and
+    // a budget of bytes held at once, apart from the hook calls' places (see [`super::admission`]).
     let limit = state.body_limit.min(FEEDBACK_BODY_LIMIT);
-    declared_length(&headers, &body, limit)?;
+    let length = declared_length(&headers, &body, limit)?;
+    // Held until the entries are stored (or refused): the memory the body and its entries stand for.
+    let _place = state
+        .admission
+        .admit_feedback(length, limit as u64)
+        .map_err(|Overloaded| {
+            memory::freed_large();
+            metrics::counter!(ops::FEEDBACK_SHED).increment(1);
+            ApiError::Overloaded
+        })?;
     let body = read_body(body, limit).await?;
+    if body.len() > 64 * 1024 {
+        // Large buffers are freed when this call ends; the next quiet tick returns them to the system.
+        memory::freed_large();
+    }
     let entries = wire::parse_feedback(&body).map_err(|e| ApiError::BadRequest(e.0))?;
     for entry in &entries {
         // `outcome` is checked to be `accepted` or `overridden` by the parser: a closed set.

@@ -25,6 +25,7 @@ pub const REPLAY_CACHE: &str = "cds_replay_cache_entries";
 pub const HOOKS_IN_FLIGHT: &str = "cds_hooks_in_flight";
 pub const HOOKS_SHED: &str = "cds_hooks_shed_total";
 pub const FEEDBACK: &str = "cds_feedback_total";
+pub const FEEDBACK_SHED: &str = "cds_feedback_shed_total";
 pub const CARD_LOG: &str = "cds_card_log_total";
 pub const CARD_LOG_QUEUE: &str = "cds_card_log_queued";
 pub const STORE_ERRORS: &str = "cds_store_errors_total";
@@ -105,6 +106,10 @@ fn describe() {
         "Hook calls refused with 503 because too many were in progress"
     );
     describe_counter!(FEEDBACK, "Feedback entries received, by outcome");
+    describe_counter!(
+        FEEDBACK_SHED,
+        "Feedback calls refused with 503 because the feedback bodies in progress held their byte budget"
+    );
     describe_counter!(
         CARD_LOG,
         "Cards for the card log, by outcome: written, or dropped because the queue was full or the store failed"
