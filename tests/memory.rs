@@ -11,7 +11,6 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{SELECT, send_with, state};
@@ -61,7 +60,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// One measurement at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs `work` and returns its answer with the most bytes it held at once beyond what was held before it.
 async fn peak_of<T>(work: impl std::future::Future<Output = T>) -> (T, usize) {
@@ -107,7 +106,7 @@ fn condition(i: usize, text: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_prefetch_over_its_cap_is_refused_without_building_its_entries() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = ONE_AT_A_TIME.lock().await;
     // 60,000 entries against a cap of 1,000. Before: every entry was built, then counted: the call held many
     // times its body (247 MB for a 15 MiB body).
     let conditions = (0..60_000).map(|i| condition(i, "pain")).collect();
@@ -130,7 +129,7 @@ async fn a_prefetch_over_its_cap_is_refused_without_building_its_entries() {
 
 #[tokio::test]
 async fn draft_orders_over_their_cap_are_refused_without_building_them() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = ONE_AT_A_TIME.lock().await;
     let orders = (0..50_000)
         .map(|i| {
             json!({"resource": {"resourceType": "ServiceRequest", "id": format!("o{i}"), "status": "draft",
@@ -151,7 +150,7 @@ async fn draft_orders_over_their_cap_are_refused_without_building_them() {
 
 #[tokio::test]
 async fn a_record_of_long_texts_costs_a_small_multiple_of_its_body_and_answers_within_the_bound() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = ONE_AT_A_TIME.lock().await;
     // About 1 MiB, nearly all condition text that the cards could quote: the shape that made a 710 KB call
     // answer 28 MB, and 32 such calls hold 1.09 GB.
     let conditions = (0..500)
@@ -173,7 +172,7 @@ async fn a_record_of_long_texts_costs_a_small_multiple_of_its_body_and_answers_w
 
 #[tokio::test]
 async fn a_feedback_body_costs_a_small_multiple_of_its_size() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = ONE_AT_A_TIME.lock().await;
     // Just under the 1 MiB feedback limit, of small entries: the worst ratio of parsed to sent.
     let entry = json!({"card": "0a0b0c0d-0000-4000-8000-000000000000", "outcome": "overridden",
         "overrideReason": {"reason": {"code": "x", "system": "http://example.org"}},
