@@ -312,6 +312,10 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings, store: Store
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
+        // Only now, with the port ours: another process of the same instance cannot be running.
+        if let Some(storage) = &state.storage {
+            report_unclean_runs(&storage.store, &instance_name(args.listen)).await;
+        }
         match AddressNotice::new(address, state.access.as_ref()) {
             AddressNotice::Info(line) => {
                 tracing::info!(%address, max_connections = settings.max_connections, "{line}")
@@ -358,6 +362,9 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings, store: Store
         }
         if let (Some(storage), Some(writer)) = (storage, card_log_writer) {
             writer.finish(CARD_LOG_FLUSH_DEADLINE).await;
+            if let Err(error) = storage.store.end_run(time::OffsetDateTime::now_utc()).await {
+                tracing::warn!(%error, "could not record the clean shutdown: the next start will report this run");
+            }
             storage.store.close().await;
         }
         Ok(())
@@ -367,6 +374,46 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings, store: Store
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("stopped");
     served
+}
+
+/// This service's name for its runs in the store: the host name and the configured listen port, which stay the
+/// same when the same service restarts (a container restarted in its pod, a systemd unit) and differ between
+/// instances on one host.
+fn instance_name(listen: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{host}:{}", listen.port())
+}
+
+/// Records this run in the store and reports the earlier runs of this instance that ended without a clean
+/// shutdown (`kill -9`, a crash): a warning each, with what can be known of what they lost, and
+/// `cds_unclean_stops_total`. A store that cannot be written is reported by `/readyz`, not here.
+async fn report_unclean_runs(store: &Store, instance: &str) {
+    let now = time::OffsetDateTime::now_utc();
+    let unclean = match store.begin_run(instance, now).await {
+        Ok(unclean) => unclean,
+        Err(error) => {
+            tracing::warn!(%error, "could not record this run in the store");
+            return;
+        }
+    };
+    for run in &unclean {
+        metrics::counter!(dry_needling_cds::ops::metrics::UNCLEAN_STOPS).increment(1);
+        let format = time::format_description::well_known::Rfc3339;
+        let last_write = run.last_write_at.and_then(|t| t.format(&format).ok());
+        tracing::warn!(
+            started_at = run.started_at.format(&format).unwrap_or_default(),
+            last_card_log_write = last_write.as_deref().unwrap_or("none"),
+            cards_written = run.cards_written,
+            "the previous run of this instance ended without a clean shutdown (kill -9, a crash, the power): the \
+             cards it answered after its last card-log write (at most 100 ms of answers, at most the queue's \
+             capacity) are not in the card log, and analytics undercount them"
+        );
+    }
 }
 
 /// How long shutdown waits for the card log's queue to be written.

@@ -523,3 +523,44 @@ async fn the_public_base_url_may_come_from_the_environment_instead_of_the_file()
     assert!(line.contains("https://cds.example.org/cds-services"), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_run_killed_with_sigkill_is_reported_by_the_next_start() {
+    // Before: kill -9 lost the card log's queue with no trace anywhere.
+    let dir = std::env::temp_dir().join(format!("dn-unclean-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.to_str().unwrap().to_string();
+    let mut first = Service::start_with("", &["--data-dir", &data]);
+    assert_eq!(
+        post(first.address, SELECT, fixture("rules/neck-pain.json"), None).await,
+        StatusCode::OK
+    );
+    // The card log writes every 100 ms; then the process is killed without a chance to say so.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    first.child.kill().unwrap();
+    first.wait(std::time::Duration::from_secs(5)).expect("killed");
+
+    let second = Service::start_with("", &["--data-dir", &data]);
+    let line = second.wait_for_line("ended without a clean shutdown");
+    assert!(line.contains("cards_written=1"), "{line}");
+    assert!(!line.contains("last_card_log_write=none"), "{line}");
+    let (_, scrape) = get(second.address, "/metrics").await;
+    assert_eq!(sample(&scrape, "cds_unclean_stops_total"), Some(1.0), "{scrape}");
+    second.terminate();
+    let mut second = second;
+    second
+        .wait(std::time::Duration::from_secs(10))
+        .expect("stops on SIGTERM");
+
+    // A clean stop leaves nothing to report.
+    let third = Service::start_with("", &["--data-dir", &data]);
+    let (_, scrape) = get(third.address, "/metrics").await;
+    assert_eq!(sample(&scrape, "cds_unclean_stops_total"), None, "{scrape}");
+    assert!(
+        !third.log().iter().any(|l| l.contains("without a clean shutdown")),
+        "{:?}",
+        third.log()
+    );
+    drop(third);
+    let _ = std::fs::remove_dir_all(&dir);
+}

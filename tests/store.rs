@@ -35,6 +35,7 @@ on_both_backends!(
     no_patient_identifier_in_the_schema,
     text_capped_and_nul_free,
     concurrent_first_opens,
+    runs_ended_without_a_clean_shutdown_are_reported_once,
 );
 
 // ---------------------------------------------------------------------------------------------------------
@@ -521,6 +522,13 @@ async fn no_patient_identifier_in_the_schema(fx: &Fixture) {
         ("feedback", "user_comment"),
         ("jti_seen", "expires_at"),
         ("jti_seen", "key"),
+        ("service_runs", "cards_written"),
+        ("service_runs", "clean"),
+        ("service_runs", "instance"),
+        ("service_runs", "last_write_at_ms"),
+        ("service_runs", "run_id"),
+        ("service_runs", "started_at_ms"),
+        ("service_runs", "stopped_at_ms"),
     ]
     .iter()
     .map(|(t, c)| (t.to_string(), c.to_string()))
@@ -699,4 +707,46 @@ async fn sqlite_recovers_from_a_full_disk_without_a_restart() {
     assert!(!store.writes_failing(), "recovered");
     store.close().await;
     raw.close().await;
+}
+
+async fn runs_ended_without_a_clean_shutdown_are_reported_once(fx: &Fixture) {
+    // kill -9 loses what the card log had queued; the next run of the same instance says so, with what is known.
+    let started = datetime!(2026-11-23 10:00 UTC);
+    let first = fx.open().await;
+    assert_eq!(first.begin_run("host-a:8080", started).await.unwrap(), Vec::new());
+    let cards: Vec<_> = (0..3)
+        .map(|i| card(&format!("run{i}"), SELECT, NECK, datetime!(2026-11-23 10:01 UTC)))
+        .collect();
+    first.insert_cards(&cards).await.unwrap();
+    // Another instance's open run is not this instance's business.
+    let other = fx.open().await;
+    assert_eq!(other.begin_run("host-b:8080", started).await.unwrap(), Vec::new());
+    // The first process dies without `end_run`; its successor finds its run, once.
+    let second = fx.open().await;
+    let unclean = second
+        .begin_run("host-a:8080", datetime!(2026-11-23 11:00 UTC))
+        .await
+        .unwrap();
+    assert_eq!(unclean.len(), 1, "{unclean:?}");
+    assert_eq!(unclean[0].started_at, started);
+    assert_eq!(unclean[0].cards_written, 3);
+    assert!(unclean[0].last_write_at.is_some_and(|t| t > started));
+    // It stops cleanly; the next start has nothing to report.
+    second.end_run(datetime!(2026-11-23 12:00 UTC)).await.unwrap();
+    let third = fx.open().await;
+    assert_eq!(
+        third
+            .begin_run("host-a:8080", datetime!(2026-11-23 13:00 UTC))
+            .await
+            .unwrap(),
+        Vec::new()
+    );
+    assert_eq!(
+        fx.count("SELECT COUNT(*) FROM service_runs WHERE clean = FALSE").await,
+        1,
+        "the killed run is recorded as unclean"
+    );
+    for store in [first, other, second, third] {
+        store.close().await;
+    }
 }

@@ -32,6 +32,7 @@ pub const STORE_ERRORS: &str = "cds_store_errors_total";
 pub const SHARED_REPLAY_DURATION: &str = "cds_shared_replay_check_duration_seconds";
 pub const CONNECTIONS_REFUSED: &str = "cds_connections_refused_total";
 pub const SLOW_REQUESTS: &str = "cds_slow_requests_total";
+pub const UNCLEAN_STOPS: &str = "cds_unclean_stops_total";
 
 /// Seconds: from well under a millisecond (a call without a dry-needling order) to the request time-out.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -119,6 +120,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_REFUSED,
         "Connections refused with 503 at once, by reason: peer_share (the peer address held its share of the slots)"
+    );
+    describe_counter!(
+        UNCLEAN_STOPS,
+        "Earlier runs of this instance found at start-up to have ended without a clean shutdown (kill -9, a crash)"
     );
     describe_counter!(
         SLOW_REQUESTS,

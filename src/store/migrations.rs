@@ -22,15 +22,23 @@ struct Version {
     postgres: &'static str,
 }
 
-const VERSIONS: &[Version] = &[Version {
-    number: 1,
-    description: "card log feedback jti",
-    sqlite: include_str!("../../migrations/sqlite/0001_card_log_feedback_jti.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_card_log_feedback_jti.sql"),
-}];
+const VERSIONS: &[Version] = &[
+    Version {
+        number: 1,
+        description: "card log feedback jti",
+        sqlite: include_str!("../../migrations/sqlite/0001_card_log_feedback_jti.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_card_log_feedback_jti.sql"),
+    },
+    Version {
+        number: 2,
+        description: "service runs",
+        sqlite: include_str!("../../migrations/sqlite/0002_service_runs.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_service_runs.sql"),
+    },
+];
 
 /// The newest schema version this binary knows.
-pub const LATEST: i64 = 1;
+pub const LATEST: i64 = 2;
 
 #[derive(Clone, Copy)]
 pub(super) enum Dialect {

@@ -19,7 +19,9 @@
 //! **What is stored, and what is not.** Cards: their uuid, service, template, indicator, stance, suggestion
 //! uuids, time, the client's issuer and tenant, and the `hookInstance` (which names the call, not the patient).
 //! Feedback: card uuid, outcome, accepted suggestion ids, the override reason's code and system, the clinician's
-//! comment only when the caller passes it, times, issuer. **No patient identifier** (no patient id, encounter,
+//! comment only when the caller passes it, times, issuer. Runs of the service: instance name (host and port),
+//! start, card-log progress, end ([`Store::begin_run`]: how a `kill -9` is counted on the next start).
+//! **No patient identifier** (no patient id, encounter,
 //! FHIR server URL, or record content) has a column, and no query takes one. Every text is capped
 //! ([`MAX_TEXT_CHARS`], [`MAX_COMMENT_CHARS`], [`MAX_LIST_ITEMS`]) and NUL characters (which PostgreSQL
 //! refuses in text) become U+FFFD, so a caller cannot grow a row without bound, and both backends store the same.
@@ -292,6 +294,19 @@ pub struct Store {
     target: Arc<str>,
     /// The last write failed (a full disk, a store that refuses): readiness says `degraded` until one succeeds.
     writes_failing: Arc<AtomicBool>,
+    /// This process's row in `service_runs`, once [`Store::begin_run`] has written it: each card-log batch
+    /// notes its progress there.
+    run: Arc<std::sync::OnceLock<String>>,
+}
+
+/// A run of the service that ended without a clean shutdown, as the next run of the same instance found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UncleanRun {
+    pub started_at: OffsetDateTime,
+    /// When it last wrote cards to the log (`None`: it wrote none). Cards it had queued after that are lost:
+    /// at most [`cardlog::FLUSH_EVERY`] of answers, and never more than the queue holds.
+    pub last_write_at: Option<OffsetDateTime>,
+    pub cards_written: i64,
 }
 
 #[derive(Clone)]
@@ -374,6 +389,10 @@ const CLEAR_UNKNOWN: &str = "UPDATE feedback SET unknown_card = FALSE WHERE unkn
 /// Whether any feedback is flagged as for an unknown card.
 const ANY_UNKNOWN: &str =
     "SELECT COUNT(*) FROM (SELECT 1 FROM feedback WHERE unknown_card = TRUE LIMIT 1) AS any_unknown";
+
+/// A card-log batch's progress on its run's row.
+const RUN_PROGRESS: &str =
+    "UPDATE service_runs SET last_write_at_ms = $2, cards_written = cards_written + $3 WHERE run_id = $1";
 
 /// Cards per `INSERT`: ten parameters each, far below SQLite's 32,766 and PostgreSQL's 65,535.
 const CARDS_PER_STATEMENT: usize = 500;
@@ -459,6 +478,47 @@ impl Store {
             backend,
             target,
             writes_failing: Arc::new(AtomicBool::new(false)),
+            run: Arc::default(),
+        })
+    }
+
+    /// Records that this process now runs as `instance` (host name and listen port: the same for a restart of
+    /// the same service), and returns the earlier runs of that instance that never recorded a clean end
+    /// ([`Store::end_run`]): ended by `kill -9`, a crash or the power. They are closed as unclean, so each is
+    /// reported once. Card-log batches written from now on note their progress in this run's row.
+    pub async fn begin_run(&self, instance: &str, now: OffsetDateTime) -> Result<Vec<UncleanRun>, StoreError> {
+        const OPEN: &str = "SELECT started_at_ms, last_write_at_ms, cards_written FROM service_runs \
+             WHERE instance = $1 AND stopped_at_ms IS NULL ORDER BY started_at_ms";
+        const CLOSE: &str = "UPDATE service_runs SET stopped_at_ms = $2, clean = FALSE \
+             WHERE instance = $1 AND stopped_at_ms IS NULL";
+        const BEGIN: &str = "INSERT INTO service_runs (run_id, instance, started_at_ms) VALUES ($1, $2, $3)";
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let at = unix_ms(now);
+        let open: Vec<(i64, Option<i64>, i64)> = with_write!(self, "begin_run", tx => {
+            let open = sqlx::query_as(OPEN).bind(instance).fetch_all(&mut *tx).await?;
+            sqlx::query(CLOSE).bind(instance).bind(at).execute(&mut *tx).await?;
+            sqlx::query(BEGIN).bind(run_id.as_str()).bind(instance).bind(at).execute(&mut *tx).await?;
+            open
+        })?;
+        let _ = self.run.set(run_id);
+        Ok(open
+            .into_iter()
+            .map(|(started, last_write, cards_written)| UncleanRun {
+                started_at: from_unix_ms(started),
+                last_write_at: last_write.map(from_unix_ms),
+                cards_written,
+            })
+            .collect())
+    }
+
+    /// Records this run's clean end (after the card log's queue was written).
+    pub async fn end_run(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        const END: &str = "UPDATE service_runs SET stopped_at_ms = $2, clean = TRUE WHERE run_id = $1";
+        let Some(run_id) = self.run.get() else {
+            return Ok(());
+        };
+        with_write!(self, "end_run", tx => {
+            sqlx::query(END).bind(run_id.as_str()).bind(unix_ms(now)).execute(&mut *tx).await?;
         })
     }
 
@@ -547,6 +607,15 @@ impl Store {
                     clear.push(")");
                     clear.build().persistent(false).execute(&mut *tx).await?;
                 }
+            }
+            // This run's progress, in the same transaction: what the next run can know if this one is killed.
+            if let Some(run_id) = self.run.get() {
+                sqlx::query(RUN_PROGRESS)
+                    .bind(run_id.as_str())
+                    .bind(unix_ms(OffsetDateTime::now_utc()))
+                    .bind(cards.len() as i64)
+                    .execute(&mut *tx)
+                    .await?;
             }
             inserted
         })
@@ -642,6 +711,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            // An open row of a run that is gone (a pod that never restarts under its name) goes too, once it
+            // has written nothing for as long.
+            sqlx::query("DELETE FROM service_runs WHERE COALESCE(stopped_at_ms, last_write_at_ms, started_at_ms) < $1")
+                .bind(cut)
+                .execute(&mut *tx)
+                .await?;
             Pruned { cards, feedback }
         })
     }
@@ -824,6 +899,10 @@ fn jti_key(issuer: &str, jti: &str) -> [u8; 32] {
 
 fn unix_ms(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
+
+fn from_unix_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// At most `max` characters, NUL replaced (PostgreSQL refuses it in text; SQLite would keep it, and the two
