@@ -243,7 +243,7 @@ pub fn outcomes_chart(analytics: &Analytics) -> String {
         let mut chart = ChartBuilder::on(&root)
             .caption("What happened to each template's cards", ("sans-serif", 22))
             .margin(12)
-            .x_label_area_size(36)
+            .x_label_area_size(50)
             .y_label_area_size(if one_service { 330 } else { 540 })
             // Half as much again to the right of the longest bar: room for the legend, which never covers a bar.
             .build_cartesian_2d(0u64..max + max / 2 + 1, (0u32..rows - 1).into_segmented())?;
@@ -340,7 +340,7 @@ pub fn weekly_chart(analytics: &Analytics) -> String {
         let mut chart = ChartBuilder::on(&root)
             .caption("Cards per week (weeks start on Monday, UTC)", ("sans-serif", 22))
             .margin(12)
-            .x_label_area_size(44)
+            .x_label_area_size(50)
             .y_label_area_size(64)
             .build_cartesian_2d((0..count - 1).into_segmented(), 0u64..max + max / 10 + 1)?;
         chart
