@@ -235,6 +235,33 @@ async fn axe(client: &Client, when: &str) {
     );
 }
 
+/// The lowest contrast (WCAG ratio) of the focus outline (the `:focus-visible` rule, drawn on a probe) and of
+/// the borders of the page's text fields, selects and buttons, each against white and the panels' background.
+const CONTRAST: &str = "(() => {
+    const luminance = (color) => {
+      const [r, g, b] = color.match(/[\\d.]+/g).slice(0, 3).map((v) => Number(v) / 255)
+        .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4));
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const ratio = (a, b) => {
+      const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p);
+      return (x + 0.05) / (y + 0.05);
+    };
+    const panel = getComputedStyle(document.querySelector('section')).backgroundColor;
+    const worst = (color) => Math.min(ratio(color, 'rgb(255, 255, 255)'), ratio(color, panel));
+    const rule = [...document.styleSheets].flatMap((s) => [...s.cssRules])
+      .find((r) => r.selectorText === ':focus-visible');
+    const probe = document.createElement('div');
+    probe.style.outline = rule.style.getPropertyValue('outline');
+    document.body.append(probe);
+    const outline = worst(getComputedStyle(probe).outlineColor);
+    probe.remove();
+    const controls = [...document.querySelectorAll('main input:not([type=checkbox]), main select, main button')]
+      .filter((e) => e.offsetParent);
+    const borders = Math.min(...controls.map((e) => worst(getComputedStyle(e).borderTopColor)));
+    return { outline, borders };
+  })()";
+
 /// Whether the element `css` is in the window (its top edge between the window's top and bottom) and the focus
 /// is inside the element `focus`.
 async fn in_view_and_focused(client: &Client, css: &str, focus: &str) -> (bool, bool) {
@@ -371,6 +398,13 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
         .unwrap();
     assert_eq!(icon, "200 image/svg+xml", "the favicon");
     axe(client, "before a card").await;
+    // What axe does not measure (WCAG 1.4.11): the focus outline and the controls' borders, at least 3:1
+    // against white and against the panels.
+    let contrast = eval(client, CONTRAST).await;
+    assert!(
+        contrast["outline"].as_f64().unwrap() >= 3.0 && contrast["borders"].as_f64().unwrap() >= 3.0,
+        "non-text contrast: {contrast}"
+    );
 
     // The reason list: the active problems first, the rest grouped apart; the summary lists the active ones.
     pick(client, "clbp-neck-ibuprofen").await;

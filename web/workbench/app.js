@@ -474,7 +474,6 @@ function advice(status, request) {
   );
 }
 
-
 // ---- cards and feedback -----------------------------------------------------------------------------------
 
 function renderCard(card, serviceUrl) {
