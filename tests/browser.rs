@@ -473,7 +473,11 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
         suggestion["uuid"]
     );
     let outcome = text_of(client, "#cards .card .outcome").await;
-    assert_eq!(outcome, format!("Accepted: {}", suggestion["label"].as_str().unwrap()));
+    assert!(
+        outcome.starts_with(&format!("Accepted: {}", suggestion["label"].as_str().unwrap()))
+            && outcome.contains("Reset the draft"),
+        "{outcome}"
+    );
     let controls = eval(
         client,
         "document.querySelectorAll('#cards .card button, #cards .card select').length",
@@ -494,6 +498,7 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
         false
     );
     axe(client, "after answering a card").await;
+    screenshot(client, "workbench-answered.png").await;
     click(client, "#reset-draft").await;
     let drafts = text_of(client, "#draft-list").await;
     assert!(drafts.contains("ServiceRequest/dn-1"), "{drafts}");

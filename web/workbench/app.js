@@ -507,10 +507,13 @@ function renderCard(card, serviceUrl) {
       node.append(el("p", { class: "outcome failed", role: "alert" }, `Feedback not sent (${result.status}): try again.`));
       return;
     }
+    const hadOrder = !state.orderDeleted;
     if (apply) apply();
+    const removed = hadOrder && state.orderDeleted;
     node.classList.add("answered");
     node.dataset.outcome = entry.outcome;
     const line = el("p", { class: "outcome", tabindex: "-1" }, outcome);
+    if (removed) line.append(el("span", { class: "note" }, ' The dry-needling order is now removed from the draft: "Reset the draft" (in 2. Draft) brings it back.'));
     actions.replaceWith(line);
     line.focus();
   };
