@@ -499,9 +499,17 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
     );
     axe(client, "after answering a card").await;
     screenshot(client, "workbench-answered.png").await;
+    client
+        .execute("document.getElementById('draft-panel').scrollIntoView();", vec![])
+        .await
+        .unwrap();
+    screenshot(client, "workbench-order-removed.png").await;
     click(client, "#reset-draft").await;
     let drafts = text_of(client, "#draft-list").await;
-    assert!(drafts.contains("ServiceRequest/dn-1"), "{drafts}");
+    assert!(
+        drafts.contains("ServiceRequest/dn-1: Dry needling, for Chronic low back pain"),
+        "the order as the form shows it: {drafts}"
+    );
     assert!(
         !drafts.contains("97110"),
         "the suggestion's order is gone too: {drafts}"
@@ -586,11 +594,15 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
         .await
         .json();
         pick(client, example).await;
+        let expected = &request["context"]["draftOrders"]["entry"][0]["resource"];
+        if let Some(display) = expected["reasonCode"][0]["coding"][0]["display"].as_str() {
+            let drafts = text_of(client, "#draft-list").await;
+            assert!(drafts.contains(&format!("for {display}")), "{example}: {drafts}");
+        }
         select(client, "hook", "order-select").await;
         fire(client).await;
         let sent = shown_json(client, "request-json").await;
         let order = &sent["context"]["draftOrders"]["entry"][0]["resource"];
-        let expected = &request["context"]["draftOrders"]["entry"][0]["resource"];
         for field in ["system", "code"] {
             assert_eq!(
                 order["reasonCode"][0]["coding"][0][field], expected["reasonCode"][0]["coding"][0][field],

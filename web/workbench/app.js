@@ -295,6 +295,13 @@ function draftOrders() {
   return [...orders, ...state.drafts];
 }
 
+// ", for <reason>" when the order has one.
+function reasonOf(order) {
+  const reference = (order.reasonReference || [])[0];
+  const text = reference ? reference.display || reference.reference : conceptText((order.reasonCode || [])[0]);
+  return text ? `, for ${text}` : "";
+}
+
 // The draft list and the form say the same thing: an order a suggestion removed is shown removed in the form
 // (its fields disabled, a notice) and is absent from the list.
 function renderDrafts() {
@@ -302,7 +309,7 @@ function renderDrafts() {
   const orders = draftOrders();
   $("draft-list").replaceChildren(
     ...(orders.length
-      ? orders.map((o) => el("li", {}, `${o.resourceType}/${o.id}: ${conceptText(o.code)}`))
+      ? orders.map((o) => el("li", {}, `${o.resourceType}/${o.id}: ${conceptText(o.code)}${reasonOf(o)}`))
       : [el("li", {}, "None: the request's draftOrders is empty.")]),
   );
   $("order-fields").disabled = state.orderDeleted;
@@ -644,7 +651,9 @@ function init() {
   $("reason").addEventListener("change", () => {
     $("reason-other").hidden = $("reason").value !== "other";
   });
-  for (const id of ["order-code", "reason", "body-site"]) $(id).addEventListener("change", renderDrafts);
+  for (const id of ["order-code", "reason", "reason-system", "reason-code", "reason-text", "body-site"]) {
+    $(id).addEventListener("change", renderDrafts);
+  }
   $("discovery").addEventListener("change", () => {
     state.discovery = null;
   });
