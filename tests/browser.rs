@@ -713,6 +713,7 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
     )
     .await;
     screenshot(client, "workbench-narrow.png").await;
+    axe(client, "the workbench at 420 px").await;
 
     // The analytics page, with the feedback just sent: WCAG 2.2 AA, a main landmark, charts with a text
     // alternative; at 390 px the page does not scroll sideways and the chart labels stay readable.
