@@ -501,6 +501,7 @@ fn cors() -> CorsLayer {
 pub fn app(state: AppState) -> Router {
     let access = state.access.clone();
     let workbench = state.workbench;
+    let verifies_tokens = matches!(access.as_ref(), Access::Verify(_));
     let service_ids: Arc<[String]> = state.knowledge.services.iter().map(|s| s.id.clone()).collect();
     let hosts = state.loopback_hosts_only.clone();
     let state_for_health = state.clone();
@@ -533,7 +534,7 @@ pub fn app(state: AppState) -> Router {
     services
         .merge(health)
         .merge(analytics)
-        .merge(web::routes(workbench).method_not_allowed_fallback(method_not_allowed))
+        .merge(web::routes(workbench, verifies_tokens).method_not_allowed_fallback(method_not_allowed))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

@@ -9,6 +9,11 @@
 //! The charts are drawn by plotters' SVG backend into strings embedded in the page: no script, no image files,
 //! no fonts shipped (the browser draws the labels), so the page works under the workbench's strict Content
 //! Security Policy and can be saved as one file.
+//!
+//! Accessibility (WCAG 2.2 AA, checked with axe-core by `tests/browser.rs`): one `main` landmark; each chart is
+//! an image named by its caption, whose numbers are also in a table (the weekly ones in a table of their own);
+//! on a narrow screen the tables and charts scroll sideways inside a focusable region instead of widening the
+//! page, and the charts keep a width at which their labels stay readable.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -236,19 +241,19 @@ pub fn outcomes_chart(analytics: &Analytics) -> String {
             .collect();
         let rows = templates.len().max(3) as u32;
         let mut chart = ChartBuilder::on(&root)
-            .caption("What happened to each template's cards", ("sans-serif", 18))
+            .caption("What happened to each template's cards", ("sans-serif", 22))
             .margin(12)
-            .x_label_area_size(28)
-            .y_label_area_size(if one_service { 290 } else { 480 })
+            .x_label_area_size(50)
+            .y_label_area_size(if one_service { 330 } else { 540 })
             // Half as much again to the right of the longest bar: room for the legend, which never covers a bar.
             .build_cartesian_2d(0u64..max + max / 2 + 1, (0u32..rows - 1).into_segmented())?;
         chart
             .configure_mesh()
             .disable_y_mesh()
             .x_desc("cards")
-            .x_label_style(("sans-serif", 12))
-            .y_label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 13))
+            .x_label_style(("sans-serif", 18))
+            .y_label_style(("sans-serif", 19))
+            .axis_desc_style(("sans-serif", 18))
             .y_labels(rows as usize)
             .y_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
@@ -284,7 +289,7 @@ pub fn outcomes_chart(analytics: &Analytics) -> String {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 13))
+            .label_font(("sans-serif", 18))
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK.mix(0.3))
             .draw()?;
@@ -333,23 +338,23 @@ pub fn weekly_chart(analytics: &Analytics) -> String {
         let count = weeks.len().max(1);
         let labels: Vec<String> = weeks.iter().map(|w| w.week_start.to_string()).collect();
         let mut chart = ChartBuilder::on(&root)
-            .caption("Cards per week (weeks start on Monday, UTC)", ("sans-serif", 18))
+            .caption("Cards per week (weeks start on Monday, UTC)", ("sans-serif", 22))
             .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
+            .x_label_area_size(50)
+            .y_label_area_size(64)
             .build_cartesian_2d((0..count - 1).into_segmented(), 0u64..max + max / 10 + 1)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(count.min(10))
+            .x_labels(count.min(8))
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
                 _ => String::new(),
             })
-            .x_label_style(("sans-serif", 12))
-            .y_label_style(("sans-serif", 12))
+            .x_label_style(("sans-serif", 18))
+            .y_label_style(("sans-serif", 18))
             .y_desc("cards")
-            .axis_desc_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 18))
             .draw()?;
         type Series = (&'static str, RGBColor, fn(&WeekTotal) -> u64);
         let series: [Series; 3] = [
@@ -372,7 +377,7 @@ pub fn weekly_chart(analytics: &Analytics) -> String {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", 13))
+            .label_font(("sans-serif", 18))
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK.mix(0.3))
             .draw()?;
@@ -380,6 +385,28 @@ pub fn weekly_chart(analytics: &Analytics) -> String {
         Ok(())
     })();
     finish_svg(svg, drawn)
+}
+
+/// A chart in the page: a figure whose SVG is an image named by the caption (`label`), in a region that scrolls
+/// sideways on a narrow screen (focusable, so a keyboard can scroll it).
+fn figure(svg: &str, id: &str, label: &str) -> String {
+    let caption = html_escape::encode_text(label);
+    let image = match svg.strip_prefix("<svg") {
+        Some(rest) => format!("<svg role=\"img\" aria-labelledby=\"{id}\"{rest}"),
+        None => svg.to_string(),
+    };
+    format!(
+        "<figure><div class=\"scroll chart\" role=\"region\" tabindex=\"0\" aria-labelledby=\"{id}\">{image}</div>\
+         <figcaption id=\"{id}\">{caption}</figcaption></figure>"
+    )
+}
+
+/// A table in the page, in a region that scrolls sideways on a narrow screen (focusable, named by `label`).
+fn scrolling_table(label: &str, table: &str) -> String {
+    format!(
+        "<div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-label=\"{}\">{table}</div>",
+        html_escape::encode_double_quoted_attribute(label)
+    )
 }
 
 /// The chart, or a line saying it could not be drawn (plotters fails only on impossible geometry).
@@ -414,7 +441,8 @@ pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String
         html,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>Dry-needling CDS: override analytics</title><style>{STYLE}</style></head><body>\
+         <link rel=\"icon\" href=\"data:,\">\
+         <title>Dry-needling CDS: override analytics</title><style>{STYLE}</style></head><body><main>\
          <h1>Override analytics</h1>\
          <p class=\"window\">Cards issued from {} to {} (the end excluded). A card counts once, by the latest \
          feedback on it. The override rate is overridden ÷ (accepted + overridden).</p>\
@@ -430,13 +458,13 @@ pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String
     if analytics.templates.is_empty() {
         html.push_str("<p class=\"empty\">No cards were issued in this window.</p>");
     }
-    html.push_str(
-        "<h2>Per service</h2><table><thead><tr><th>Service</th><th>Shown</th><th>Accepted</th>\
-                   <th>Overridden</th><th>No feedback</th><th>Override rate</th></tr></thead><tbody>",
+    let mut table = String::from(
+        "<table><thead><tr><th>Service</th><th>Shown</th><th>Accepted</th>\
+         <th>Overridden</th><th>No feedback</th><th>Override rate</th></tr></thead><tbody>",
     );
     for s in per_service(analytics) {
         let _ = write!(
-            html,
+            table,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             text(&s.service_id),
             s.shown,
@@ -446,13 +474,20 @@ pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String
             rate(s.override_rate())
         );
     }
-    html.push_str("</tbody></table><h2>Per card template</h2>");
-    html.push_str("<figure>");
-    html.push_str(&outcomes_chart(analytics));
-    html.push_str(
-        "</figure><table><thead><tr><th>Service</th><th>Card template</th><th>Shown</th>\
-                   <th>Accepted</th><th>Overridden</th><th>No feedback</th><th>Override rate</th>\
-                   <th>Override reasons</th></tr></thead><tbody>",
+    table.push_str("</tbody></table>");
+    html.push_str("<h2>Per service</h2>");
+    html.push_str(&scrolling_table("Cards per service", &table));
+    html.push_str("<h2>Per card template</h2>");
+    html.push_str(&figure(
+        &outcomes_chart(analytics),
+        "outcomes-chart",
+        "What happened to each template's cards: accepted, overridden, no feedback (the numbers are in the \
+         table below)",
+    ));
+    let mut table = String::from(
+        "<table><thead><tr><th>Service</th><th>Card template</th><th>Shown</th>\
+         <th>Accepted</th><th>Overridden</th><th>No feedback</th><th>Override rate</th>\
+         <th>Override reasons</th></tr></thead><tbody>",
     );
     for t in &analytics.templates {
         let reasons_cell: Vec<String> = t
@@ -470,7 +505,7 @@ pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String
             })
             .collect();
         let _ = write!(
-            html,
+            table,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             text(&t.service_id),
             text(&t.card),
@@ -482,15 +517,35 @@ pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String
             reasons_cell.join("<br>")
         );
     }
-    html.push_str("</tbody></table><h2>Weekly trend</h2><figure>");
-    html.push_str(&weekly_chart(analytics));
-    html.push_str("</figure>");
+    table.push_str("</tbody></table>");
+    html.push_str(&scrolling_table("Cards per card template", &table));
+    html.push_str("<h2>Weekly trend</h2>");
+    html.push_str(&figure(
+        &weekly_chart(analytics),
+        "weekly-chart",
+        "Cards shown, overridden and accepted per week (the numbers are in the table below)",
+    ));
+    let mut table = String::from(
+        "<table><caption>Cards per week</caption><thead><tr><th>Week starting</th><th>Shown</th>\
+         <th>Accepted</th><th>Overridden</th></tr></thead><tbody>",
+    );
+    for w in weeks_in_window(analytics) {
+        let _ = write!(
+            table,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            w.week_start, w.shown, w.accepted, w.overridden
+        );
+    }
+    table.push_str("</tbody></table>");
+    html.push_str("<details><summary>The weekly numbers</summary>");
+    html.push_str(&scrolling_table("Cards per week", &table));
+    html.push_str("</details>");
     let _ = write!(
         html,
         "<p class=\"note\">Feedback received in this window for cards this service has no record of (issued \
          before the retention period, or never issued by it): {}.</p>\
          <p class=\"note\">No patient data: the store keeps card and suggestion ids, templates, outcomes, \
-         override reason codes and times, never a patient, encounter or record.</p></body></html>",
+         override reason codes and times, never a patient, encounter or record.</p></main></body></html>",
         analytics.unknown_card_feedback
     );
     html
@@ -505,10 +560,17 @@ fn query_tail(query: &str) -> String {
         .collect()
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:960px;color:#222}\
+/// Readable from 390 px up: side padding, tables and charts scroll sideways in their own region (the page never
+/// does), and below 760 px a chart keeps 760 px of width, so its labels stay at least 12 px high (plotters
+/// draws a size-18 font 14.5 px high in a 900 px chart).
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
+    main{margin:2rem auto;max-width:960px;padding:0 1rem}\
     table{border-collapse:collapse;margin:1rem 0;width:100%}th,td{border-bottom:1px solid #ddd;padding:.35rem .5rem;\
     text-align:right;vertical-align:top}th:first-child,td:first-child,th:nth-child(2),td:nth-child(2),\
-    td:last-child,th:last-child{text-align:left}figure{margin:1rem 0}svg{max-width:100%;height:auto}\
+    td:last-child,th:last-child{text-align:left}caption{text-align:left;font-weight:600}\
+    figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}svg{max-width:100%;height:auto;display:block}\
+    .scroll{overflow-x:auto}.scroll:focus-visible{outline:3px solid #1d4ed8;outline-offset:2px}\
+    @media (max-width:760px){.chart svg{max-width:none;width:760px}th,td{padding:.3rem .35rem}}\
     .note,.window,.links{color:#555}";
 
 #[cfg(test)]

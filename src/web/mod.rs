@@ -11,6 +11,9 @@
 //! configuration turns it on (`[workbench] enabled = true`). It never changes CORS, authentication or the FHIR
 //! allowlist: the page calls the hook endpoints like any other client. Its responses carry a Content Security
 //! Policy that allows scripts from this origin only.
+//!
+//! Where it is off, `GET /` still answers a short page saying what this address is and what to do (401 when the
+//! service verifies tokens, 404 otherwise): it names no client, server or patient.
 
 pub mod analytics;
 
@@ -50,10 +53,12 @@ pub enum Workbench {
     Off,
 }
 
-/// The workbench's routes; empty when it is off, so its paths are 404 like any unknown path.
-pub fn routes(workbench: Workbench) -> Router {
+/// The workbench's routes. When it is off, only `GET /`, which says so and what to do (`verifies_tokens`: the
+/// service has trusted clients, so the answer is 401, as for any request without a token); its other paths are
+/// unknown paths.
+pub fn routes(workbench: Workbench, verifies_tokens: bool) -> Router {
     if workbench == Workbench::Off {
-        return Router::new();
+        return Router::new().route("/", get(move || async move { unserved(verifies_tokens) }));
     }
     Router::new()
         .route("/", get(|| asset("index.html".to_string())))
@@ -80,6 +85,56 @@ async fn asset(path: String) -> Response {
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `GET /` where the workbench is off: what this address is, and what a person who opened it can do. Nothing
+/// about the configuration beyond what the status already says.
+fn unserved(verifies_tokens: bool) -> Response {
+    let (status, why) = if verifies_tokens {
+        (
+            StatusCode::UNAUTHORIZED,
+            "<p>This service verifies who calls it: EHRs call its CDS Hooks discovery, <code>/cds-services</code>, \
+             with a signed JWT from a key it trusts. A browser sends none, hence this 401.</p>",
+        )
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "<p>EHRs call its CDS Hooks discovery, <code>/cds-services</code>.</p>",
+        )
+    };
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <link rel=\"icon\" href=\"data:,\"><title>Dry-needling CDS Hooks service</title></head><body><main>\
+         <h1>Dry-needling CDS Hooks service</h1>\
+         <p>This address is a CDS Hooks service for EHRs, not a web page.</p>{why}\
+         <h2>What you can do</h2><ul>\
+         <li>To try the cards in a browser, run the service on your own machine without trusted clients \
+         (<code>cargo run --release</code>) and open <code>http://127.0.0.1:8080/</code>: the tester's workbench is \
+         on by default only there.</li>\
+         <li>An operator can serve the workbench here with <code>[workbench] enabled = true</code>; its calls to the \
+         hooks still need a token.</li>\
+         <li>The CDS Hooks sandbox can call the hooks with its own key: see the README \
+         (<code>config/sandbox.toml</code>).</li>\
+         <li>Liveness: <code>/healthz</code>.</li></ul></main></body></html>"
+    );
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if verifies_tokens {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     response
 }
 
@@ -117,7 +172,8 @@ async fn patients() -> Json<Value> {
     Json(json!({ "patients": list }))
 }
 
-/// `GET /workbench/patients/{id}`: the patient id and the prefetch, as the fixture holds them.
+/// `GET /workbench/patients/{id}`: the patient id and the prefetch, as the fixture holds them, and the fixture's
+/// selected draft order (`order`, or null), so the page drafts it with the fixture's own code, reason and site.
 async fn patient(Path(id): Path<String>) -> Response {
     let Some(request) = fixture(&id) else {
         return StatusCode::NOT_FOUND.into_response();
@@ -126,8 +182,32 @@ async fn patient(Path(id): Path<String>) -> Response {
         "id": id,
         "patientId": request["context"]["patientId"],
         "prefetch": request["prefetch"],
+        "order": selected_order(&request),
     }))
     .into_response()
+}
+
+/// The draft order the fixture's `selections` name (its first), or its only draft order.
+fn selected_order(request: &Value) -> Value {
+    let context = &request["context"];
+    let orders: Vec<&Value> = context["draftOrders"]["entry"]
+        .as_array()
+        .map(|entries| entries.iter().map(|e| &e["resource"]).collect())
+        .unwrap_or_default();
+    let selected = context["selections"][0].as_str();
+    let named = |order: &&&Value| {
+        let name = format!(
+            "{}/{}",
+            order["resourceType"].as_str().unwrap_or_default(),
+            order["id"].as_str().unwrap_or_default()
+        );
+        Some(name.as_str()) == selected
+    };
+    match orders.iter().find(named) {
+        Some(order) => (**order).clone(),
+        None if orders.len() == 1 => orders[0].clone(),
+        None => Value::Null,
+    }
 }
 
 /// `clbp-neck-ibuprofen` → "Clbp neck ibuprofen" would read badly; the slugs name the patient or the problem,
@@ -161,5 +241,75 @@ mod tests {
         }
         assert!(fixture("rule-../real/x").is_none());
         assert!(fixture("no-such-patient").is_none());
+    }
+
+    /// Issue 23: the bundled examples carry their reason on the drafted order (the headache example has no
+    /// condition to pick), so the page must be given the order, reason included.
+    #[test]
+    fn every_bundled_example_comes_with_its_own_drafted_order() {
+        for (name, _) in RULE_EXAMPLES {
+            let request = fixture(&format!("rule-{name}")).unwrap();
+            let order = selected_order(&request);
+            assert_eq!(order["resourceType"], "ServiceRequest", "{name}");
+            assert_eq!(
+                order, request["context"]["draftOrders"]["entry"][0]["resource"],
+                "{name}"
+            );
+        }
+        let headache = selected_order(&fixture("rule-headache").unwrap());
+        assert_eq!(headache["reasonCode"][0]["coding"][0]["code"], "G44.209");
+        assert_eq!(selected_order(&json!({})), Value::Null);
+    }
+
+    async fn get_root(state: crate::AppState) -> (StatusCode, axum::http::HeaderMap, String) {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let request = axum::http::Request::get("/").body(axum::body::Body::empty()).unwrap();
+        let response = crate::http::app(state).oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// Issue 23: `GET /` with trusted clients (the workbench off) was a bare 401 a person could not act on; it is
+    /// still a 401, with a page that says what this address is and what to do, and names no client.
+    #[tokio::test]
+    async fn the_root_says_what_to_do_where_the_workbench_is_off() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/auth");
+        let clients = "public_base_url = \"https://cds.example.org\"\n[[client]]\nissuer = \"https://ehr.test.example\"\n\
+                       jwks_file = \"test-jwks.json\"\nalgorithms = [\"ES384\"]\n";
+        let state = |toml: &str, listen: &str| {
+            crate::AppState::configure(
+                crate::Knowledge::embedded().unwrap(),
+                crate::config::Config::parse(toml, &dir).unwrap(),
+                listen.parse().unwrap(),
+                true,
+            )
+            .unwrap()
+        };
+        let (status, headers, html) = get_root(state(clients, "127.0.0.1:8080")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(
+            headers[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'none'")
+        );
+        assert!(
+            html.contains("signed JWT") && html.contains("[workbench] enabled = true"),
+            "{html}"
+        );
+        assert!(html.contains("<main>") && html.contains("<h1>"), "{html}");
+        assert!(
+            !html.contains("ehr.test.example") && !html.contains("cds.example.org"),
+            "{html}"
+        );
+        // Open elsewhere (`--insecure-no-auth`): the workbench is off too, and no token is asked for.
+        let (status, headers, html) = get_root(state("", "0.0.0.0:8080")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(!headers.contains_key(header::WWW_AUTHENTICATE));
+        assert!(html.contains("/cds-services") && !html.contains("JWT"), "{html}");
     }
 }

@@ -1,6 +1,7 @@
 // The workbench page: builds a CDS Hooks order-select / order-sign request from a patient's record and a drafted
 // order, sends it to a CDS service found through its discovery URL, shows the cards as an EHR would, and sends
-// feedback for suggestions taken and cards dismissed. Plain JavaScript, no build step: it is served from the
+// feedback for suggestions taken and cards dismissed (one outcome per card, as an EHR records it). After each
+// answer the result is scrolled into view and focused. Plain JavaScript, no build step: it is served from the
 // binary as is. Card detail Markdown goes through marked, then DOMPurify, before it reaches the page.
 "use strict";
 
@@ -19,8 +20,13 @@ const OTHER_ORDERS = [
   { code: "97010", display: "Application of hot or cold packs" },
 ];
 
+const ORDER_ID = "dn-1";
+// Clinical statuses of a problem that is going on (FHIR R4 codes; STU3 has them as plain strings).
+const ONGOING = ["active", "recurrence", "relapse"];
+
 const state = {
-  patient: null, // { id, patientId, prefetch }
+  patient: null, // { id, patientId, prefetch, order }: order is the bundled fixture's drafted order, if any
+  fhirPatient: null, // the patient last loaded from a FHIR server, offered again in the picker
   drafts: [], // ServiceRequests drafted besides the dry-needling order (suggestions add here)
   orderDeleted: false,
   lastRequest: null,
@@ -54,14 +60,20 @@ async function loadPatientList() {
   for (const p of patients) {
     select.append(el("option", { value: p.id }, `${p.kind === "real" ? "Real" : "Example"}: ${p.title}`));
   }
-  select.addEventListener("change", () => loadBundled(select.value));
+  select.addEventListener("change", () => {
+    if (select.value === "fhir") {
+      if (state.fhirPatient) setPatient(state.fhirPatient);
+    } else {
+      loadBundled(select.value);
+    }
+  });
   if (patients.length) await loadBundled(patients[0].id);
 }
 
 async function loadBundled(id) {
   const response = await fetch(`/workbench/patients/${encodeURIComponent(id)}`);
   const patient = await response.json();
-  setPatient({ id, patientId: patient.patientId, prefetch: patient.prefetch || {} });
+  setPatient({ id, patientId: patient.patientId, prefetch: patient.prefetch || {}, order: patient.order || null });
 }
 
 async function loadFromFhir() {
@@ -88,7 +100,17 @@ async function loadFromFhir() {
     if (statements) prefetch.medicationStatements = statements;
     if (patient) prefetch.patient = patient;
     if (!$("fhir-server").value) $("fhir-server").value = base;
-    setPatient({ id: `fhir-${id}`, patientId: id, prefetch });
+    state.fhirPatient = { id: `fhir-${id}`, patientId: id, prefetch, order: null };
+    // The picker names the patient now shown, not the bundled one picked before.
+    const picker = $("patient");
+    let option = picker.querySelector('option[value="fhir"]');
+    if (!option) {
+      option = el("option", { value: "fhir" });
+      picker.prepend(option);
+    }
+    option.textContent = `FHIR server: ${id} (${base})`;
+    picker.value = "fhir";
+    setPatient(state.fhirPatient);
   } catch (error) {
     summary.replaceChildren(el("p", { class: "problem" }, `Could not load the patient: ${error.message}`));
   }
@@ -120,42 +142,106 @@ function dateOf(resource) {
   ).slice(0, 10);
 }
 
+function clinicalStatus(condition) {
+  const status = condition.clinicalStatus;
+  if (typeof status === "string") return status;
+  const coding = ((status && status.coding) || [])[0];
+  return (coding && coding.code) || conceptText(status) || "";
+}
+
+function ongoing(condition) {
+  return ONGOING.includes(clinicalStatus(condition).toLowerCase());
+}
+
 function setPatient(patient) {
   state.patient = patient;
-  state.drafts = [];
-  state.orderDeleted = false;
   const p = patient.prefetch;
   const conditions = entries(p.conditions).filter((r) => r.resourceType === "Condition");
   const medications = [...entries(p.medicationStatements), ...entries(p.medicationRequests)].filter((r) =>
     r.resourceType.startsWith("Medication") && r.resourceType !== "Medication",
   );
   const procedures = entries(p.procedures).filter((r) => r.resourceType === "Procedure");
+  const item = (label, r) => el("li", {}, `${label(r)} `, el("span", { class: "date" }, dateOf(r)));
   const list = (title, items, label) => {
     const shown = items.slice(-8).reverse();
-    return [
-      el("h3", {}, `${title} (${items.length})`),
-      el(
-        "ul",
-        {},
-        ...shown.map((r) => el("li", {}, `${label(r)} `, el("span", { class: "date" }, dateOf(r)))),
-      ),
-    ];
+    return [el("h3", {}, `${title} (${items.length})`), el("ul", {}, ...shown.map((r) => item(label, r)))];
   };
-  const status = (c) => conceptText(c.clinicalStatus) || "";
+  const conditionLabel = (c) => `${conceptText(c.code)}${clinicalStatus(c) ? ` (${clinicalStatus(c)})` : ""}`;
+  // Newest first: the problems a reason would be taken from, then the rest, folded away.
+  const byDate = (a, b) => dateOf(b).localeCompare(dateOf(a));
+  const active = conditions.filter(ongoing).sort(byDate);
+  const rest = conditions.filter((c) => !ongoing(c)).sort(byDate);
+  const others = rest.length
+    ? [
+        el(
+          "details",
+          {},
+          el("summary", {}, `Resolved, inactive or without status (${rest.length})`),
+          el("ul", {}, ...rest.map((c) => item(conditionLabel, c))),
+        ),
+      ]
+    : [];
   $("patient-summary").replaceChildren(
     el("p", {}, `Patient id ${patient.patientId}`),
-    ...list("Conditions", conditions, (c) => `${conceptText(c.code)}${status(c) ? ` (${status(c)})` : ""}`),
+    el("h3", {}, `Active conditions (${active.length})`),
+    active.length ? el("ul", {}, ...active.map((c) => item(conditionLabel, c))) : el("p", {}, "None recorded."),
+    ...others,
     ...list("Medications", medications, (m) => conceptText(m.medicationCodeableConcept) || m.medicationReference?.display || "medication"),
     ...list("Procedures", procedures, (r) => conceptText(r.code)),
   );
   const reason = $("reason");
-  reason.replaceChildren(el("option", { value: "none" }, "No reason"));
-  conditions.forEach((c, i) => {
-    if (c.id) reason.append(el("option", { value: `condition|${i}` }, `Condition: ${conceptText(c.code)} ${dateOf(c)}`));
-  });
-  reason.append(el("option", { value: "other" }, "Another code or text…"));
+  const option = (c) => {
+    const status = clinicalStatus(c);
+    const label = `${conceptText(c.code)}${status ? `, ${status}` : ""}${dateOf(c) ? `, ${dateOf(c)}` : ""}`;
+    return el("option", { value: `condition|${conditions.indexOf(c)}` }, label);
+  };
+  const group = (label, items) => {
+    const usable = items.filter((c) => c.id);
+    return usable.length ? [el("optgroup", { label }, ...usable.map(option))] : [];
+  };
+  reason.replaceChildren(
+    el("option", { value: "none" }, "No reason"),
+    ...group("Active problems", active),
+    ...group("Resolved, inactive or without status", rest),
+    el("option", { value: "other" }, "Another code or text…"),
+  );
   state.conditions = conditions;
+  $("patient-summary").dataset.patient = patient.id;
+  for (const { code } of OTHER_ORDERS) $(`other-${code}`).checked = false;
+  draftOrder(patient.order || {});
+  resetDraft();
+}
+
+// "Reset the draft": the dry-needling order back as the form shows it, and nothing a suggestion added.
+function resetDraft() {
+  state.drafts = [];
+  state.orderDeleted = false;
   renderDrafts();
+}
+
+// The form set to the patient's drafted order: the fixture's code, reason and body site (or a bare order).
+function draftOrder(order) {
+  const coding = ((order.code && order.code.coding) || [])[0];
+  const known = (k) => ORDERS[k] && coding && ORDERS[k].system === coding.system && ORDERS[k].code === coding.code;
+  $("order-code").value = Object.keys(ORDERS).find(known) || (order.code && !coding ? "text|Dry needling" : "cpt|20560");
+  const reference = ((order.reasonReference || [])[0] || {}).reference;
+  const concept = (order.reasonCode || [])[0];
+  $("reason").value = "none";
+  for (const id of ["reason-code", "reason-text"]) $(id).value = "";
+  $("reason-system").value = SNOMED;
+  if (reference) {
+    const index = state.conditions.findIndex((c) => `Condition/${c.id}` === reference);
+    if (index >= 0) $("reason").value = `condition|${index}`;
+  } else if (concept) {
+    const reasonCoding = (concept.coding || [])[0];
+    const systems = [...$("reason-system").options].map((o) => o.value);
+    $("reason").value = "other";
+    $("reason-system").value = reasonCoding && systems.includes(reasonCoding.system) ? reasonCoding.system : "";
+    $("reason-code").value = (reasonCoding && reasonCoding.code) || "";
+    $("reason-text").value = concept.text || (reasonCoding && reasonCoding.display) || "";
+  }
+  $("reason-other").hidden = $("reason").value !== "other";
+  $("body-site").value = conceptText((order.bodySite || [])[0]);
 }
 
 // ---- draft ------------------------------------------------------------------------------------------------
@@ -165,7 +251,7 @@ function dryNeedlingOrder() {
   const coding = ORDERS[$("order-code").value];
   const order = {
     resourceType: "ServiceRequest",
-    id: "dn-1",
+    id: ORDER_ID,
     status: "draft",
     intent: "order",
     code: coding ? { coding: [coding], text: "Dry needling" } : { text: "Dry needling" },
@@ -209,10 +295,25 @@ function draftOrders() {
   return [...orders, ...state.drafts];
 }
 
+// ", for <reason>" when the order has one.
+function reasonOf(order) {
+  const reference = (order.reasonReference || [])[0];
+  const text = reference ? reference.display || reference.reference : conceptText((order.reasonCode || [])[0]);
+  return text ? `, for ${text}` : "";
+}
+
+// The draft list and the form say the same thing: an order a suggestion removed is shown removed in the form
+// (its fields disabled, a notice) and is absent from the list.
 function renderDrafts() {
+  if (!state.patient) return;
+  const orders = draftOrders();
   $("draft-list").replaceChildren(
-    ...draftOrders().map((o) => el("li", {}, `${o.resourceType}/${o.id}: ${conceptText(o.code)}`)),
+    ...(orders.length
+      ? orders.map((o) => el("li", {}, `${o.resourceType}/${o.id}: ${conceptText(o.code)}${reasonOf(o)}`))
+      : [el("li", {}, "None: the request's draftOrders is empty.")]),
   );
+  $("order-fields").disabled = state.orderDeleted;
+  $("order-removed").hidden = !state.orderDeleted;
 }
 
 // ---- request ----------------------------------------------------------------------------------------------
@@ -231,7 +332,7 @@ function buildRequest(hook) {
     patientId: state.patient.patientId,
     draftOrders: { resourceType: "Bundle", type: "collection", entry: orders.map((resource) => ({ resource })) },
   };
-  if (hook === "order-select") context.selections = state.orderDeleted ? [] : ["ServiceRequest/dn-1"];
+  if (hook === "order-select") context.selections = state.orderDeleted ? [] : [`ServiceRequest/${ORDER_ID}`];
   const prefetch = {};
   for (const key of PREFETCH_KEYS) {
     const mode = $(`prefetch-${key}`).value;
@@ -248,15 +349,30 @@ function buildRequest(hook) {
 async function discover(url) {
   if (state.discovery && state.discovery.url === url) return state.discovery.services;
   const response = await fetch(url, { headers: { Accept: "application/json" } });
-  if (!response.ok) throw new Error(`discovery answered HTTP ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(`discovery answered HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
   const { services } = await response.json();
   state.discovery = { url, services };
   return services;
 }
 
+const NO_TOKEN =
+  "The service verifies who calls it (it has trusted clients configured) and this page sends no JWT, so it can " +
+  "call only a service that runs without trusted clients: on your own machine, `cargo run --release` and this " +
+  "page at http://127.0.0.1:8080/. To call this one, use the CDS Hooks sandbox or an EHR whose key it trusts.";
+
+const DISCOVERY_ADVICE = {
+  401: NO_TOKEN,
+  403: "The service refused this page: open the workbench at the service's own loopback address (127.0.0.1 or localhost).",
+  404: "No CDS Hooks discovery at this URL: it ends in /cds-services.",
+};
+
 const ADVICE = {
   400: "The service says the request is malformed: the OperationOutcome names the field.",
-  401: "The service requires a signed JWT from a trusted EHR; this page sends none.",
+  401: NO_TOKEN,
   404: "No such service at this URL: check the discovery URL.",
   412: "The service needs data it did not get: send that prefetch key (as is or null), or give a fhirServer it may call.",
   413: "The request is over one of the service's limits.",
@@ -277,7 +393,15 @@ async function send() {
     if (!service) throw new Error(`the service at ${discoveryUrl} has no ${hook} service`);
     url = `${discoveryUrl.replace(/\/+$/, "")}/${encodeURIComponent(service.id)}`;
   } catch (error) {
-    status.replaceChildren(el("p", { class: "problem" }, `Discovery failed: ${error.message}`));
+    const advice =
+      DISCOVERY_ADVICE[error.status] ||
+      (error.status
+        ? "See the service's answer in its log."
+        : "The browser could not reach it: check the URL, and that the service is running and allows this page's origin (CORS).");
+    status.replaceChildren(
+      el("div", { class: "problem", role: "alert" }, el("p", {}, `Discovery failed: ${error.message}`), el("p", {}, advice)),
+    );
+    showResult();
     return;
   }
   const request = buildRequest(hook);
@@ -295,6 +419,7 @@ async function send() {
     body = await response.text();
   } catch (error) {
     status.replaceChildren(el("p", { class: "problem" }, `The request failed: ${error.message}`));
+    showResult();
     return;
   }
   const ms = Math.round(performance.now() - started);
@@ -313,14 +438,47 @@ async function send() {
         { class: "problem", role: "alert" },
         el("p", {}, el("strong", {}, `HTTP ${response.status}`), ` in ${ms} ms`),
         el("ul", {}, ...issues.map((i) => el("li", {}, `${i.code}: ${i.diagnostics || ""}`))),
-        el("p", {}, ADVICE[response.status] || "See the response below."),
+        el("p", {}, advice(response.status, request)),
       ),
     );
+    showResult();
     return;
   }
   const cards = (parsed && parsed.cards) || [];
   status.replaceChildren(el("p", { class: "ok" }, `HTTP ${response.status} in ${ms} ms: ${cards.length} card(s)`));
   $("cards").replaceChildren(...cards.map((card) => renderCard(card, url)));
+  showResult();
+}
+
+// The answer is below the form at 1280x800: scroll it into view and move focus to it (the first card, or the
+// status line), so that something visibly changes and a screen reader reads it.
+function showResult() {
+  const target = $("cards").querySelector(".card") || $("status");
+  $("cards-panel").scrollIntoView({ block: "start" });
+  target.focus({ preventScroll: true });
+}
+
+// What to do about an error answer. A 412 after a fhirServer was given means the service did not get the data
+// from it: why, as far as this page can tell (the service's log has the exact reason).
+function advice(status, request) {
+  if (status !== 412 || !request.fhirServer) return ADVICE[status] || "See the response below.";
+  let url;
+  try {
+    url = new URL(request.fhirServer);
+  } catch {
+    return `The fhirServer you gave, ${request.fhirServer}, is not a URL: the service did not call it.`;
+  }
+  const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
+    return `The service did not call ${url.origin}: it calls FHIR servers over https only (plain http only on loopback).`;
+  }
+  return (
+    `The service still lacks data although you gave fhirServer ${url.origin}. It calls only FHIR servers its ` +
+    `operator listed, and this page sends no fhirAuthorization token, so ${url.origin} must be one of its open ` +
+    `servers ([fhir] open_servers, or start it with --fhir-server ${url.origin}); otherwise it was refused. If ` +
+    "it is listed, the server failed (an error status, no Bundle, or too slow): the service's log says which. " +
+    "Or send the missing prefetch key (as is or null)."
+  );
 }
 
 // ---- cards and feedback -----------------------------------------------------------------------------------
@@ -329,34 +487,60 @@ function renderCard(card, serviceUrl) {
   const indicator = ["info", "warning", "critical"].includes(card.indicator) ? card.indicator : "info";
   const detail = el("div", { class: "detail" });
   if (card.detail) detail.innerHTML = DOMPurify.sanitize(marked.parse(card.detail));
+  state.cardCount = (state.cardCount || 0) + 1;
+  const summaryId = `card-summary-${state.cardCount}`;
   const node = el(
     "article",
-    { class: `card ${indicator}`, "data-card": card.uuid || "" },
+    { class: `card ${indicator}`, "data-card": card.uuid || "", tabindex: "-1", "aria-labelledby": summaryId },
     el("div", { class: "indicator" }, indicator),
-    el("div", { class: "summary" }, card.summary || ""),
+    el("div", { class: "summary", id: summaryId }, card.summary || ""),
     el("div", { class: "source" }, `Source: ${(card.source && card.source.label) || ""}`),
     detail,
   );
   const actions = el("div", { class: "actions" });
+  // One outcome per card, as an EHR records it: once answered, the card's controls give way to the outcome.
+  const answer = async (outcome, entry, apply) => {
+    const controls = [...actions.querySelectorAll("button, select")];
+    for (const control of controls) control.disabled = true;
+    let result;
+    try {
+      result = await feedback(serviceUrl, entry);
+    } catch (error) {
+      result = { ok: false, status: error.message };
+    }
+    node.querySelector(".outcome")?.remove();
+    if (!result.ok) {
+      for (const control of controls) control.disabled = false;
+      node.append(el("p", { class: "outcome failed", role: "alert" }, `Feedback not sent (${result.status}): try again.`));
+      return;
+    }
+    const hadOrder = !state.orderDeleted;
+    if (apply) apply();
+    const removed = hadOrder && state.orderDeleted;
+    node.classList.add("answered");
+    node.dataset.outcome = entry.outcome;
+    const line = el("p", { class: "outcome", tabindex: "-1" }, outcome);
+    if (removed) line.append(el("span", { class: "note" }, ' The dry-needling order is now removed from the draft: "Reset the draft" (in 2. Draft) brings it back.'));
+    actions.replaceWith(line);
+    line.focus();
+  };
   for (const suggestion of card.suggestions || []) {
+    const label = suggestion.label || "Apply";
+    const entry = () => ({
+      card: card.uuid,
+      outcome: "accepted",
+      acceptedSuggestions: [{ id: suggestion.uuid }],
+      outcomeTimestamp: new Date().toISOString(),
+    });
     actions.append(
       el(
         "button",
         {
           type: "button",
           class: "suggestion",
-          onclick: async () => {
-            applySuggestion(suggestion);
-            await feedback(serviceUrl, {
-              card: card.uuid,
-              outcome: "accepted",
-              acceptedSuggestions: [{ id: suggestion.uuid }],
-              outcomeTimestamp: new Date().toISOString(),
-            });
-            node.classList.add("done");
-          },
+          onclick: () => answer(`Accepted: ${label}`, entry(), () => applySuggestion(suggestion)),
         },
-        suggestion.label || "Apply",
+        label,
       ),
     );
   }
@@ -368,23 +552,14 @@ function renderCard(card, serviceUrl) {
     ...reasons.map((r, i) => el("option", { value: String(i) }, r.display || r.code)),
   );
   if (reasons.length) actions.append(reasonSelect);
-  actions.append(
-    el(
-      "button",
-      {
-        type: "button",
-        class: "dismiss",
-        onclick: async () => {
-          const entry = { card: card.uuid, outcome: "overridden", outcomeTimestamp: new Date().toISOString() };
-          const chosen = reasons[Number(reasonSelect.value)];
-          if (reasonSelect.value !== "" && chosen) entry.overrideReason = { reason: chosen };
-          await feedback(serviceUrl, entry);
-          node.classList.add("done");
-        },
-      },
-      "Dismiss",
-    ),
-  );
+  const dismiss = () => {
+    const entry = { card: card.uuid, outcome: "overridden", outcomeTimestamp: new Date().toISOString() };
+    const chosen = reasons[Number(reasonSelect.value)];
+    if (reasonSelect.value !== "" && chosen) entry.overrideReason = { reason: chosen };
+    const why = entry.overrideReason ? `: ${chosen.display || chosen.code}` : " without a reason";
+    return answer(`Dismissed${why}`, entry);
+  };
+  actions.append(el("button", { type: "button", class: "dismiss", onclick: dismiss }, "Dismiss"));
   node.append(actions);
   return node;
 }
@@ -398,7 +573,9 @@ function applySuggestion(suggestion) {
       const target = action.resourceId || (action.resource && `${action.resource.resourceType}/${action.resource.id}`);
       const ids = Array.isArray(target) ? target : [target];
       for (const id of ids) {
-        if (id === "ServiceRequest/dn-1") state.orderDeleted = true;
+        if (id === `ServiceRequest/${ORDER_ID}`) state.orderDeleted = true;
+        const other = OTHER_ORDERS.find(({ code }) => id === `ServiceRequest/other-${code}`);
+        if (other) $(`other-${other.code}`).checked = false;
         state.drafts = state.drafts.filter((d) => `${d.resourceType}/${d.id}` !== id);
       }
     }
@@ -415,6 +592,7 @@ async function feedback(serviceUrl, entry) {
   });
   $("feedback-json").textContent = `${json(body)}\n→ HTTP ${response.status} ${await response.text()}`;
   $("feedback-json").parentElement.open = true;
+  return { ok: response.ok, status: `HTTP ${response.status}` };
 }
 
 // ---- record -----------------------------------------------------------------------------------------------
@@ -473,11 +651,14 @@ function init() {
   $("reason").addEventListener("change", () => {
     $("reason-other").hidden = $("reason").value !== "other";
   });
-  for (const id of ["order-code", "reason", "body-site"]) $(id).addEventListener("change", renderDrafts);
+  for (const id of ["order-code", "reason", "reason-system", "reason-code", "reason-text", "body-site"]) {
+    $(id).addEventListener("change", renderDrafts);
+  }
   $("discovery").addEventListener("change", () => {
     state.discovery = null;
   });
   $("fhir-load-button").addEventListener("click", loadFromFhir);
+  $("reset-draft").addEventListener("click", resetDraft);
   $("send").addEventListener("click", send);
   $("copy-curl").addEventListener("click", copyCurl);
   $("save-fixture").addEventListener("click", saveFixture);
