@@ -128,11 +128,14 @@ pub enum Start {
 /// URLs, and URLs carry the patient id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FetchFailure {
-    #[error("fhirServer is not a valid https URL (or http on loopback)")]
+    #[error("it is not a valid https URL (or http on loopback), without credentials or a query")]
     BadServer,
-    #[error("fhirServer's origin is not on the allowlist")]
+    #[error(
+        "its origin is not on this service's allowlist ([fhir] servers for calls with fhirAuthorization, \
+         open_servers for calls without, or the client's own)"
+    )]
     NotAllowed,
-    #[error("fhirAuthorization's token cannot be sent in a header")]
+    #[error("fhirAuthorization's token cannot be sent in an HTTP header")]
     BadToken,
     #[error("the request could not be sent or had no answer")]
     Transport,

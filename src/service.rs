@@ -40,9 +40,10 @@ pub enum HookError {
     /// FHIR server sent another one.
     #[error("`fhirServer` is not the FHIR server of the token's issuer")]
     ForeignFhirServer,
-    /// Data the verdict needs could be had neither from prefetch nor from the FHIR server (412).
+    /// Data the verdict needs could be had neither from prefetch nor from the FHIR server (412); with why the
+    /// request's `fhirServer` was not called, when it was refused.
     #[error("data needed for the assessment is unavailable")]
-    MissingData(Vec<DataKind>),
+    MissingData(Vec<DataKind>, Option<crate::fetch::FetchFailure>),
 }
 
 /// What happened, for the request's log line: ids and counts only.
@@ -335,6 +336,8 @@ pub struct Prepared<'a> {
     pub record: PatientRecord,
     /// Prefetched Bundles whose `next` pages were not sent.
     next_pages: Vec<(DataKind, String)>,
+    /// Why the request's `fhirServer` was not called, when [`gather`] refused it: a 412 says so.
+    server_refused: Option<crate::fetch::FetchFailure>,
     pub summary: HookSummary,
 }
 
@@ -418,6 +421,7 @@ pub fn prepare<'a>(
         other_draft_codes,
         record,
         next_pages,
+        server_refused: None,
         summary,
     })
 }
@@ -440,6 +444,7 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
         Ok(base) => base,
         Err(reason) => {
             tracing::warn!(%reason, "fhirServer not contacted");
+            prepared.server_refused = Some(reason);
             for (kind, _) in &wanted {
                 metrics::counter!(
                     crate::ops::metrics::FHIR_SEARCHES,
@@ -531,6 +536,7 @@ pub fn finish(
         other_draft_codes,
         mut record,
         mut summary,
+        server_refused,
         ..
     } = prepared;
     if orders.is_empty() {
@@ -547,7 +553,10 @@ pub fn finish(
         cards,
         unavailable,
         unchecked,
-    } = answer(&orders, &record, &facts, knowledge, today, missing_data)?;
+    } = answer(&orders, &record, &facts, knowledge, today, missing_data).map_err(|error| match error {
+        HookError::MissingData(kinds, None) => HookError::MissingData(kinds, server_refused),
+        error => error,
+    })?;
     summary.cards = cards.len();
     summary.unavailable = unavailable;
     summary.unchecked = unchecked;
@@ -601,7 +610,7 @@ pub fn answer(
         .any(|kind| missing_data.answer(*kind) == MissingDataAnswer::Status412)
         || answers.iter().any(|a| matches!(a, Err(lacks) if lacks.is_empty()));
     if refused {
-        return Err(HookError::MissingData(needed.into_iter().collect()));
+        return Err(HookError::MissingData(needed.into_iter().collect(), None));
     }
     if !lacking.is_empty() {
         tracing::info!(

@@ -650,6 +650,13 @@ async fn run(client: &Client, service: SocketAddr, received: &Received) -> Resul
         problem.contains(&format!("--fhir-server {origin}")) && !problem.contains("give a fhirServer"),
         "{problem}"
     );
+    // The service's own reason, from the OperationOutcome.
+    assert!(
+        problem.contains(&format!(
+            "The service refused to call {origin} (its origin is not on this service's allowlist"
+        )),
+        "{problem}"
+    );
     client
         .find(Locator::Id("fhir-server"))
         .await

@@ -328,9 +328,16 @@ async fn servers_off_the_allowlist_receive_no_connection() {
 async fn without_a_token_only_open_servers_are_called() {
     let server = FhirServer::start(&fixture(MYOFASCIAL)).await;
     let state = service(&[&server.origin()], &[], settings());
-    let (status, _) = call(state, without_prefetch(MYOFASCIAL, &server.base(), None)).await;
+    let (status, body) = call(state, without_prefetch(MYOFASCIAL, &server.base(), None)).await;
     assert_eq!(status, 412);
     assert_eq!(server.connections(), 0);
+    // The 412 says why the server was not called, and what would let it be (issue 23: the workbench's advice).
+    let said = body.to_string();
+    assert!(
+        said.contains("the request's fhirServer was not called: its origin is not on this service's allowlist"),
+        "{said}"
+    );
+    assert!(said.contains("open_servers for calls without"), "{said}");
 
     let state = service(&[], &[&server.origin()], settings());
     let (status, _) = call(state, without_prefetch(MYOFASCIAL, &server.base(), None)).await;

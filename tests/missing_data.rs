@@ -254,7 +254,7 @@ fn the_summary_lists_the_kinds_behind_data_unavailable_cards() {
     assert_eq!(summary.unavailable, [DataKind::Conditions]);
     // Expected: the 412 carries Conditions.
     match run(&body, MissingDataPolicy::default()) {
-        Err(HookError::MissingData(kinds)) => assert_eq!(kinds, [DataKind::Conditions]),
+        Err(HookError::MissingData(kinds, _)) => assert_eq!(kinds, [DataKind::Conditions]),
         other => panic!("expected a 412, got {:?}", other.map(|(_, s)| s)),
     }
     // Expected: a complete record names nothing.

@@ -494,7 +494,7 @@ fn call_with(limits: &Limits, service: &str, body: &[u8]) -> Result<Value, Strin
             let message = error.to_string();
             assert!(!message.contains(CANARY), "the error quotes the request: {message}");
             Err(match error {
-                HookError::MissingData(kinds) => format!("{message}: {kinds:?}"),
+                HookError::MissingData(kinds, _) => format!("{message}: {kinds:?}"),
                 _ => message,
             })
         }

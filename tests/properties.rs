@@ -613,7 +613,7 @@ proptest! {
             Outcome::NeedsData(mut kinds) => {
                 kinds.sort();
                 let is_the_412 = |answered: &Result<_, HookError>| {
-                    matches!(answered, Err(HookError::MissingData(named)) if *named == kinds)
+                    matches!(answered, Err(HookError::MissingData(named, _)) if *named == kinds)
                 };
                 prop_assert!(is_the_412(&strict), "{:?}", strict.map(|a| a.unavailable));
                 if is_the_412(&chosen) {

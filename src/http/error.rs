@@ -50,7 +50,7 @@ pub enum ApiError {
     #[error("{0}")]
     ContentTooLarge(String),
     #[error("data needed for the assessment is unavailable")]
-    PreconditionFailed(Vec<DataKind>),
+    PreconditionFailed(Vec<DataKind>, Option<crate::fetch::FetchFailure>),
     /// Deliberately without detail; the log has the reason.
     #[error("authentication required")]
     Unauthorized(AuthError),
@@ -89,7 +89,7 @@ impl ApiError {
             ApiError::SlowRequest(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionFailed(..) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::AnalyticsOff => StatusCode::FORBIDDEN,
             ApiError::AnalyticsLogin => StatusCode::UNAUTHORIZED,
@@ -105,7 +105,14 @@ impl ApiError {
             ApiError::UnknownService | ApiError::NoRoute => ("not-found", vec![self.to_string()]),
             ApiError::MethodNotAllowed | ApiError::UnsupportedMediaType => ("not-supported", vec![self.to_string()]),
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => ("too-costly", vec![self.to_string()]),
-            ApiError::PreconditionFailed(kinds) => ("incomplete", kinds.iter().map(|k| missing_message(*k)).collect()),
+            ApiError::PreconditionFailed(kinds, refused) => (
+                "incomplete",
+                kinds
+                    .iter()
+                    .map(|k| missing_message(*k))
+                    .chain(refused.map(|why| format!("the request's fhirServer was not called: {why}")))
+                    .collect(),
+            ),
             ApiError::Unauthorized(_) => ("login", vec![self.to_string()]),
             ApiError::Forbidden(_) | ApiError::AnalyticsOff => ("forbidden", vec![self.to_string()]),
             ApiError::AnalyticsLogin => ("login", vec![self.to_string()]),
@@ -134,7 +141,7 @@ impl From<HookError> for ApiError {
             HookError::UnknownService => ApiError::UnknownService,
             e @ HookError::WrongHook { .. } => ApiError::BadRequest(e.to_string()),
             HookError::TooLarge(message) => ApiError::ContentTooLarge(message),
-            HookError::MissingData(kinds) => ApiError::PreconditionFailed(kinds),
+            HookError::MissingData(kinds, refused) => ApiError::PreconditionFailed(kinds, refused),
             e @ HookError::ForeignFhirServer => ApiError::Forbidden(e.to_string()),
         }
     }

@@ -256,12 +256,12 @@ impl Call {
         };
         match handle_hook(&self.state.knowledge, &self.state.fetcher, call).await {
             Ok(answer) => Ok(answer),
-            Err(HookError::MissingData(kinds)) => {
+            Err(HookError::MissingData(kinds, refused)) => {
                 for &kind in &kinds {
                     metrics::counter!(ops::DATA_UNAVAILABLE, "kind" => ops::kind_label(kind), "answer" => "412")
                         .increment(1);
                 }
-                Err(ApiError::PreconditionFailed(kinds))
+                Err(ApiError::PreconditionFailed(kinds, refused))
             }
             Err(error) => Err(error.into()),
         }

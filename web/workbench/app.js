@@ -438,7 +438,7 @@ async function send() {
         { class: "problem", role: "alert" },
         el("p", {}, el("strong", {}, `HTTP ${response.status}`), ` in ${ms} ms`),
         el("ul", {}, ...issues.map((i) => el("li", {}, `${i.code}: ${i.diagnostics || ""}`))),
-        el("p", {}, advice(response.status, request)),
+        el("p", {}, advice(response.status, request, issues)),
       ),
     );
     showResult();
@@ -459,9 +459,13 @@ function showResult() {
 }
 
 // What to do about an error answer. A 412 after a fhirServer was given means the service did not get the data
-// from it: why, as far as this page can tell (the service's log has the exact reason).
-function advice(status, request) {
+// from it: why, as the service says in the OperationOutcome when it refused the server, or as far as this page
+// can tell (the service's log has the exact reason of a server that failed).
+function advice(status, request, issues) {
   if (status !== 412 || !request.fhirServer) return ADVICE[status] || "See the response below.";
+  const refused = (issues || [])
+    .map((i) => i.diagnostics || "")
+    .find((d) => d.startsWith("the request's fhirServer was not called:"));
   let url;
   try {
     url = new URL(request.fhirServer);
@@ -471,6 +475,14 @@ function advice(status, request) {
   const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
   if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
     return `The service did not call ${url.origin}: it calls FHIR servers over https only (plain http only on loopback).`;
+  }
+  if (refused) {
+    return (
+      `The service refused to call ${url.origin} (${refused.replace("the request's fhirServer was not called: ", "")}). ` +
+      `It calls only FHIR servers its operator listed, and this page sends no fhirAuthorization token, so ` +
+      `${url.origin} must be one of its open servers ([fhir] open_servers, or start it with --fhir-server ` +
+      `${url.origin}). Or send the missing prefetch key (as is or null).`
+    );
   }
   return (
     `The service still lacks data although you gave fhirServer ${url.origin}. It calls only FHIR servers its ` +
