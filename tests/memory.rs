@@ -67,7 +67,9 @@ async fn peak_of<T>(work: impl std::future::Future<Output = T>) -> (T, usize) {
     let before = HELD.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     let answer = work.await;
-    (answer, PEAK.load(Ordering::Relaxed).saturating_sub(before))
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    eprintln!("peak held by the call: {peak} bytes");
+    (answer, peak)
 }
 
 fn request(uri: &str, body: String) -> axum::http::Request<axum::body::Body> {
@@ -121,8 +123,10 @@ async fn a_prefetch_over_its_cap_is_refused_without_building_its_entries() {
     assert_eq!(reply.status.as_u16(), 413, "{}", String::from_utf8_lossy(&reply.bytes));
     let text = String::from_utf8_lossy(&reply.bytes);
     assert!(text.contains("has more than 1000 entries"), "{text}");
+    // The body is held before the call (it is not counted); the call itself holds a fraction of it (measured:
+    // under a tenth; before, four to six times the body).
     assert!(
-        peak < size * 2,
+        peak < size / 4,
         "a {size}-byte request over its cap held {peak} bytes at its peak"
     );
 }
@@ -142,8 +146,10 @@ async fn draft_orders_over_their_cap_are_refused_without_building_them() {
     let (reply, peak) = peak_of(send_with(state(), request(SELECT, body))).await;
     assert_eq!(reply.status.as_u16(), 413, "{}", String::from_utf8_lossy(&reply.bytes));
     assert!(String::from_utf8_lossy(&reply.bytes).contains("`context.draftOrders` has more than 200 entries"));
+    // The body is held before the call (it is not counted); the call itself holds a fraction of it (measured:
+    // under a tenth; before, four to six times the body).
     assert!(
-        peak < size * 2,
+        peak < size / 4,
         "a {size}-byte request over its cap held {peak} bytes at its peak"
     );
 }
@@ -184,9 +190,10 @@ async fn a_feedback_body_costs_a_small_multiple_of_its_size() {
     assert!(size < 1024 * 1024 && size > 1000 * 1024, "{size}");
     let (reply, peak) = peak_of(send_with(state(), request(&format!("{SELECT}/feedback"), body))).await;
     assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.bytes));
-    // Before: the body was parsed into a `serde_json::Value` tree first, about 9 times its size.
+    // Before: the body was parsed into a `serde_json::Value` tree first, 13 times its size; now the entries
+    // only, measured 1.9 times.
     assert!(
-        peak < size * 3,
+        peak < size * 5 / 2,
         "a {size}-byte feedback body held {peak} bytes at its peak"
     );
 }
