@@ -40,7 +40,7 @@ impl Default for AdmissionSettings {
             max_hooks: 256,
             max_large: cores.max(2),
             large_body_bytes: 1024 * 1024,
-            feedback_bytes: 64 * 1024 * 1024,
+            feedback_bytes: 32 * 1024 * 1024,
         }
     }
 }

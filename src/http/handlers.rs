@@ -292,11 +292,10 @@ pub(super) async fn feedback(
             metrics::counter!(ops::FEEDBACK_SHED).increment(1);
             ApiError::Overloaded
         })?;
+    // Read within the budget's place; whatever the body's size, its buffers and entries are freed when this call
+    // ends, and the next tick returns them to the system.
+    let _trim = memory::LargeWork::begin();
     let body = read_body(body, limit).await?;
-    if body.len() > 64 * 1024 {
-        // Large buffers are freed when this call ends; the next quiet tick returns them to the system.
-        memory::freed_large();
-    }
     let entries = wire::parse_feedback(&body).map_err(|e| ApiError::BadRequest(e.0))?;
     for entry in &entries {
         // `outcome` is checked to be `accepted` or `overridden` by the parser: a closed set.
