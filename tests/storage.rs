@@ -598,3 +598,84 @@ async fn a_failing_shared_replay_cache_falls_back_to_the_local_one() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A full disk seen from outside: `/readyz` says `degraded` with `writesFailing` while writes fail, feedback gets
+/// `503` with `Retry-After` (the EHR resends it), and once space comes back both recover without a restart.
+#[tokio::test]
+async fn a_full_disk_degrades_readiness_and_feedback_until_space_comes_back() {
+    let dir = std::env::temp_dir().join(format!("dncds-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("store.sqlite3");
+    let config = dry_needling_cds::store::StoreConfig::Sqlite { path: path.clone() };
+    Store::open(&config).await.expect("create").close().await;
+    let raw = sqlx::sqlite::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path))
+        .await
+        .expect("raw connection");
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&raw).await.unwrap();
+    let store = Store::open_capped(&config, Some(pages as u64 + 20))
+        .await
+        .expect("open capped");
+    let (state, _writer) = with_store(store, false, 100).await;
+    let ready = |reply: &Reply| {
+        let body: Value = serde_json::from_slice(&reply.bytes).unwrap();
+        (
+            body["status"].as_str().unwrap_or_default().to_string(),
+            body["checks"]["store"]["writesFailing"].as_bool(),
+        )
+    };
+    assert_eq!(
+        ready(&get(&state, "/readyz", None).await),
+        ("ready".to_string(), Some(false))
+    );
+    // Feedback with long comments-free entries until the file is full.
+    let entry = |i: usize| {
+        json!({"card": format!("{i:06}-{}", "c".repeat(150)), "outcome": "overridden",
+            "overrideReason": {"reason": {"code": "x".repeat(150), "system": REASONS}},
+            "outcomeTimestamp": "2026-11-23T10:00:00Z"})
+    };
+    let mut refused = None;
+    for n in 0..200 {
+        let items: Vec<Value> = (0..50).map(|i| entry(n * 50 + i)).collect();
+        let reply = post(
+            &state,
+            &feedback_uri(),
+            json!({ "feedback": items }).to_string().into_bytes(),
+        )
+        .await;
+        if reply.status != StatusCode::OK {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let refused = refused.expect("the capped file never filled");
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(
+        ready(&get(&state, "/readyz", None).await),
+        ("degraded".to_string(), Some(true))
+    );
+    // Space comes back.
+    sqlx::query("DELETE FROM feedback").execute(&raw).await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let reply = post(
+        &state,
+        &feedback_uri(),
+        json!({ "feedback": [entry(999_999)] }).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.bytes)
+    );
+    assert_eq!(
+        ready(&get(&state, "/readyz", None).await),
+        ("ready".to_string(), Some(false))
+    );
+    raw.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
