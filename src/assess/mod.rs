@@ -16,7 +16,7 @@
 //! 4. **Findings.** The decisive indication (the most restrictive candidate), how long the episodes the order may
 //!    treat have lasted, and conservative care ([`care`]) in their window: care stated at another site or given
 //!    by a route that does not treat muscle pain does not count.
-//! 5. **Verdict.** One `match` ([`verdict`]) whose arms are the rows of the README's decision table, most
+//! 5. **Verdict.** One `match` (`verdict`) whose arms are the rows of the README's decision table, most
 //!    restrictive first: chronic low back pain or degenerative lumbar disease, osteoarthritis, patellofemoral pain,
 //!    headache and chronic pain: not recommended; neck pain: manual therapy plus exercise first; a problem the
 //!    guideline does not address: not an indication; otherwise duration and care decide, and the only permissive

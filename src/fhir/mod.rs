@@ -6,7 +6,7 @@
 //! fhir-sdk's `r4b` models are used where they earn their place: validating the resources the cards suggest.
 //!
 //! Why hand-written visitors: a Bundle is read in one pass, straight into flat structs that keep only the
-//! fields the rules use. Every reader here is lenient ([`Shape`]): a value of the wrong JSON kind is skipped
+//! fields the rules use. Every reader here is lenient (`Shape`): a value of the wrong JSON kind is skipped
 //! and marks its resource as malformed instead of failing the parse, so one bad entry costs only itself (it is
 //! skipped and counted) and the Bundle need not be split into raw entries and scanned again. Only invalid JSON
 //! stops the read. Profiling showed that splitting first (the Bundle, then each entry) scanned every byte of a

@@ -69,7 +69,7 @@ pub enum ApiError {
     /// A POST whose body is not JSON, in open mode (where no token stops a cross-origin page).
     #[error("the body must be JSON: send Content-Type: application/json")]
     UnsupportedMediaType,
-    /// The body arrived too slowly (see [`super::serve::Paced`]); the connection is closed after the answer.
+    /// The body arrived too slowly (see the pacing in `http::serve`); the connection is closed after the answer.
     #[error("{0}")]
     SlowRequest(super::SlowRequest),
     /// Load shedding: too many calls in progress.

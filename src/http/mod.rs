@@ -3,7 +3,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | [`serve`] | sockets: HTTP/1.1, header-read and idle time-outs, the connection cap, shutdown deadline |
+//! | [`mod@serve`] | sockets: HTTP/1.1, header-read and idle time-outs, request deadline and body rate, the connection cap and per-peer share, shutdown deadline |
 //! | `mod.rs` | the router and its layers: trace → CORS → time-out → authentication → handlers |
 //! | `handlers.rs` | discovery, hooks, feedback: read the body within its limits, call [`crate::service`]; health |
 //! | [`admission`] | how many hook calls (and large bodies) run at once; 503 beyond |

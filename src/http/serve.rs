@@ -12,7 +12,7 @@
 //! a body nobody reads, which hyper drains before the next request) was never closed, and one such client held
 //! every slot. So each request must arrive whole within [`ServeSettings::request_deadline`] of when the
 //! connection began waiting for it, and its body at [`ServeSettings::min_receive_rate`] on average once the
-//! header time-out has passed ([`Paced`]); between requests (writing the answer, draining an unread body,
+//! header time-out has passed (`Paced`); between requests (writing the answer, draining an unread body,
 //! waiting for the next head) a connection gets the same deadline. And one peer address may hold only
 //! [`ServeSettings::max_connections_per_peer`] of the slots, so that whatever one client does, the others (and
 //! health probes) still get in.
@@ -101,7 +101,7 @@ pub fn default_share(max_connections: usize) -> usize {
 /// listener, files, logs.
 const RESERVED_DESCRIPTORS: u64 = 256;
 
-/// The default connection cap: the process's file-descriptor limit less [`RESERVED_DESCRIPTORS`] (at least 64,
+/// The default connection cap: the process's file-descriptor limit less `RESERVED_DESCRIPTORS` (at least 64,
 /// at most 10,000, where per-connection memory rather than descriptors becomes the bound). With the common
 /// soft limit of 1,024 that is 768.
 pub fn default_max_connections() -> usize {

@@ -3,7 +3,7 @@
 //! The `metrics` facade is called where things happen (`metrics::counter!` and friends; a no-op until a recorder
 //! is installed, so the library and its tests run without one); [`install`] sets the process-wide Prometheus
 //! recorder once, in `main`. Rendering is the exporter crate's; the service serves the text itself rather than
-//! through the crate's own HTTP listener, so that `/metrics` shares the hardened server of [`crate::http::serve`]
+//! through the crate's own HTTP listener, so that `/metrics` shares the hardened server of [`crate::http::serve()`]
 //! and its address rules: on its own listen address (`--metrics-listen`), or else on the main port for loopback
 //! peers only.
 

@@ -304,7 +304,7 @@ pub struct Store {
 pub struct UncleanRun {
     pub started_at: OffsetDateTime,
     /// When it last wrote cards to the log (`None`: it wrote none). Cards it had queued after that are lost:
-    /// at most [`cardlog::FLUSH_EVERY`] of answers, and never more than the queue holds.
+    /// at most 100 ms (the card log's flush interval) of answers, and never more than the queue holds.
     pub last_write_at: Option<OffsetDateTime>,
     pub cards_written: i64,
 }
@@ -566,7 +566,7 @@ impl Store {
     /// harmless); returns how many cards were new. Feedback that arrived earlier for these cards stops being
     /// flagged as for an unknown card.
     ///
-    /// Two statements per [`CARDS_PER_STATEMENT`] cards (a multi-row `INSERT … ON CONFLICT DO NOTHING`, then one
+    /// Two statements per `CARDS_PER_STATEMENT` cards (a multi-row `INSERT … ON CONFLICT DO NOTHING`, then one
     /// `UPDATE` of the flag), not two per card: the per-statement cost of the driver, not SQL, is what a busy
     /// card log pays for (measured by `scripts/store-cost`).
     pub async fn insert_cards(&self, cards: &[CardRecord]) -> Result<u64, StoreError> {
