@@ -275,6 +275,17 @@ impl DataKind {
         DataKind::Procedures,
     ];
 
+    /// The kind's name: its prefetch key in discovery (`conditions`, `medicationStatements`, …) and its metrics
+    /// label. The one table of the four data kinds; the wire's prefetch templates are keyed by it.
+    pub fn key(self) -> &'static str {
+        match self {
+            DataKind::Conditions => "conditions",
+            DataKind::MedicationStatements => "medicationStatements",
+            DataKind::MedicationRequests => "medicationRequests",
+            DataKind::Procedures => "procedures",
+        }
+    }
+
     /// The FHIR resource type that holds this kind of data.
     pub fn resource_type(self) -> &'static str {
         match self {

@@ -102,12 +102,7 @@ impl MissingDataPolicy {
 
 /// The prefetch key for each kind of data, as discovery declares them.
 pub fn prefetch_key(kind: DataKind) -> &'static str {
-    match kind {
-        DataKind::Conditions => "conditions",
-        DataKind::MedicationStatements => "medicationStatements",
-        DataKind::MedicationRequests => "medicationRequests",
-        DataKind::Procedures => "procedures",
-    }
+    kind.key()
 }
 
 /// The prefetch key (and metrics label) of a search.

@@ -138,5 +138,5 @@ fn describe() {
 
 /// The label for a data kind.
 pub fn kind_label(kind: DataKind) -> &'static str {
-    crate::service::prefetch_key(kind)
+    kind.key()
 }
