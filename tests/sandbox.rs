@@ -22,10 +22,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::extract::Request as AxumRequest;
 use axum::http::{Request, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use common::sandbox::{PatientServer, app_dir, serve_static};
+use common::store::{Fixture, Raw};
 use common::*;
 use dry_needling_cds::AppState;
 use dry_needling_cds::config::Config;
+use dry_needling_cds::http::{ServeSettings, Storage, serve};
+use dry_needling_cds::store::CardLog;
+use fantoccini::{Client, ClientBuilder, Locator};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 const COMPANION: &str = "/cds-services/dry-needling-sandbox-companion";
@@ -410,4 +419,391 @@ async fn feedback_on_the_companion_card_is_accepted_on_its_own_route() {
         String::from_utf8_lossy(&reply.bytes)
     );
     assert_eq!(reply.json()["received"], 1);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The real sandbox in headless Chromium.
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// What the service received and answered: feedback bodies, and the companion's answers.
+#[derive(Default)]
+struct Seen {
+    feedback: Vec<Value>,
+    companion_answers: Vec<Value>,
+}
+
+/// The service on `listener` with `state`, a SQLite store, and every feedback body and companion answer copied
+/// into `seen`.
+fn start_service(
+    listener: tokio::net::TcpListener,
+    mut state: AppState,
+    store: dry_needling_cds::store::Store,
+    seen: Arc<Mutex<Seen>>,
+) {
+    let (card_log, writer) = CardLog::start(store.clone(), 100);
+    // The writer stops when the runtime does.
+    std::mem::forget(writer);
+    state.storage = Some(Storage {
+        store,
+        card_log,
+        keep_override_comments: false,
+    });
+    let record = move |request: AxumRequest, next: Next| {
+        let seen = seen.clone();
+        async move {
+            let path = request.uri().path().to_string();
+            if request.method() != axum::http::Method::POST {
+                return next.run(request).await;
+            }
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            if path.ends_with("/feedback")
+                && let Ok(value) = serde_json::from_slice(&bytes)
+            {
+                seen.lock().unwrap().feedback.push(value);
+            }
+            let response: Response = next.run(AxumRequest::from_parts(parts, Body::from(bytes))).await;
+            if path != COMPANION {
+                return response;
+            }
+            let (parts, body) = response.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            if let Ok(value) = serde_json::from_slice(&bytes) {
+                seen.lock().unwrap().companion_answers.push(value);
+            }
+            Response::from_parts(parts, Body::from(bytes))
+        }
+    };
+    let router = dry_needling_cds::app(state).layer(middleware::from_fn(record));
+    tokio::spawn(serve(
+        listener,
+        router,
+        ServeSettings::default(),
+        std::future::pending(),
+    ));
+}
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_chromedriver() -> (Driver, u16) {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (Driver(child), port)
+}
+
+/// A Chromium session with a profile of its own (the sandbox keeps its services in localStorage).
+async fn browser(port: u16, profile: &str) -> Client {
+    let profile = std::env::temp_dir().join(format!("dn-sandbox-{profile}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_string(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::rustls()
+        .expect("a TLS configuration")
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session")
+}
+
+/// Evaluates `condition` (a JavaScript expression) until it is true, for at most 20 s.
+async fn wait_for(client: &Client, condition: &str, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = client
+            .execute(&format!("return !!({condition});"), vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if value == Value::Bool(true) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let text = client
+                .execute("return document.body.innerText;", vec![])
+                .await
+                .map_err(|e| e.to_string())?;
+            return Err(format!(
+                "{what}: not within 20 s; the page says:\n{}",
+                text.as_str().unwrap_or("")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn page_has(text: &str) -> String {
+    format!("document.body.innerText.includes({})", json!(text))
+}
+
+/// Types `query` into the `index`th option search of the PAMA tab (0: studies, 1: reasons) and clicks the option
+/// whose text starts with `option`, as a tester does.
+async fn pick(client: &Client, index: usize, query: &str, option: &str) -> Result<(), String> {
+    let inputs = client
+        .find_all(Locator::Css("input[id^='react-select']"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let input = inputs.get(index).ok_or(format!("no option search #{index}"))?;
+    // The search's placeholder lies over its input: focus it as a click on the box would.
+    client
+        .execute("arguments[0].focus();", vec![serde_json::to_value(input).unwrap()])
+        .await
+        .map_err(|e| e.to_string())?;
+    input.send_keys(query).await.map_err(|e| e.to_string())?;
+    let find = format!(
+        "[...document.querySelectorAll('[id*=\"-option-\"]')].find(o => o.textContent.startsWith({}))",
+        json!(option)
+    );
+    wait_for(client, &find, &format!("the option {option}")).await?;
+    client
+        .execute(&format!("{find}.click();"), vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn click_button(client: &Client, text: &str) -> Result<(), String> {
+    let xpath = format!(
+        "//button[contains(normalize-space(.), {})]",
+        json!(text).to_string().replace('"', "'")
+    );
+    client
+        .find(Locator::XPath(&xpath))
+        .await
+        .map_err(|e| format!("no button {text}: {e}"))?
+        .click()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn screenshot(client: &Client, path: &Path) -> Result<(), String> {
+    let png = client.screenshot().await.map_err(|e| e.to_string())?;
+    std::fs::write(path, png).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Feedback rows in the store: (card uuid, service id, outcome, accepted suggestions, for an unknown card).
+async fn stored_feedback(fx: &Fixture) -> Vec<(String, String, String, String, bool)> {
+    let Raw::Sqlite(pool) = &fx.raw else {
+        unreachable!("the browser test uses SQLite")
+    };
+    sqlx::query_as::<_, (String, String, String, String, bool)>(
+        "SELECT card_uuid, service_id, outcome, accepted_suggestions, unknown_card FROM feedback",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tester_in_the_real_sandbox_gets_the_dry_needling_card_in_open_and_jwt_mode() {
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the sandbox browser test, but {missing:?} is missing (.ci/run installs Debian's chromium and chromium-driver)"
+        );
+        eprintln!("sandbox browser test NOT RUN: {missing:?} missing (apt-get install chromium chromium-driver)");
+        return;
+    }
+    let started = Instant::now();
+    let sandbox = serve_static(app_dir()).await;
+    let fhir = PatientServer::start(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fhir-samples/smart-bulk-10pt__clbp_neck_ibuprofen__ca15b832.ndjson"),
+    )
+    .await;
+    let (_driver, port) = start_chromedriver().await;
+    for mode in ["open", "jwt"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let state = match mode {
+            // Open on loopback: the companion is on by default.
+            "open" => configured("", &address.to_string()),
+            // The shipped sandbox configuration (the sandbox's issuer and public key, the companion switched on),
+            // with the public URL this listener has: tokens' `aud` is the exact URL the sandbox calls.
+            _ => {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sandbox.toml");
+                let mut config = Config::load(&path).unwrap();
+                config.set_public_base_url(&format!("http://{address}")).unwrap();
+                let mut state =
+                    AppState::configure(dry_needling_cds::Knowledge::embedded().unwrap(), config, address, false)
+                        .unwrap();
+                state.today = Some(TODAY);
+                state
+            }
+        };
+        let fx = Fixture::sqlite(&format!("sandbox-{mode}")).await;
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        start_service(listener, state, fx.open().await, seen.clone());
+        let client = browser(port, mode).await;
+        let outcome = run(&client, mode, sandbox, address, &fhir, &seen, &fx).await;
+        let _ = client.close().await;
+        outcome.unwrap_or_else(|e| panic!("{mode} mode: {e}"));
+        eprintln!("{mode} mode: done at {:.1} s", started.elapsed().as_secs_f64());
+    }
+}
+
+async fn run(
+    client: &Client,
+    mode: &str,
+    sandbox: SocketAddr,
+    service: SocketAddr,
+    fhir: &PatientServer,
+    seen: &Arc<Mutex<Seen>>,
+    fx: &Fixture,
+) -> Result<(), String> {
+    let url = format!(
+        "http://{sandbox}/?serviceDiscoveryURL=http://{service}/cds-services&fhirServiceUrl={}&patientId={}",
+        fhir.base(),
+        fhir.patient_id
+    );
+    client.goto(&url).await.map_err(|e| e.to_string())?;
+    // The sandbox has the patient (its banner) and our services.
+    wait_for(client, &page_has("PAMA Imaging"), "the sandbox").await?;
+    click_button(client, "PAMA Imaging").await?;
+    wait_for(
+        client,
+        "document.querySelectorAll(\"input[id^='react-select']\").length >= 2",
+        "the PAMA tab",
+    )
+    .await?;
+
+    // A lumbar MRI for chronic low back pain: the companion's card.
+    pick(
+        client,
+        0,
+        "lumbar",
+        "Magnetic resonance (eg, proton) imaging, spinal canal and contents, lumbar; without contrast",
+    )
+    .await?;
+    pick(client, 1, "chronic low back pain", "Chronic low back pain").await?;
+    wait_for(
+        client,
+        &page_has("Try this patient with a dry-needling order"),
+        "the companion's card",
+    )
+    .await?;
+    let offered = seen
+        .lock()
+        .unwrap()
+        .companion_answers
+        .iter()
+        .rev()
+        .find(|a| a["cards"].as_array().is_some_and(|c| !c.is_empty()))
+        .cloned()
+        .ok_or("the page shows a card the service never answered")?;
+    let card = &offered["cards"][0];
+    assert_eq!(card["suggestions"][0]["actions"][0]["resource"]["id"], DRAFT_ID);
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    client
+        .execute(
+            "[...document.querySelectorAll('button')].find(b => b.textContent.includes('Make this draft'))\
+             .scrollIntoView({block: 'center'});",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    screenshot(client, &shots.join(format!("sandbox-companion-{mode}.png"))).await?;
+
+    // Take its suggestion: the draft becomes dry needling and the real card comes.
+    click_button(client, "Make this draft a dry-needling order").await?;
+    wait_for(
+        client,
+        &page_has("Dry needling is not recommended for chronic low back pain"),
+        "the real card",
+    )
+    .await?;
+    wait_for(
+        client,
+        "!document.body.innerText.includes('Try this patient with a dry-needling order')",
+        "the companion's card gone",
+    )
+    .await?;
+    // The README's picture is the open mode's; JWT mode's is kept beside it.
+    let name = if mode == "open" {
+        "sandbox-card.png".to_string()
+    } else {
+        format!("sandbox-card-{mode}.png")
+    };
+    screenshot(client, &shots.join(name)).await?;
+
+    // The suggestion's feedback reached the service, with its id; dismissing the real card sends its own.
+    click_button(client, "Dismiss").await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let rows = stored_feedback(fx).await;
+        let settled = rows.len() >= 2 && rows.iter().all(|r| !r.4);
+        if settled || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let feedback = seen.lock().unwrap().feedback.clone();
+    let accepted = feedback
+        .iter()
+        .flat_map(|f| f["feedback"].as_array().cloned().unwrap_or_default())
+        .find(|f| f["outcome"] == "accepted")
+        .ok_or(format!("no accepted feedback: {feedback:?}"))?;
+    assert_eq!(accepted["card"], card["uuid"]);
+    assert_eq!(accepted["acceptedSuggestions"][0]["id"], card["suggestions"][0]["uuid"]);
+    // In the store: the companion's card accepted with its suggestion, the real card overridden, both cards known.
+    let companion_row = rows
+        .iter()
+        .find(|r| r.0 == card["uuid"].as_str().unwrap())
+        .ok_or(format!("the companion's feedback is not in the store: {rows:?}"))?;
+    assert_eq!(companion_row.1, COMPANION_ID);
+    assert_eq!(companion_row.2, "accepted");
+    assert!(
+        companion_row
+            .3
+            .contains(card["suggestions"][0]["uuid"].as_str().unwrap())
+    );
+    let real_row = rows
+        .iter()
+        .find(|r| r.1 == "dry-needling-order-select")
+        .ok_or(format!("the real card's feedback is not in the store: {rows:?}"))?;
+    assert_eq!(real_row.2, "overridden");
+    assert!(
+        rows.iter().all(|r| !r.4),
+        "feedback for a card the log does not know: {rows:?}"
+    );
+    // The sandbox read the patient and prefetched the record from the FHIR server.
+    let log = fhir.log();
+    assert!(log.iter().any(|l| l == "POST Condition/_search"), "{log:?}");
+    Ok(())
 }
