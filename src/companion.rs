@@ -206,3 +206,39 @@ fn card(companion: &CompanionText, resource: Value) -> Card {
         extension: CardExtension { card: CARD },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_update_replaces_the_study_and_its_rating_and_keeps_the_rest() {
+        let knowledge = Knowledge::embedded().unwrap();
+        let draft = json!({
+            "resourceType": "ServiceRequest", "id": "x", "status": "draft", "intent": "plan",
+            "category": [{"text": "Imaging"}], "orderDetail": [{"text": "with contrast"}],
+            "code": {"text": "CT head"}, "subject": {"reference": "Patient/p"},
+            "reasonCode": [{"text": "neck pain"}], "note": [{"text": "kept"}],
+            "extension": [
+                {"url": "http://example.org/other", "valueString": "kept"},
+                {"url": PAMA_RATING_URL, "valueCodeableConcept": {"coding": [{"code": "appropriate"}]}},
+            ],
+        });
+        let Value::Object(map) = draft.clone() else {
+            unreachable!()
+        };
+        let updated = updated(map, &knowledge.companion);
+        assert_eq!(updated["code"]["coding"][0]["code"], "20560");
+        assert!(updated.get("category").is_none() && updated.get("orderDetail").is_none());
+        for kept in ["id", "status", "intent", "subject", "reasonCode", "note"] {
+            assert_eq!(updated[kept], draft[kept], "{kept}");
+        }
+        let extensions = updated["extension"].as_array().unwrap();
+        assert_eq!(extensions.len(), 2);
+        assert_eq!(extensions[0]["valueString"], "kept");
+        assert_eq!(
+            extensions[1]["valueCodeableConcept"]["coding"][0]["code"],
+            "no-criteria-apply"
+        );
+    }
+}

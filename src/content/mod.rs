@@ -335,6 +335,47 @@ mod tests {
         copy
     }
 
+    /// The sandbox companion's file is checked like the rest: its own id, a summary within the limit, and an
+    /// order the rules read as dry needling (or the suggested draft would get no card, or the companion's again).
+    #[test]
+    fn a_bad_sandbox_companion_file_stops_the_start_with_what_to_change() {
+        let copy = copy_of_cards("companion");
+        let file = copy.join("sandbox-companion.toml");
+        let good = std::fs::read_to_string(&file).unwrap();
+        let bad = good
+            .replace(
+                "id = \"dry-needling-sandbox-companion\"",
+                "id = \"dry-needling-order-select\"",
+            )
+            .replace(
+                "summary = \"Try this patient with a dry-needling order\"",
+                &format!("summary = \"{}\"", "x".repeat(140)),
+            )
+            .replace("code = \"20560\"", "code = \"72148\"")
+            .replace(
+                "display = \"Needle insertion(s) without injection(s); 1 or 2 muscle(s)\"",
+                "display = \"MRI\"",
+            );
+        assert_ne!(bad, good);
+        std::fs::write(&file, bad).unwrap();
+        let error = Knowledge::load(&ContentSource::Directory(copy.clone()))
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "sandbox-companion.toml: [service] id: a service in service.toml has this id",
+            "sandbox-companion.toml: [card] summary: 140 characters",
+            "sandbox-companion.toml: [order]: `http://www.ama-assn.org/go/cpt` `72148` is not a dry-needling order",
+        ] {
+            assert!(error.contains(expected), "{expected}\n{error}");
+        }
+        std::fs::remove_file(&file).unwrap();
+        let error = Knowledge::load(&ContentSource::Directory(copy.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sandbox-companion.toml: file is missing"), "{error}");
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+
     #[test]
     fn a_content_directory_overrides_and_bad_files_stop_the_start() {
         let cards = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/cards"));
