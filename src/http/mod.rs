@@ -6,6 +6,7 @@
 //! | [`serve`] | sockets: HTTP/1.1, header-read and idle time-outs, the connection cap, shutdown deadline |
 //! | `mod.rs` | the router and its layers: trace → CORS → time-out → authentication → handlers |
 //! | `handlers.rs` | discovery, hooks, feedback: read the body within its limits, call [`crate::service`]; health |
+//! | `companion.rs` | the sandbox companion's route, when it is on: its body within the limits, then [`crate::companion`] |
 //! | [`admission`] | how many hook calls (and large bodies) run at once; 503 beyond |
 //! | [`analytics`] | `/analytics`, `.csv`, `.html`: their own credential, the window, the store's answer |
 //! | [`memory`] | returning memory to the system after large calls and bursts |
