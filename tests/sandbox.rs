@@ -32,7 +32,7 @@ use common::*;
 use dry_needling_cds::AppState;
 use dry_needling_cds::config::Config;
 use dry_needling_cds::http::{ServeSettings, Storage, serve};
-use dry_needling_cds::store::CardLog;
+use dry_needling_cds::store::{CardLog, CardLogWriter};
 use fantoccini::{Client, ClientBuilder, Locator};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -441,10 +441,8 @@ fn start_service(
     mut state: AppState,
     store: dry_needling_cds::store::Store,
     seen: Arc<Mutex<Seen>>,
-) {
+) -> CardLogWriter {
     let (card_log, writer) = CardLog::start(store.clone(), 100);
-    // The writer stops when the runtime does.
-    std::mem::forget(writer);
     state.storage = Some(Storage {
         store,
         card_log,
@@ -483,6 +481,7 @@ fn start_service(
         ServeSettings::default(),
         std::future::pending(),
     ));
+    writer
 }
 
 struct Driver(Child);
@@ -668,7 +667,8 @@ async fn a_tester_in_the_real_sandbox_gets_the_dry_needling_card_in_open_and_jwt
         };
         let fx = Fixture::sqlite(&format!("sandbox-{mode}")).await;
         let seen: Arc<Mutex<Seen>> = Arc::default();
-        start_service(listener, state, fx.open().await, seen.clone());
+        // The card log's writer runs while this mode's pages are driven.
+        let _writer = start_service(listener, state, fx.open().await, seen.clone());
         let client = browser(port, mode).await;
         let outcome = run(&client, mode, sandbox, address, &fhir, &seen, &fx).await;
         let _ = client.close().await;
@@ -692,9 +692,10 @@ async fn run(
         fhir.patient_id
     );
     client.goto(&url).await.map_err(|e| e.to_string())?;
-    // The sandbox has the patient (its banner) and our services.
     wait_for(client, &page_has("PAMA Imaging"), "the sandbox").await?;
     click_button(client, "PAMA Imaging").await?;
+    // The patient's banner: the sandbox read it from the FHIR server.
+    wait_for(client, &page_has(&fhir.patient_id), "the patient's banner").await?;
     wait_for(
         client,
         "document.querySelectorAll(\"input[id^='react-select']\").length >= 2",
