@@ -46,6 +46,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[workbench] enabled`: `None` leaves it to the mode (on only when open on loopback).
     pub workbench: Option<bool>,
+    /// `[sandbox_companion] enabled`: `None` leaves it to the mode (on only when open on loopback).
+    pub sandbox_companion: Option<bool>,
     /// `[missing_data]`: 412 or a card, per kind of data the verdict lacks.
     pub missing_data: MissingDataPolicy,
     /// `[store]`: the card log and feedback store, retention, the card log's queue.
@@ -68,6 +70,8 @@ struct File {
     limits: LimitsSection,
     #[serde(default)]
     workbench: WorkbenchSection,
+    #[serde(default)]
+    sandbox_companion: SandboxCompanionSection,
     #[serde(default)]
     missing_data: MissingDataSection,
     #[serde(default)]
@@ -99,6 +103,13 @@ struct AnalyticsSection {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct WorkbenchSection {
+    enabled: Option<bool>,
+}
+
+/// `[sandbox_companion]`: the testing aid for the CDS Hooks sandbox (README "Testing in the CDS Hooks sandbox").
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SandboxCompanionSection {
     enabled: Option<bool>,
 }
 
@@ -225,6 +236,7 @@ impl Config {
             admission,
             limits: limits(file.limits)?,
             workbench: file.workbench.enabled,
+            sandbox_companion: file.sandbox_companion.enabled,
             missing_data: missing_data(file.missing_data)?,
             store: store(file.store, dir)?,
             analytics_token_sha256: analytics_token(file.analytics)?,

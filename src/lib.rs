@@ -18,6 +18,7 @@
 //! | cards as plain text for reviewers (`evaluate --format text`) | [`cardtext`] | nothing |
 //! | content in `cards/`, checked at start and by `check-content` | [`content`] | files, validation |
 //! | one hook call end to end | [`service`] | the order of steps |
+//! | the sandbox companion: a testing aid that turns a sandbox imaging draft into dry needling | [`companion`] | drafts, suggestions |
 //! | caller text as a log field (escaped, truncated) | [`logsafe`] | nothing |
 //! | the tester's workbench page and its bundled patients | [`web`] | static files |
 //! | metrics for operators (names, labels, `/metrics`) | [`ops`] | Prometheus text |
@@ -28,6 +29,7 @@
 pub mod assess;
 pub mod auth;
 pub mod cardtext;
+pub mod companion;
 pub mod config;
 pub mod content;
 pub mod fetch;

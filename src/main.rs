@@ -324,6 +324,15 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings, store: Store
                 tracing::warn!(%address, max_connections = settings.max_connections, "{line}")
             }
         }
+        // A testing aid switched on where EHRs are trusted: said at every start, so that it is never left on unseen.
+        if state.sandbox_companion == dry_needling_cds::companion::SandboxCompanion::On
+            && matches!(state.access.as_ref(), Access::Verify(_))
+        {
+            tracing::warn!(
+                "the sandbox companion (dry-needling-sandbox-companion, a testing aid for the CDS Hooks sandbox) is \
+                 on: [sandbox_companion] enabled; never for production EHRs"
+            );
+        }
         // One signal stops both listeners.
         let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

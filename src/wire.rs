@@ -422,6 +422,8 @@ pub struct ServiceDescription {
     pub title: String,
     pub description: String,
     pub id: String,
+    /// Left out when empty (the sandbox companion reads only the draft).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub prefetch: std::collections::BTreeMap<&'static str, &'static str>,
     pub usage_requirements: String,
 }

@@ -26,15 +26,15 @@ use std::path::PathBuf;
 
 pub use codes::{ICD10CM_CSV, KNOWN_SYSTEMS, known_set_names};
 pub use templates::{
-    CardTemplate, CodingText, DETAIL_VARS, DataLabel, DataLabels, Indicator, Phrases, SUMMARY_LIMIT, SUMMARY_VARS,
-    ServiceText, SuggestionTemplate, SummaryBudget, Template, UNAVAILABLE_VAR,
+    CardTemplate, CodingText, CompanionCard, CompanionText, DETAIL_VARS, DataLabel, DataLabels, Indicator, Phrases,
+    SUMMARY_LIMIT, SUMMARY_VARS, ServiceText, SuggestionTemplate, SummaryBudget, Template, UNAVAILABLE_VAR,
 };
 
 use crate::assess::vocabulary::{CardId, Policy, Terminology};
 use codes::CODES_CSV;
 use keywords::KEYWORDS_TOML;
 use templates::ServiceFile;
-use validation::{check_service_request, check_services, parse_card};
+use validation::{check_companion, check_service_request, check_services, parse_card};
 
 /// A start-up failure in the content: every problem found in it, or a directory that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +125,8 @@ pub struct Knowledge {
     pub services: Vec<ServiceText>,
     pub phrases: Phrases,
     pub policy: Policy,
+    /// The sandbox companion's texts (`sandbox-companion.toml`); whether it is served is the deployment's choice.
+    pub companion: CompanionText,
 }
 
 /// Where the content comes from.
@@ -209,6 +211,18 @@ impl Knowledge {
             check_services(service, &mut problems);
         }
 
+        const COMPANION: &str = "sandbox-companion.toml";
+        let companion = file(COMPANION, &mut problems).and_then(|text| match toml::from_str::<CompanionText>(text) {
+            Ok(companion) => Some(companion),
+            Err(e) => {
+                problems.toml(COMPANION, text, &e);
+                None
+            }
+        });
+        if let (Some(companion), Some(terminology), Some(service)) = (&companion, &terminology, &service) {
+            check_companion(COMPANION, companion, &service.services, terminology, &mut problems);
+        }
+
         let mut resources = BTreeMap::new();
         for (name, text) in files.iter().filter(|(n, _)| n.starts_with("resources/")) {
             let Some(stem) = name.strip_prefix("resources/").and_then(|n| n.strip_suffix(".json")) else {
@@ -246,8 +260,10 @@ impl Knowledge {
             );
         }
 
-        match (terminology, service) {
-            (Some(terminology), Some(service)) if problems.found.is_empty() && cards.len() == CardId::ALL.len() => {
+        match (terminology, service, companion) {
+            (Some(terminology), Some(service), Some(companion))
+                if problems.found.is_empty() && cards.len() == CardId::ALL.len() =>
+            {
                 Ok(Knowledge {
                     terminology,
                     cards,
@@ -258,6 +274,7 @@ impl Knowledge {
                     services: service.services,
                     phrases: service.phrases,
                     policy: service.policy,
+                    companion,
                 })
             }
             _ => Err(KnowledgeError::Invalid {
@@ -316,6 +333,47 @@ mod tests {
             copy_tree(&cards.join(sub), &copy.join(sub));
         }
         copy
+    }
+
+    /// The sandbox companion's file is checked like the rest: its own id, a summary within the limit, and an
+    /// order the rules read as dry needling (or the suggested draft would get no card, or the companion's again).
+    #[test]
+    fn a_bad_sandbox_companion_file_stops_the_start_with_what_to_change() {
+        let copy = copy_of_cards("companion");
+        let file = copy.join("sandbox-companion.toml");
+        let good = std::fs::read_to_string(&file).unwrap();
+        let bad = good
+            .replace(
+                "id = \"dry-needling-sandbox-companion\"",
+                "id = \"dry-needling-order-select\"",
+            )
+            .replace(
+                "summary = \"Try this patient with a dry-needling order\"",
+                &format!("summary = \"{}\"", "x".repeat(140)),
+            )
+            .replace("code = \"20560\"", "code = \"72148\"")
+            .replace(
+                "display = \"Needle insertion(s) without injection(s); 1 or 2 muscle(s)\"",
+                "display = \"MRI\"",
+            );
+        assert_ne!(bad, good);
+        std::fs::write(&file, bad).unwrap();
+        let error = Knowledge::load(&ContentSource::Directory(copy.clone()))
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "sandbox-companion.toml: [service] id: a service in service.toml has this id",
+            "sandbox-companion.toml: [card] summary: 140 characters",
+            "sandbox-companion.toml: [order]: `http://www.ama-assn.org/go/cpt` `72148` is not a dry-needling order",
+        ] {
+            assert!(error.contains(expected), "{expected}\n{error}");
+        }
+        std::fs::remove_file(&file).unwrap();
+        let error = Knowledge::load(&ContentSource::Directory(copy.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sandbox-companion.toml: file is missing"), "{error}");
+        std::fs::remove_dir_all(&copy).unwrap();
     }
 
     #[test]

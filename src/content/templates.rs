@@ -204,6 +204,30 @@ pub struct ServiceText {
     pub usage_requirements: String,
 }
 
+/// `sandbox-companion.toml`: the testing aid for the CDS Hooks sandbox (README "Testing in the CDS Hooks
+/// sandbox"): its discovery entry, its one card, and the dry-needling order a draft becomes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompanionText {
+    pub service: ServiceText,
+    pub card: CompanionCard,
+    pub order: CodingText,
+}
+
+/// The companion's card: fixed text, no placeholders (it quotes nothing from the draft).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompanionCard {
+    pub indicator: Indicator,
+    pub summary: String,
+    pub detail: String,
+    pub source_label: String,
+    /// The suggestion's label.
+    pub suggestion: String,
+    /// The `update` action's description.
+    pub action: String,
+}
+
 /// The shared texts and labels used to build details.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 
 use super::Problems;
 use super::templates::{
-    CardFile, CardTemplate, DETAIL_VARS, Indicator, SUMMARY_LIMIT, SUMMARY_VARS, ServiceFile, Template,
-    UNAVAILABLE_VAR, summary_budget,
+    CardFile, CardTemplate, CompanionText, DETAIL_VARS, Indicator, SUMMARY_LIMIT, SUMMARY_VARS, ServiceFile,
+    ServiceText, Template, UNAVAILABLE_VAR, summary_budget,
 };
-use crate::assess::vocabulary::CardId;
-use crate::record::DataKind;
+use crate::assess::is_dry_needling;
+use crate::assess::vocabulary::{CardId, Terminology};
+use crate::record::{Coding, Concept, DataKind, Order};
 
 pub(super) fn check_services(service: &ServiceFile, problems: &mut Problems) {
     const FILE: &str = "service.toml";
@@ -55,6 +56,90 @@ pub(super) fn check_services(service: &ServiceFile, problems: &mut Problems) {
     }
     if service.override_reasons.is_empty() {
         problems.add(FILE, "override_reasons", "at least one override reason is needed");
+    }
+}
+
+/// The sandbox companion: an order-select service of its own (a URL-safe id no other service has), a summary
+/// within the limit, and an order the rules read as dry needling, so that the draft it suggests is checked by the
+/// real service and never answered again by the companion (which ignores dry-needling drafts).
+pub(super) fn check_companion(
+    file: &str,
+    companion: &CompanionText,
+    services: &[ServiceText],
+    terminology: &Terminology,
+    problems: &mut Problems,
+) {
+    let s = &companion.service;
+    if s.hook != "order-select" {
+        problems.add(
+            file,
+            "[service] hook",
+            "the companion answers the sandbox's PAMA tab: write order-select",
+        );
+    }
+    let id_ok = !s.id.is_empty() && s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !id_ok || s.id == "feedback" {
+        problems.add(
+            file,
+            "[service] id",
+            "the id must be a URL-safe name (letters, digits, `-`, `_`) other than `feedback`",
+        );
+    }
+    if services.iter().any(|other| other.id == s.id) {
+        problems.add(
+            file,
+            "[service] id",
+            "a service in service.toml has this id: give the companion its own",
+        );
+    }
+    if s.title.trim().is_empty() || s.description.trim().is_empty() {
+        problems.add(file, "[service]", "needs a title and a description");
+    }
+    let card = &companion.card;
+    let length = card.summary.chars().count();
+    if card.summary.trim().is_empty() || length > SUMMARY_LIMIT {
+        problems.add(
+            file,
+            "[card] summary",
+            format!("{length} characters; a summary must have 1 to {SUMMARY_LIMIT}"),
+        );
+    }
+    for (field, text) in [
+        ("[card] detail", &card.detail),
+        ("[card] source_label", &card.source_label),
+        ("[card] suggestion", &card.suggestion),
+        ("[card] action", &card.action),
+    ] {
+        if text.trim().is_empty() {
+            problems.add(file, field, "must not be empty");
+        }
+    }
+    let order = Order {
+        resource_type: "ServiceRequest".to_string(),
+        code: Concept {
+            codings: vec![Coding {
+                system: companion.order.system.clone(),
+                code: companion.order.code.clone(),
+                display: Some(companion.order.display.clone()),
+            }],
+            text: None,
+        },
+        id: None,
+        reason_codes: Vec::new(),
+        reason_references: Vec::new(),
+        body_sites: Vec::new(),
+        contained_conditions: Vec::new(),
+    };
+    if !is_dry_needling(&order, terminology) {
+        problems.add(
+            file,
+            "[order]",
+            format!(
+                "`{}` `{}` is not a dry-needling order in valuesets/codes.csv (order.dry_needling): the suggested draft \
+                 would get no dry-needling card",
+                companion.order.system, companion.order.code
+            ),
+        );
     }
 }
 

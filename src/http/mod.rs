@@ -6,6 +6,7 @@
 //! | [`mod@serve`] | sockets: HTTP/1.1, header-read and idle time-outs, request deadline and body rate, the connection cap and per-peer share, shutdown deadline |
 //! | `mod.rs` | the router and its layers: trace → CORS → time-out → authentication → handlers |
 //! | `handlers.rs` | discovery, hooks, feedback: read the body within its limits, call [`crate::service`]; health |
+//! | `companion.rs` | the sandbox companion's route, when it is on: its body within the limits, then [`crate::companion`] |
 //! | [`admission`] | how many hook calls (and large bodies) run at once; 503 beyond |
 //! | [`analytics`] | `/analytics`, `.csv`, `.html`: their own credential, the window, the store's answer |
 //! | [`memory`] | returning memory to the system after large calls and bursts |
@@ -16,6 +17,7 @@
 
 pub mod admission;
 pub mod analytics;
+mod companion;
 pub mod error;
 mod handlers;
 pub mod memory;
@@ -42,6 +44,7 @@ pub use error::{ApiError, StartError};
 pub use serve::{ServeSettings, SlowRequest, default_share, serve};
 
 use crate::auth::{AuthError, Rejection, Verifier};
+use crate::companion::SandboxCompanion;
 use crate::config::Config;
 use crate::content::Knowledge;
 use crate::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
@@ -83,6 +86,8 @@ pub struct AppState {
     pub admission: Admission,
     /// Whether the tester's workbench (`GET /`) is served.
     pub workbench: Workbench,
+    /// Whether the sandbox companion (a testing aid, [`crate::companion`]) is in discovery and served.
+    pub sandbox_companion: SandboxCompanion,
     /// 412 or a card, per kind of data the verdict lacks (`[missing_data]`; all 412 by default).
     pub missing_data: MissingDataPolicy,
     /// The metrics recorder, when one is installed (by `main`), and where `/metrics` is served.
@@ -166,6 +171,8 @@ impl AppState {
             limits: Limits::default(),
             admission: Admission::new(AdmissionSettings::default()),
             workbench: Workbench::On,
+            // A testing aid: off unless asked for ([`AppState::configure`] turns it on where the workbench is).
+            sandbox_companion: SandboxCompanion::Off,
             missing_data: MissingDataPolicy::default(),
             metrics: None,
             metrics_exposure: MetricsExposure::LoopbackOnly,
@@ -210,6 +217,14 @@ impl AppState {
             None if loopback && matches!(access, Access::Open) => Workbench::On,
             None => Workbench::Off,
         };
+        // The sandbox companion too is a testing aid, with the workbench's default: on only where the service is
+        // open on loopback; anywhere else (and always with trusted clients) only when the configuration says so.
+        let sandbox_companion = match config.sandbox_companion {
+            Some(true) => SandboxCompanion::On,
+            Some(false) => SandboxCompanion::Off,
+            None if loopback && matches!(access, Access::Open) => SandboxCompanion::On,
+            None => SandboxCompanion::Off,
+        };
         // Analytics answer without a credential only where nobody but this machine can call (open on loopback)
         // and none is configured; with trusted clients they need their own credential, or are off.
         let analytics = match (config.analytics_token_sha256, &access) {
@@ -232,6 +247,7 @@ impl AppState {
             limits: config.limits,
             admission: Admission::new(config.admission),
             workbench,
+            sandbox_companion,
             missing_data: config.missing_data,
             ..AppState::new(knowledge)
         })
@@ -505,10 +521,17 @@ pub fn app(state: AppState) -> Router {
     let service_ids: Arc<[String]> = state.knowledge.services.iter().map(|s| s.id.clone()).collect();
     let hosts = state.loopback_hosts_only.clone();
     let state_for_health = state.clone();
-    let services = Router::new()
+    let mut services = Router::new()
         .route("/cds-services", get(handlers::discovery))
         .route("/cds-services/{id}", post(handlers::hook))
-        .route("/cds-services/{id}/feedback", post(handlers::feedback))
+        .route("/cds-services/{id}/feedback", post(handlers::feedback));
+    if state.sandbox_companion == SandboxCompanion::On {
+        // Its own route, ahead of `{id}` (its feedback takes the common route, which knows its id only while it
+        // is on); off, its id is unknown like any other's (404).
+        let path = format!("/cds-services/{}", state.knowledge.companion.service.id);
+        services = services.route(&path, post(companion::hook));
+    }
+    let services = services
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -3,6 +3,7 @@
 
 pub mod fhir_server;
 pub mod process;
+pub mod sandbox;
 pub mod store;
 
 use axum::body::Body;

@@ -1,0 +1,77 @@
+//! `POST /cds-services/{companion id}`: the sandbox companion ([`crate::companion`]), routed only when it is on.
+//!
+//! The same edge as a hook call, cheapest refusal first (413 on the declared length, 503 when admission is
+//! full, the body read within its limit), then [`crate::companion::answer`]. Its card is counted and goes to the
+//! card log under the companion's service id (stance `testing_aid`), so that the feedback the sandbox sends for
+//! it is stored as feedback on a known card, never mixed with the clinical cards' analytics.
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use tracing::{Span, field};
+
+use super::admission::Overloaded;
+use super::handlers::{declared_length, read_body};
+use super::{ApiError, AppState, memory};
+use crate::auth::Verified;
+use crate::companion::{self, STANCE};
+use crate::ops::metrics as ops;
+use crate::store::CardRecord;
+
+pub(super) async fn hook(
+    State(state): State<AppState>,
+    verified: Option<Extension<Verified>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let service = state.knowledge.companion.service.id.clone();
+    Span::current().record("service", field::display(&service));
+    let length = declared_length(&headers, &body, state.body_limit)?;
+    let ticket = state.admission.admit(length).map_err(|Overloaded| {
+        memory::freed_large();
+        metrics::counter!(ops::HOOKS_SHED).increment(1);
+        ApiError::Overloaded
+    })?;
+    let body = read_body(body, state.body_limit).await?;
+    let answered = companion::answer(&state.knowledge, &state.limits, &body);
+    drop(body);
+    drop(ticket);
+    let (response, summary) = answered?;
+    Span::current().record("cards", summary.cards);
+    for card in &response.cards {
+        metrics::counter!(
+            ops::CARDS,
+            "service" => service.clone(),
+            "card" => card.extension.card,
+            "indicator" => card.indicator
+        )
+        .increment(1);
+    }
+    if let Some(storage) = &state.storage
+        && !response.cards.is_empty()
+    {
+        let client = verified.as_ref().map(|Extension(v)| &v.client);
+        let now = time::OffsetDateTime::now_utc();
+        let records = response
+            .cards
+            .iter()
+            .map(|card| CardRecord {
+                uuid: card.uuid.clone(),
+                service_id: service.clone(),
+                card: card.extension.card.to_string(),
+                indicator: card.indicator.to_string(),
+                stance: STANCE.to_string(),
+                suggestion_uuids: card.suggestions.iter().map(|s| s.uuid.clone()).collect(),
+                issued_at: now,
+                client_issuer: client.map(|c| c.issuer.clone()),
+                tenant: client.and_then(|c| c.tenant.clone()),
+                hook_instance: summary.hook_instance.clone(),
+            })
+            .collect();
+        storage.card_log.record(records);
+    }
+    Ok(Json(response).into_response())
+}
