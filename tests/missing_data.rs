@@ -72,7 +72,14 @@ async fn the_default_policy_is_the_412_of_before() {
     assert_eq!(reply.status, before.status);
     assert_eq!(reply.json(), before.json());
     let issues = reply.json()["issue"].as_array().unwrap().clone();
-    assert_eq!(issues.len(), 1);
+    // The data, and why the request's fhirServer (not on this test service's empty allowlist) was not called.
+    assert_eq!(issues.len(), 2, "{issues:?}");
+    assert!(
+        issues[1]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .starts_with("the request's fhirServer was not called")
+    );
     assert!(
         issues[0]["diagnostics"]
             .as_str()
@@ -86,7 +93,8 @@ async fn the_default_policy_is_the_412_of_before() {
     )
     .await;
     assert_eq!(reply.status, 412);
-    assert_eq!(reply.json()["issue"].as_array().unwrap().len(), 2);
+    // Both medication kinds, then the refused fhirServer.
+    assert_eq!(reply.json()["issue"].as_array().unwrap().len(), 3);
 }
 
 #[tokio::test]
