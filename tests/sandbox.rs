@@ -8,7 +8,7 @@
 //! Through the real router (`oneshot`): discovery lists it only when it is on (open on loopback, or
 //! `[sandbox_companion] enabled`); a PAMA draft gets its one info card whose `update` keeps the draft's id and
 //! reason; the updated draft gets the real card from `dry-needling-order-select` and nothing from the companion;
-//! other drafts get nothing. Then in the real sandbox (its production build, `../shared/sandbox/app/`) in
+//! other drafts get nothing. Then in the real sandbox (its production build, `tests/vendor/cds-hooks-sandbox/`, copied unmodified from `../shared/sandbox/app/`) in
 //! headless Chromium, in open and in JWT mode: pick a study and chronic low back pain in the PAMA tab, take the
 //! companion's suggestion, see the real card, and find both cards' feedback in the store. Where Chromium or
 //! chromedriver is missing the browser test says so and passes, except under `CI`, where it fails.
@@ -351,7 +351,7 @@ async fn the_companion_answers_nothing_but_for_a_selected_draft_service_request_
     let rx_view: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/sandbox/order-select-request.json"
+            "/fixtures/sandbox/order-select-request.json"
         ))
         .unwrap(),
     )
@@ -642,7 +642,7 @@ async fn a_tester_in_the_real_sandbox_gets_the_dry_needling_card_in_open_and_jwt
     let sandbox = serve_static(app_dir()).await;
     let fhir = PatientServer::start(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fhir-samples/smart-bulk-10pt__clbp_neck_ibuprofen__ca15b832.ndjson"),
+            .join("fixtures/sandbox/smart-bulk-10pt__clbp_neck_ibuprofen__ca15b832.ndjson"),
     )
     .await;
     let (_driver, port) = start_chromedriver().await;

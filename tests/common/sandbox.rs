@@ -1,6 +1,6 @@
-//! What the real CDS Hooks sandbox needs around it in a test: its production build (`../shared/sandbox/app/`)
+//! What the real CDS Hooks sandbox needs around it in a test: its production build (`tests/vendor/cds-hooks-sandbox/`, a copy of `../shared/sandbox/app/`)
 //! served as static files, and a FHIR R4 server the browser can reach (CORS on) holding one real patient from an
-//! NDJSON file of `../shared/fhir-samples/`: `metadata`, `Patient` (search and read), and every type's search as
+//! NDJSON file (`fixtures/sandbox/`, copied from `../shared/fhir-samples/`): `metadata`, `Patient` (search and read), and every type's search as
 //! the sandbox sends it (`GET {type}?patient=…` and `POST {type}/_search` with a form body). Both log the paths
 //! they served.
 #![allow(dead_code)]
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 /// The sandbox's build folder.
 pub fn app_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/sandbox/app")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vendor/cds-hooks-sandbox")
 }
 
 /// Serves a folder's files (GET only; `/` is `index.html`; nothing outside the folder).
