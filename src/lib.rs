@@ -8,7 +8,7 @@
 //! | connections, routing, CORS, auth, admission, limits, error → status | [`http`] | HTTP |
 //! | JWT verification, trusted clients | [`auth`] | JWTs, JWKS |
 //! | the configuration file | [`config`] | TOML |
-//! | the application state from the configuration (the composition root) | [`app`] | both |
+//! | the application state from the configuration (the composition root) | [`mod@app`] | both |
 //! | fetching what prefetch lacks | [`fetch`] | FHIR REST, the allowlist |
 //! | request, discovery, card and feedback JSON | [`wire`] | CDS Hooks shapes |
 //! | FHIR JSON (R4, STU3, DSTU2) → record | [`fhir`] | FHIR shapes |
