@@ -37,12 +37,15 @@ fn documents() -> Vec<PathBuf> {
     files
 }
 
+/// Pieces of text, each with the number of the line it starts on.
+type Numbered = Vec<(usize, String)>;
+
 /// One Markdown file, split: prose (outside code), code (code blocks and inline code), and its headings' anchors.
 struct Markdown {
     /// Each line of prose with its number, code spans blanked out.
-    prose: Vec<(usize, String)>,
+    prose: Numbered,
     /// Each piece of code with the number of the line it starts on.
-    code: Vec<(usize, String)>,
+    code: Numbered,
     anchors: Vec<String>,
 }
 
@@ -83,7 +86,7 @@ fn parse(text: &str) -> Markdown {
 
 /// Splits lines (outside code blocks) into prose and code spans. A run of n backticks opens a span that the next
 /// run of exactly n closes, on the same line or a later one (CommonMark); an unclosed run is text.
-fn split_code_spans(lines: &[(usize, String)]) -> (Vec<(usize, String)>, Vec<(usize, String)>) {
+fn split_code_spans(lines: &[(usize, String)]) -> (Numbered, Numbered) {
     // The text as one string, with the line each byte comes from.
     let mut text = String::new();
     let mut line_of = Vec::new();
