@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# The service as a small image that runs as a non-root user (README "Deploying"):
+# The service as a small image that runs as a non-root user (docs/deploying.md):
 #
 #   docker build -t dry-needling-cds .
 #
@@ -16,8 +16,8 @@ FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 COPY . .
 # The cache mounts keep the crates.io downloads and the compiled dependencies between builds, so a change to
-# the service's own code recompiles only its own crates, not every dependency (a clean build takes about 9
-# minutes on 2 cores: README "Build time"). The target directory is a cache, not a layer, so the binary is
+# the service's own code recompiles only its own crates, not every dependency (how long a clean build
+# takes: docs/PERFORMANCE.md "Build time"). The target directory is a cache, not a layer, so the binary is
 # copied out of it in the same step.
 # `sharing=locked`: two builds at once wait for each other instead of writing the same target directory.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -31,7 +31,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # package manager. The `nonroot` variant has the user 65532 (`nonroot`) in its /etc/passwd.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=builder /out/dry-needling-cds /usr/local/bin/dry-needling-cds
-# The SQLite store's directory (card log, feedback; README "Storage"), owned by the user the service runs as.
+# The SQLite store's directory (card log, feedback; docs/storage.md), owned by the user the service runs as.
 # Mount a volume here to keep it across containers; for several containers use PostgreSQL instead
 # (DRY_NEEDLING_CDS_POSTGRES_URL).
 COPY --from=builder --chown=65532:65532 /out/data /var/lib/dry-needling-cds
@@ -39,7 +39,7 @@ COPY --from=builder --chown=65532:65532 /out/data /var/lib/dry-needling-cds
 USER 65532:65532
 # Every interface, since the container's network is its own; logs as JSON lines for a log collector. On an
 # address other than loopback the service refuses to start without trusted clients in a configuration file:
-# mount one and point DRY_NEEDLING_CDS_CONFIG at it (README "Deploying").
+# mount one and point DRY_NEEDLING_CDS_CONFIG at it (docs/deploying.md).
 ENV DRY_NEEDLING_CDS_LISTEN=0.0.0.0:8080 \
     DRY_NEEDLING_CDS_LOG_FORMAT=json \
     DRY_NEEDLING_CDS_DATA_DIR=/var/lib/dry-needling-cds

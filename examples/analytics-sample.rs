@@ -1,4 +1,4 @@
-//! Writes the README's sample analytics (`docs/analytics/`): a made-up, deterministic twelve weeks of cards and
+//! Writes docs/storage.md's sample analytics (`docs/analytics/`): a made-up, deterministic twelve weeks of cards and
 //! feedback, stored in a temporary SQLite store through the real [`Store`], then rendered by the same code as
 //! `GET /analytics.html`.
 //!

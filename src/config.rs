@@ -3,7 +3,7 @@
 //!
 //! Why a file and why so strict: trust decisions belong in one reviewable place, and a typo there must stop
 //! the start with a message that names the line, rather than quietly trust too much or too little. Unknown keys
-//! are errors; every URL, key and algorithm is checked here, once. See README "Trusting an EHR".
+//! are errors; every URL, key and algorithm is checked here, once. See docs/trust.md.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -80,7 +80,7 @@ struct File {
     analytics: AnalyticsSection,
 }
 
-/// `[store]` (README "Storage").
+/// `[store]` (docs/storage.md).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct StoreSection {
@@ -92,7 +92,7 @@ struct StoreSection {
     card_log_queue: Option<usize>,
 }
 
-/// `[analytics]` (README "Analytics").
+/// `[analytics]` (docs/storage.md "Analytics").
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct AnalyticsSection {
@@ -106,14 +106,14 @@ struct WorkbenchSection {
     enabled: Option<bool>,
 }
 
-/// `[sandbox_companion]`: the testing aid for the CDS Hooks sandbox (README "Testing in the CDS Hooks sandbox").
+/// `[sandbox_companion]`: the testing aid for the CDS Hooks sandbox (docs/sandbox.md).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct SandboxCompanionSection {
     enabled: Option<bool>,
 }
 
-/// `[server]`: every key optional; absent keys keep their defaults (see README "Invariants").
+/// `[server]`: every key optional; absent keys keep their defaults (see docs/invariants.md).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ServerSection {
@@ -381,8 +381,8 @@ fn limits(section: LimitsSection) -> Result<Limits, String> {
     Ok(limits)
 }
 
-/// `[missing_data]`: what to answer when the verdict needs data that could not be had, per kind (README
-/// "Missing data: 412 or a card"). Values are strings, `"412"` or `"card"`; `default` covers the kinds not
+/// `[missing_data]`: what to answer when the verdict needs data that could not be had, per kind
+/// (docs/missing-data.md). Values are strings, `"412"` or `"card"`; `default` covers the kinds not
 /// listed. Kept as raw TOML values so that a wrong one (`412` without quotes, `"Card"`) is named with its key.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

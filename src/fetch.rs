@@ -26,7 +26,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::fhir::{Contents, parse_contents};
 use crate::record::DataKind;
 
-/// Limits for fetching; see README "Fetching from the FHIR server" for the choice of defaults.
+/// Limits for fetching; see docs/fetching.md for the choice of defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchSettings {
     /// The whole fetch (all searches, all pages) must finish in this time.

@@ -274,8 +274,8 @@ fn init_telemetry(format: LogFormat) {
         .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
-        // One flat object per line: the event's fields at the top level, the request's span as `span` (README
-        // "Logs" lists every field).
+        // One flat object per line: the event's fields at the top level, the request's span as `span`
+        // (docs/operations.md, "JSON log fields", lists every field).
         LogFormat::Json => builder.json().flatten_event(true).with_span_list(false).init(),
     }
 }

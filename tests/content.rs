@@ -400,7 +400,7 @@ fn evaluate_prints_the_cards_as_a_clinician_reads_them() {
     );
 }
 
-/// README "Add a code", step by step: SNOMED CT 318721000119100 is in no value set, so the order gets the unrecognised-indication
+/// docs/codes.md, step by step: SNOMED CT 318721000119100 is in no value set, so the order gets the unrecognised-indication
 /// card; added to `exclude.osteoarthritis` in a copy, previewed with `--cards`, the answer changes.
 #[test]
 fn adding_a_code_changes_the_answer_without_a_rebuild() {

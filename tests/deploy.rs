@@ -1,4 +1,4 @@
-//! What README "Deploying" promises of the `Dockerfile`, `.dockerignore` and `deploy/kubernetes.yaml`, checked
+//! What docs/deploying.md promises of the `Dockerfile`, `.dockerignore` and `deploy/kubernetes.yaml`, checked
 //! here because neither a Docker engine nor a cluster is on the development machines: the files are parsed
 //! (the Dockerfile as text, the manifest as YAML) and compared with each other, with Cargo.toml and with the
 //! service's own configuration parser. The `healthcheck` subcommand the image's HEALTHCHECK runs is tested

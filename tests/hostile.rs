@@ -241,7 +241,7 @@ async fn http2_with_prior_knowledge_is_not_served() {
     stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
     let (read, closed) = read_until_closed(&mut stream, 5 * SECOND).await;
     assert!(closed.is_some(), "the connection stays open");
-    // As the README says: closed without an answer (neither HTTP/2 nor an HTTP/1.1 error).
+    // As docs/invariants.md says: closed without an answer (neither HTTP/2 nor an HTTP/1.1 error).
     assert!(read.is_empty(), "answered: {read:?}");
 }
 

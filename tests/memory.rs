@@ -5,8 +5,8 @@
 //! Why a counting allocator and not the process's RSS: RSS moves with the allocator's arenas, the other tests'
 //! threads and the machine, so a bound on it would be loose or flaky. The allocator sees every byte the call
 //! asks for, deterministically; the process-level figures (32 large calls, 200 feedback bodies at once) are
-//! measured on the release binary by `scripts/burst` and stated in the README. The tests run one at a time (a
-//! lock) so that each peak is its own.
+//! measured on the release binary by `scripts/burst` and stated in docs/invariants.md. The tests run one at a
+//! time (a lock) so that each peak is its own.
 
 mod common;
 

@@ -305,13 +305,13 @@ async fn fhir_searches_are_counted_by_kind_and_outcome() {
     assert!(!scrape.contains("unlisted"), "{scrape}");
 }
 
-/// The field names the README's "JSON log fields" table documents.
+/// The field names the "JSON log fields" table of `docs/operations.md` documents.
 fn documented_log_fields() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let table = readme
-        .split("### JSON log fields")
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
+    let table = doc
+        .split("## JSON log fields")
         .nth(1)
-        .expect("README has a JSON log fields section");
+        .expect("docs/operations.md has a JSON log fields section");
     let mut fields = Vec::new();
     for row in table
         .lines()
@@ -372,7 +372,7 @@ async fn every_json_log_field_is_documented_and_none_is_empty() {
         for (key, value) in object.iter().chain(span.into_iter().flatten()) {
             assert!(
                 documented.iter().any(|d| d == key) || key == "name",
-                "`{key}` is not in README's JSON log fields: {line}"
+                "`{key}` is not in docs/operations.md's JSON log fields: {line}"
             );
             assert_ne!(value, &json!(""), "`{key}` is empty: {line}");
             seen.insert(key.clone());

@@ -755,7 +755,7 @@ async fn run(
         "the companion's card gone",
     )
     .await?;
-    // The README's picture is the open mode's; JWT mode's is kept beside it.
+    // docs/sandbox.md's picture is the open mode's; JWT mode's is kept beside it.
     let name = if mode == "open" {
         "sandbox-card.png".to_string()
     } else {

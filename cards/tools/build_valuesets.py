@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Builds cards/valuesets/codes.csv from the project's sourced terminology (../shared/terminology/codes.csv).
 
-`cards/valuesets/codes.csv` is what the service reads, and a site adds its codes there by hand (README "Add a
-code"), with a `source` that starts with `local:`. This script is for the project's maintainers, who have
+`cards/valuesets/codes.csv` is what the service reads, and a site adds its codes there by hand (docs/codes.md),
+with a `source` that starts with `local:`. This script is for the project's maintainers, who have
 ../shared: it rebuilds every other row from the sources below and carries the `local:` rows over unchanged
 (after the rows it builds, dropping any it now builds itself), so a rebuild never loses a site's codes.
 

@@ -136,7 +136,7 @@ fn with_now(text: &[u8], now: u64) -> Vec<u8> {
 
 /// The claims an accepted token must have right. Read like the verifier reads them (a struct, so unknown
 /// claims are skipped unchecked: serde_json does not validate the UTF-8 of a value it ignores, and neither
-/// does the verifier; see the README's fuzzing section).
+/// does the verifier; see docs/testing.md, "Fuzzing").
 #[derive(serde::Deserialize)]
 struct Said {
     iss: Option<Value>,

@@ -16,8 +16,8 @@
 //! 4. **Findings.** The decisive indication (the most restrictive candidate), how long the episodes the order may
 //!    treat have lasted, and conservative care ([`care`]) in their window: care stated at another site or given
 //!    by a route that does not treat muscle pain does not count.
-//! 5. **Verdict.** One `match` (`verdict`) whose arms are the rows of the README's decision table, most
-//!    restrictive first: chronic low back pain or degenerative lumbar disease, osteoarthritis, patellofemoral pain,
+//! 5. **Verdict.** One `match` (`verdict`) whose arms are the rows of docs/decision-table.md, most restrictive
+//!    first: chronic low back pain or degenerative lumbar disease, osteoarthritis, patellofemoral pain,
 //!    headache and chronic pain: not recommended; neck pain: manual therapy plus exercise first; a problem the
 //!    guideline does not address: not an indication; otherwise duration and care decide, and the only permissive
 //!    cards need a [`Permit`], which exists only when every reason's duration is *established* under 12 weeks,
@@ -699,7 +699,7 @@ enum Verdict {
     NeedsData(Vec<DataKind>),
 }
 
-/// The decision table (README "Decision table"): the first arm that matches wins, most restrictive first; each
+/// The decision table (docs/decision-table.md): the first arm that matches wins, most restrictive first; each
 /// arm carries its row number. A missing fact never reaches rows 10 and 12, the only permissive ones: they need
 /// a [`Permit`].
 fn verdict(f: &Findings) -> Verdict {

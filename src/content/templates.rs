@@ -204,8 +204,8 @@ pub struct ServiceText {
     pub usage_requirements: String,
 }
 
-/// `sandbox-companion.toml`: the testing aid for the CDS Hooks sandbox (README "Testing in the CDS Hooks
-/// sandbox"): its discovery entry, its one card, and the dry-needling order a draft becomes.
+/// `sandbox-companion.toml`: the testing aid for the CDS Hooks sandbox (docs/sandbox.md): its
+/// discovery entry, its one card, and the dry-needling order a draft becomes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompanionText {

@@ -10,7 +10,7 @@
 //! and marks its resource as malformed instead of failing the parse, so one bad entry costs only itself (it is
 //! skipped and counted) and the Bundle need not be split into raw entries and scanned again. Only invalid JSON
 //! stops the read. Profiling showed that splitting first (the Bundle, then each entry) scanned every byte of a
-//! prefetched record three times (README "Performance").
+//! prefetched record three times (docs/PERFORMANCE.md).
 //!
 //! A resource's `contained` resources are read in the same pass, only for their Medications (a
 //! `medicationReference` to `#id` is resolved when the resource ends), and nothing in them marks their

@@ -1,7 +1,7 @@
 //! A prefetch value read where it stands, inside the parse of the whole hook request.
 //!
 //! Why not apart: a prefetched record is most of a request's bytes, and reading it as its own string after
-//! the request was parsed would scan it twice (README "Performance"). [`PrefetchSeed`] reads it in the
+//! the request was parsed would scan it twice (docs/PERFORMANCE.md). [`PrefetchSeed`] reads it in the
 //! request's own pass; [`parse_prefetch_value`] gives the same answer for a value held as text.
 
 use serde::de::{DeserializeSeed, Deserializer};

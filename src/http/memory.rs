@@ -1,14 +1,14 @@
 //! Giving memory back to the system after large calls and bursts.
 //!
 //! Why: glibc keeps freed memory in per-thread arenas for reuse. After a burst of 15 MiB records that was
-//! hundreds of MiB held for nothing, hours later (`scripts/burst`, README "Performance"). `malloc_trim` returns
+//! hundreds of MiB held for nothing, hours later (`scripts/burst`, docs/PERFORMANCE.md). `malloc_trim` returns
 //! it in about a millisecond. It runs after each large call (on the blocking thread that did the work) and, for
 //! what the async workers freed meanwhile (the buffers of shed requests), once more on a quiet tick after a
 //! burst. And the allocator is asked for fewer arenas (one per core, not eight): freed memory spread over
 //! sixteen arenas is fragmented past what a trim can return (after a burst, 1.4× to 3.5× the idle RSS, varying
 //! from run to run; with one arena per core, 1.7× every time). Measured against mimalloc too, which returned
-//! memory on its own but idled at four times the baseline and peaked higher (README); so the system allocator
-//! stays, with these two settings.
+//! memory on its own but idled at four times the baseline and peaked higher (docs/PERFORMANCE.md); so the system
+//! allocator stays, with these two settings.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

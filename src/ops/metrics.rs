@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 
 use crate::record::DataKind;
 
-/// Every metric the service records, with its help text; `README.md` lists the same.
+/// Every metric the service records, with its help text; `docs/operations.md` lists the same.
 pub const REQUESTS: &str = "cds_http_requests_total";
 pub const REQUEST_DURATION: &str = "cds_http_request_duration_seconds";
 pub const CARDS: &str = "cds_cards_total";

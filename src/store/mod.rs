@@ -32,7 +32,7 @@
 //! **Why sqlx** rather than rusqlite + tokio-postgres: one async API and one pool type for both backends (the
 //! alternative is two APIs, a blocking pool for SQLite and a hand-written pool for PostgreSQL), versioned
 //! migrations with checksums and a cross-process lock, and no new TLS or runtime stack. Its cost is measured in
-//! the README ("Storage"). It is used without its `macros` feature (no compile-time query checks, which would
+//! docs/storage.md. It is used without its `macros` feature (no compile-time query checks, which would
 //! need a database at build time, and a second copy of sqlx for the proc-macro); `migrations.rs` embeds the
 //! migrations by hand.
 //!
@@ -87,7 +87,7 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 /// Cards and feedback are kept this long by default: a year, so that a year's trend can be read.
 pub const DEFAULT_RETENTION_DAYS: u32 = 365;
 
-/// How the service uses a store (`[store]` in the configuration, README "Storage").
+/// How the service uses a store (`[store]` in the configuration, docs/storage.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSettings {
     /// `None`: no store (`backend = "off"`): cards and feedback are only logged, and replay is checked per

@@ -115,7 +115,7 @@ fn unserved(verifies_tokens: bool) -> Response {
          on by default only there.</li>\
          <li>An operator can serve the workbench here with <code>[workbench] enabled = true</code>; its calls to the \
          hooks still need a token.</li>\
-         <li>The CDS Hooks sandbox can call the hooks with its own key: see the README \
+         <li>The CDS Hooks sandbox can call the hooks with its own key: see docs/sandbox.md \
          (<code>config/sandbox.toml</code>).</li>\
          <li>Liveness: <code>/healthz</code>.</li></ul></main></body></html>"
     );
