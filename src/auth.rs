@@ -343,6 +343,8 @@ impl Verifier {
     }
 
     /// Verifies a token for a call to `path`, at `now` (seconds since the epoch).
+    #[allow(clippy::too_many_lines)] // the checks in the order they must run (header, key, signature, claims,
+    // replay), each a few lines ending in its own refusal reason; read top to bottom as the trust model
     pub async fn verify(&self, token: &str, path: &str, now: u64) -> Result<Verified, Rejection> {
         let mut rejection = Rejection {
             reason: AuthError::Malformed,

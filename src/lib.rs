@@ -27,6 +27,9 @@
 //!
 //! `main.rs` is only the command line, configuration, telemetry and serving. See `ARCHITECTURE.md`.
 
+// A `pub` item the crate does not export says more than it means: `pub(crate)` where only the crate uses it.
+#![warn(unreachable_pub)]
+
 pub mod app;
 pub mod assess;
 pub mod auth;

@@ -372,6 +372,8 @@ async fn a_tester_drafts_an_order_sees_the_card_and_sends_feedback() {
     outcome.unwrap_or_else(|e| panic!("{e}"));
 }
 
+#[allow(clippy::too_many_lines)] // one tester's session, step by step in one browser, as a script reads; each step
+// is a few lines with its own assertion message
 async fn run(client: &Client, service: SocketAddr, received: &Received) -> Result<(), String> {
     client.set_window_size(1280, 800).await.map_err(|e| e.to_string())?;
     client

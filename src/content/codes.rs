@@ -156,6 +156,7 @@ fn site_region<'s>(set: &'s str, keywords: Option<&Keywords>) -> Option<&'s str>
 
 /// Reads every row of a code file (`codes.csv` or `icd10cm.csv`), reporting each bad row (by its line in the
 /// file).
+#[allow(clippy::too_many_lines)] // one row's columns checked in order, each with its own message for the author
 fn read_codes(file: &str, text: &str, keywords: Option<&Keywords>, tables: &mut CodeTables, problems: &mut Problems) {
     tables.seen.resize(ValueSet::ALL.len(), 0);
     let CodeTables {

@@ -32,7 +32,7 @@ use crate::store::{CardRecord, FeedbackRecord, Outcome};
 use crate::wire::{self, CardsResponse, Discovery, PREFETCH, ServiceDescription};
 
 /// The largest feedback body accepted: thousands of entries.
-pub const FEEDBACK_BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const FEEDBACK_BODY_LIMIT: usize = 1024 * 1024;
 
 pub(super) async fn discovery(State(state): State<AppState>) -> Json<Discovery> {
     let mut services: Vec<ServiceDescription> = state

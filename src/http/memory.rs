@@ -44,6 +44,7 @@ impl Drop for LargeWork {
 
 /// Limits glibc's malloc to one arena per core (at least two), unless `MALLOC_ARENA_MAX` is set, which glibc
 /// reads itself. Call it first thing in `main`, before any thread exists.
+#[allow(unsafe_code)] // mallopt: see the SAFETY comment
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -56,6 +57,7 @@ pub fn limit_arenas() {
 }
 
 /// Returns free memory to the system now. Blocking (about a millisecond): call it off the async workers.
+#[allow(unsafe_code)] // malloc_trim: see the SAFETY comment
 pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointers; it only releases memory the allocator holds free.

@@ -110,6 +110,7 @@ pub fn default_max_connections() -> usize {
 }
 
 #[cfg(unix)]
+#[allow(unsafe_code)] // getrlimit: see the SAFETY comment
 fn descriptor_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

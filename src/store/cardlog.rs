@@ -27,11 +27,11 @@ use crate::logsafe::Occasional;
 use crate::ops::metrics as ops;
 
 /// Cards written per transaction, at most.
-pub const BATCH: usize = 1000;
+pub(crate) const BATCH: usize = 1000;
 /// How often the writer takes what is queued: a card reaches the store within about this long.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Cards queued by default: minutes of a busy hospital's traffic, a few MiB at most.
-pub const DEFAULT_CAPACITY: usize = 10_000;
+pub(crate) const DEFAULT_CAPACITY: usize = 10_000;
 /// Attempts per batch before it is dropped, and the wait before the first retry (doubled each time).
 const ATTEMPTS: u32 = 4;
 const FIRST_RETRY: Duration = Duration::from_millis(250);

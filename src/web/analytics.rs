@@ -422,6 +422,7 @@ fn finish_svg(svg: String, drawn: Result<(), Box<dyn std::error::Error + '_>>) -
 
 /// The analytics page: totals per service, a table and a chart per template, override reasons, the weekly
 /// trend, and links to the JSON and CSV of the same window (`query`: the page's own query string).
+#[allow(clippy::too_many_lines)] // the page's HTML top to bottom, in the order a reader sees it
 pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String {
     let text = |s: &str| html_escape::encode_text(s).into_owned();
     let attribute = |s: &str| html_escape::encode_double_quoted_attribute(s).into_owned();

@@ -96,6 +96,7 @@ impl Service {
         }
     }
 
+    #[allow(unsafe_code)] // kill: see the SAFETY comment
     pub fn terminate(&self) {
         // SAFETY: kill only sends a signal to the child this test started.
         let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
