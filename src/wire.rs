@@ -457,11 +457,37 @@ pub const PREFETCH: [(&str, &str); 6] = [
     ),
 ];
 
+/// A feedback item's outcome (CDS Hooks 2.0): parsed from the wire's text once, here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Accepted,
+    Overridden,
+}
+
+impl Outcome {
+    /// As on the wire (and in the store, logs and metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Overridden => "overridden",
+        }
+    }
+
+    /// `accepted` or `overridden`, as on the wire.
+    pub fn parse(text: &str) -> Option<Outcome> {
+        match text {
+            "accepted" => Some(Outcome::Accepted),
+            "overridden" => Some(Outcome::Overridden),
+            _ => None,
+        }
+    }
+}
+
 /// What one feedback entry said, for the log (no patient data: ids and codes only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Feedback {
     pub card: String,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub accepted_suggestions: Vec<String>,
     /// `overrideReason.reason.code` and `.system`.
     pub override_reason: Option<String>,
@@ -575,7 +601,7 @@ fn parse_feedback_entry(i: usize, entry: &Value) -> Result<Feedback, RequestErro
     let outcome = entry
         .get("outcome")
         .and_then(Value::as_str)
-        .filter(|s| matches!(*s, "accepted" | "overridden"))
+        .and_then(Outcome::parse)
         .ok_or_else(|| error(format!("{} must be `accepted` or `overridden`", at("outcome"))))?;
     let accepted_suggestions = match entry.get("acceptedSuggestions") {
         None => Vec::new(),
@@ -588,7 +614,7 @@ fn parse_feedback_entry(i: usize, entry: &Value) -> Result<Feedback, RequestErro
             return Err(error(format!("{} must be an array", at("acceptedSuggestions"))));
         }
     };
-    if outcome == "accepted" && accepted_suggestions.is_empty() {
+    if outcome == Outcome::Accepted && accepted_suggestions.is_empty() {
         return Err(error(format!(
             "{} is required when the outcome is `accepted`",
             at("acceptedSuggestions")
@@ -645,7 +671,7 @@ fn parse_feedback_entry(i: usize, entry: &Value) -> Result<Feedback, RequestErro
         })?;
     Ok(Feedback {
         card: card.to_string(),
-        outcome: outcome.to_string(),
+        outcome,
         accepted_suggestions,
         override_reason,
         override_reason_system,

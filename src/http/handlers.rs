@@ -28,7 +28,7 @@ use crate::companion::SandboxCompanion;
 use crate::logsafe::caller_text;
 use crate::ops::metrics as ops;
 use crate::service::{HookCall, HookError, HookSummary, find_service, handle_hook};
-use crate::store::{CardRecord, FeedbackRecord, Outcome};
+use crate::store::{CardRecord, FeedbackRecord};
 use crate::wire::{self, CardsResponse, Discovery, PREFETCH, ServiceDescription};
 
 /// The largest feedback body accepted: thousands of entries.
@@ -303,17 +303,13 @@ pub(super) async fn feedback(
     let body = read_body(body, limit).await?;
     let entries = wire::parse_feedback(&body).map_err(|e| ApiError::BadRequest(e.0))?;
     for entry in &entries {
-        // `outcome` is checked to be `accepted` or `overridden` by the parser: a closed set.
-        let outcome = if entry.outcome == "accepted" {
-            "accepted"
-        } else {
-            "overridden"
-        };
+        // Parsed into an enum by the wire: a closed set, fit for a metric label.
+        let outcome = entry.outcome.as_str();
         metrics::counter!(ops::FEEDBACK, "outcome" => outcome).increment(1);
         // Fields a feedback entry does not have are left out, not logged empty.
         info!(
             card = %caller_text(&entry.card),
-            outcome = %entry.outcome,
+            outcome,
             accepted_suggestions = (!entry.accepted_suggestions.is_empty()).then_some(entry.accepted_suggestions.len()),
             override_reason = entry.override_reason.as_deref().map(|r| field::display(caller_text(r))),
             outcome_timestamp = %caller_text(&entry.outcome_timestamp),
@@ -331,7 +327,7 @@ pub(super) async fn feedback(
         .map(|entry| FeedbackRecord {
             card_uuid: entry.card,
             service_id: service_id.clone(),
-            outcome: Outcome::parse(&entry.outcome).unwrap_or(Outcome::Overridden),
+            outcome: entry.outcome,
             accepted_suggestions: entry.accepted_suggestions,
             override_reason_code: entry.override_reason,
             override_reason_system: entry.override_reason_system,

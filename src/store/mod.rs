@@ -219,30 +219,8 @@ pub struct CardRecord {
     pub hook_instance: String,
 }
 
-/// A feedback item's outcome (CDS Hooks 2.0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Outcome {
-    Accepted,
-    Overridden,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::Overridden => "overridden",
-        }
-    }
-
-    /// `accepted` or `overridden`, as on the wire.
-    pub fn parse(text: &str) -> Option<Outcome> {
-        match text {
-            "accepted" => Some(Outcome::Accepted),
-            "overridden" => Some(Outcome::Overridden),
-            _ => None,
-        }
-    }
-}
+/// A feedback item's outcome: parsed once, where the feedback is read ([`crate::wire::parse_feedback`]).
+pub use crate::wire::Outcome;
 
 /// One feedback item, as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
