@@ -140,3 +140,26 @@ fn the_cycle_finder_finds_a_cycle() {
     graph.get_mut("c").unwrap().clear();
     assert_eq!(cycle_from(&graph, "a"), None);
 }
+
+#[test]
+fn every_snapshot_is_referenced_by_its_test_file() {
+    // insta keeps a `.snap` file after the assertion that wrote it is gone; a stale one then documents an answer
+    // nobody checks. `tests/snapshots/<file>__<name>.snap` must name a test file that mentions `"<name>"`.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut stale = Vec::new();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root.join("tests/snapshots")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".snap") else {
+            continue;
+        };
+        seen += 1;
+        let (file, snapshot) = stem.split_once("__").unwrap_or((stem, ""));
+        let source = std::fs::read_to_string(root.join("tests").join(format!("{file}.rs"))).unwrap_or_default();
+        if snapshot.is_empty() || !source.contains(&format!("\"{snapshot}\"")) {
+            stale.push(name);
+        }
+    }
+    assert!(seen > 0, "no snapshots found");
+    assert!(stale.is_empty(), "snapshots no test refers to: {stale:?}");
+}
