@@ -100,15 +100,11 @@ impl MissingDataPolicy {
     }
 }
 
-/// The prefetch key for each kind of data, as discovery declares them.
-pub fn prefetch_key(kind: DataKind) -> &'static str {
-    kind.key()
-}
 
 /// The prefetch key (and metrics label) of a search.
 fn search_key(search: Search) -> &'static str {
     match search {
-        Search::Data(kind) => prefetch_key(kind),
+        Search::Data(kind) => kind.key(),
         Search::Allergies => ALLERGY_KEY,
     }
 }
@@ -234,7 +230,7 @@ pub fn record_from_prefetch(
         Ok(())
     };
     for kind in DataKind::ALL {
-        let Some(at) = prefetch.iter().position(|(key, _)| key == prefetch_key(kind)) else {
+        let Some(at) = prefetch.iter().position(|(key, _)| key == kind.key()) else {
             continue;
         };
         let (_, value) = prefetch.swap_remove(at);
@@ -245,7 +241,7 @@ pub fn record_from_prefetch(
                 Availability::Failed
             }
             Some(Ok(mut contents)) => {
-                within(prefetch_key(kind), &contents)?;
+                within(kind.key(), &contents)?;
                 let next = contents.next.take();
                 let availability = add_contents(&mut record, contents);
                 match next {
@@ -502,7 +498,7 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
                 reason.label()
             }
         };
-        metrics::counter!(crate::ops::metrics::FHIR_SEARCHES, "kind" => prefetch_key(kind), "outcome" => outcome)
+        metrics::counter!(crate::ops::metrics::FHIR_SEARCHES, "kind" => kind.key(), "outcome" => outcome)
             .increment(1);
         record.set_availability(kind, availability);
     }

@@ -435,7 +435,7 @@ pub struct Discovery {
 }
 
 /// The prefetch templates every service declares, keyed as the record gathering expects: one search per
-/// [`crate::record::DataKind`] ([`crate::service::prefetch_key`]), and the Patient ([`crate::service::PATIENT_KEY`]),
+/// [`crate::record::DataKind`] ([`crate::record::DataKind::key`]), and the Patient ([`crate::service::PATIENT_KEY`]),
 /// which is optional. The medication searches `_include` the Medications their entries reference, so that a drug
 /// named only by `medicationReference` comes in the same Bundle. Only `{{context.patientId}}` is used, which
 /// every order hook provides.
@@ -693,6 +693,18 @@ pub fn operation_outcome(code: &str, messages: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovery_declares_every_data_kind_by_its_key() {
+        // `DataKind::key` is the one table of data kinds; the prefetch templates are keyed by it.
+        for kind in crate::record::DataKind::ALL {
+            let (_, query) = PREFETCH
+                .iter()
+                .find(|(key, _)| *key == kind.key())
+                .unwrap_or_else(|| panic!("{kind:?} has no prefetch template"));
+            assert!(query.starts_with(kind.resource_type()), "{kind:?}: {query}");
+        }
+    }
 
     #[test]
     fn lenient_request() {

@@ -13,7 +13,7 @@ use tracing::{Span, field};
 
 use crate::auth::AuthError;
 use crate::record::DataKind;
-use crate::service::{HookError, prefetch_key};
+use crate::service::HookError;
 use crate::wire::{self, PREFETCH};
 
 /// Seconds a shed caller is asked to wait before retrying.
@@ -126,7 +126,7 @@ impl ApiError {
 }
 
 fn missing_message(kind: DataKind) -> String {
-    let key = prefetch_key(kind);
+    let key = kind.key();
     let query = PREFETCH.iter().find(|(k, _)| *k == key).map_or("", |(_, q)| *q);
     format!(
         "{} data is unavailable: send it as prefetch `{key}` ({query}), or a null value if the patient has none",
