@@ -100,7 +100,6 @@ impl MissingDataPolicy {
     }
 }
 
-
 /// The prefetch key (and metrics label) of a search.
 fn search_key(search: Search) -> &'static str {
     match search {
@@ -498,8 +497,7 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
                 reason.label()
             }
         };
-        metrics::counter!(crate::ops::metrics::FHIR_SEARCHES, "kind" => kind.key(), "outcome" => outcome)
-            .increment(1);
+        metrics::counter!(crate::ops::metrics::FHIR_SEARCHES, "kind" => kind.key(), "outcome" => outcome).increment(1);
         record.set_availability(kind, availability);
     }
     // Recorded here so that a 412 after a failed fetch shows it too.
