@@ -20,7 +20,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use common::chromium::{self, browser, start_chromedriver};
 use common::fhir_server::FhirServer;
 use common::store::TempDir;
 use common::{SELECT, fixture, send_with, state};
@@ -35,12 +35,10 @@ use dry_needling_cds::config::Config;
 use dry_needling_cds::http::{ServeSettings, Storage, serve};
 use dry_needling_cds::store::{CardLog, CardLogWriter, Store, StoreConfig};
 use dry_needling_cds::{AppState, Knowledge, app};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const AXE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vendor/axe-core/axe.min.js");
 
 /// Feedback bodies the service received, in order.
@@ -111,57 +109,6 @@ async fn start_service_with_clients() -> SocketAddr {
         std::future::pending(),
     ));
     address
-}
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_chromedriver() -> (Driver, u16) {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen within 20 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (Driver(child), port)
-}
-
-async fn browser(port: u16) -> Client {
-    let profile = std::env::temp_dir().join(format!("dn-chromium-{}", std::process::id()));
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_string(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,800",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    ClientBuilder::rustls()
-        .expect("a TLS configuration")
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a Chromium session")
 }
 
 /// Evaluates `condition` (a JavaScript expression) until it is true, for at most 10 s.
@@ -349,23 +296,14 @@ fn templates(response: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_tester_drafts_an_order_sees_the_card_and_sends_feedback() {
-    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
-        .into_iter()
-        .filter(|p| !std::path::Path::new(p).exists())
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the browser test, but {missing:?} is missing (.ci/run installs Debian's chromium and chromium-driver)"
-        );
-        eprintln!("browser test NOT RUN: {missing:?} missing (apt-get install chromium chromium-driver)");
+    if !chromium::available("browser test") {
         return;
     }
     let received: Received = Arc::default();
     let dir = TempDir(std::env::temp_dir().join(format!("dn-browser-store-{}", std::process::id())));
     let (service, writer) = start_service(received.clone(), &dir).await;
     let (_driver, port) = start_chromedriver().await;
-    let client = browser(port).await;
+    let client = browser(port, "workbench", (1280, 800)).await;
     let outcome = run(&client, service, &received).await;
     let _ = client.close().await;
     writer.finish(Duration::from_secs(5)).await;

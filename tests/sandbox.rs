@@ -17,7 +17,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use axum::extract::Request as AxumRequest;
 use axum::http::{Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use common::chromium::{self, browser, start_chromedriver};
 use common::sandbox::{PatientServer, app_dir, serve_static};
 use common::store::{Fixture, Raw};
 use common::*;
@@ -33,7 +33,7 @@ use dry_needling_cds::AppState;
 use dry_needling_cds::config::Config;
 use dry_needling_cds::http::{ServeSettings, Storage, serve};
 use dry_needling_cds::store::{CardLog, CardLogWriter};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
@@ -424,9 +424,6 @@ async fn feedback_on_the_companion_card_is_accepted_on_its_own_route() {
 // ---------------------------------------------------------------------------------------------------------
 // The real sandbox in headless Chromium.
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
 /// What the service received and answered: feedback bodies, and the companion's answers.
 #[derive(Default)]
 struct Seen {
@@ -482,59 +479,6 @@ fn start_service(
         std::future::pending(),
     ));
     writer
-}
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_chromedriver() -> (Driver, u16) {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen within 20 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (Driver(child), port)
-}
-
-/// A Chromium session with a profile of its own (the sandbox keeps its services in localStorage).
-async fn browser(port: u16, profile: &str) -> Client {
-    let profile = std::env::temp_dir().join(format!("dn-sandbox-{profile}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&profile);
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_string(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    ClientBuilder::rustls()
-        .expect("a TLS configuration")
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a Chromium session")
 }
 
 /// Evaluates `condition` (a JavaScript expression) until it is true, for at most 20 s.
@@ -626,16 +570,7 @@ async fn stored_feedback(fx: &Fixture) -> Vec<(String, String, String, String, b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tester_in_the_real_sandbox_gets_the_dry_needling_card_in_open_and_jwt_mode() {
-    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
-        .into_iter()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the sandbox browser test, but {missing:?} is missing (.ci/run installs Debian's chromium and chromium-driver)"
-        );
-        eprintln!("sandbox browser test NOT RUN: {missing:?} missing (apt-get install chromium chromium-driver)");
+    if !chromium::available("sandbox browser test") {
         return;
     }
     let started = Instant::now();
@@ -669,7 +604,8 @@ async fn a_tester_in_the_real_sandbox_gets_the_dry_needling_card_in_open_and_jwt
         let seen: Arc<Mutex<Seen>> = Arc::default();
         // The card log's writer runs while this mode's pages are driven.
         let _writer = start_service(listener, state, fx.open().await, seen.clone());
-        let client = browser(port, mode).await;
+        // The sandbox keeps its services in localStorage: a profile per mode.
+        let client = browser(port, &format!("sandbox-{mode}"), (1280, 1000)).await;
         let outcome = run(&client, mode, sandbox, address, &fhir, &seen, &fx).await;
         let _ = client.close().await;
         outcome.unwrap_or_else(|e| panic!("{mode} mode: {e}"));

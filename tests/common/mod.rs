@@ -1,6 +1,7 @@
 //! Shared helpers: the real router with a fixed "today", and one-call request helpers.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod fhir_server;
 pub mod process;
 pub mod sandbox;
