@@ -14,12 +14,11 @@ use axum::response::{IntoResponse, Response};
 use tracing::{Span, field};
 
 use super::admission::Overloaded;
-use super::handlers::{declared_length, read_body};
+use super::handlers::{count_cards, declared_length, log_cards, read_body};
 use super::{ApiError, AppState, memory};
 use crate::auth::Verified;
 use crate::companion::{self, STANCE};
 use crate::ops::metrics as ops;
-use crate::store::CardRecord;
 
 pub(super) async fn hook(
     State(state): State<AppState>,
@@ -41,37 +40,11 @@ pub(super) async fn hook(
     drop(ticket);
     let (response, summary) = answered?;
     Span::current().record("cards", summary.cards);
-    for card in &response.cards {
-        metrics::counter!(
-            ops::CARDS,
-            "service" => service.clone(),
-            "card" => card.extension.card,
-            "indicator" => card.indicator
-        )
-        .increment(1);
-    }
-    if let Some(storage) = &state.storage
-        && !response.cards.is_empty()
-    {
-        let client = verified.as_ref().map(|Extension(v)| &v.client);
-        let now = time::OffsetDateTime::now_utc();
-        let records = response
-            .cards
-            .iter()
-            .map(|card| CardRecord {
-                uuid: card.uuid.clone(),
-                service_id: service.clone(),
-                card: card.extension.card.to_string(),
-                indicator: card.indicator.to_string(),
-                stance: STANCE.to_string(),
-                suggestion_uuids: card.suggestions.iter().map(|s| s.uuid.clone()).collect(),
-                issued_at: now,
-                client_issuer: client.map(|c| c.issuer.clone()),
-                tenant: client.and_then(|c| c.tenant.clone()),
-                hook_instance: summary.hook_instance.clone(),
-            })
-            .collect();
-        storage.card_log.record(records);
+    count_cards(&service, &response, &summary);
+    if let Some(storage) = &state.storage {
+        let client = verified.as_ref().map(|Extension(v)| &*v.client);
+        // Not a verdict on any order: its own stance, apart from the clinical cards' analytics.
+        log_cards(storage, &service, &response, &summary, client, |_| STANCE);
     }
     Ok(Json(response).into_response())
 }

@@ -167,7 +167,7 @@ pub(super) async fn hook(
     if let Some(service) = find_service(&state.knowledge, &id).map(|s| s.id.as_str()) {
         count_cards(service, &response, &summary);
         if let Some(storage) = &state.storage {
-            log_cards(storage, service, &response, &summary, client.as_deref());
+            log_cards(storage, service, &response, &summary, client.as_deref(), stance_label);
         }
     }
     if summary.skipped_entries > 0 {
@@ -190,7 +190,7 @@ struct Call {
 
 /// Cards by service, template and indicator; data that could not be had, by kind and by answer. All labels come
 /// from the content and the code (`&'static str`s and configured ids), never from the request.
-fn count_cards(service: &str, response: &CardsResponse, summary: &HookSummary) {
+pub(super) fn count_cards(service: &str, response: &CardsResponse, summary: &HookSummary) {
     for card in &response.cards {
         metrics::counter!(
             ops::CARDS,
@@ -209,12 +209,13 @@ fn count_cards(service: &str, response: &CardsResponse, summary: &HookSummary) {
 
 /// Queues the answer's cards for the card log (never waits; see [`crate::store::CardLog`]). Ids, template,
 /// indicator, stance and the client: nothing from the patient's record.
-fn log_cards(
+pub(super) fn log_cards(
     storage: &Storage,
     service: &str,
     response: &CardsResponse,
     summary: &HookSummary,
     client: Option<&crate::auth::TrustedClient>,
+    stance: fn(&str) -> &'static str,
 ) {
     if response.cards.is_empty() {
         return;
@@ -228,7 +229,7 @@ fn log_cards(
             service_id: service.to_string(),
             card: card.extension.card.to_string(),
             indicator: card.indicator.to_string(),
-            stance: stance_label(card.extension.card).to_string(),
+            stance: stance(card.extension.card).to_string(),
             suggestion_uuids: card.suggestions.iter().map(|s| s.uuid.clone()).collect(),
             issued_at: now,
             client_issuer: client.map(|c| c.issuer.clone()),
