@@ -100,6 +100,15 @@ async fn main() -> anyhow::Result<()> {
                     client_issuer: Some("https://ehr.example.org".to_string()),
                     tenant: None,
                     hook_instance: format!("hook-{uuid}"),
+                    // An edit of the content half-way through the quarter.
+                    content_version: Some(
+                        if week < 6 {
+                            "2026.09.0+5d1e0c9a4b27"
+                        } else {
+                            "2026.10.0+a83f61c2e905"
+                        }
+                        .to_string(),
+                    ),
                 });
                 let roll = random.percent();
                 let outcome_at = issued_at + Duration::minutes(2);

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use crate::wire::Card;
+use crate::wire::{Card, SelectionBehavior};
 
 /// Every card of an answer, one after the other; "No cards." for an answer with none.
 pub fn cards_text(cards: &[Card]) -> String {
@@ -33,7 +33,7 @@ pub fn card_text(card: &Card) -> String {
     let mut out = String::new();
     let rule = "=".repeat(78);
     let _ = writeln!(out, "{rule}");
-    let _ = writeln!(out, "[{}] {}", card.indicator.to_uppercase(), card.summary);
+    let _ = writeln!(out, "[{}] {}", card.indicator.as_str().to_uppercase(), card.summary);
     let _ = writeln!(out, "{rule}");
     if let Some(detail) = &card.detail {
         out.push('\n');
@@ -48,9 +48,9 @@ pub fn card_text(card: &Card) -> String {
         let _ = writeln!(out, "Suggestions: none");
     } else {
         let choose = match card.selection_behavior {
-            Some("at-most-one") => " (the clinician may take at most one)",
-            Some("any") => " (any of them)",
-            _ => "",
+            Some(SelectionBehavior::AtMostOne) => " (the clinician may take at most one)",
+            Some(SelectionBehavior::Any) => " (any of them)",
+            None => "",
         };
         let _ = writeln!(out, "Suggestions{choose}:");
         for suggestion in &card.suggestions {
@@ -61,7 +61,7 @@ pub fn card_text(card: &Card) -> String {
             };
             let _ = writeln!(out, "  [{}]{recommended}", suggestion.label);
             for action in &suggestion.actions {
-                let _ = writeln!(out, "    {}: {}", action.kind, action.description);
+                let _ = writeln!(out, "    {}: {}", action.kind.as_str(), action.description);
             }
         }
     }

@@ -22,8 +22,8 @@ use crate::content::{CompanionText, Knowledge};
 use crate::fhir::{Resource, parse_resource};
 use crate::service::{HookError, HookSummary, Limits};
 use crate::wire::{
-    Action, Card, CardExtension, CardsResponse, RequestError, ServiceDescription, Source, Suggestion,
-    parse_hook_request,
+    Action, ActionType, Card, CardExtension, CardsResponse, RequestError, SelectionBehavior, ServiceDescription,
+    Source, Suggestion, parse_hook_request,
 };
 
 /// The card template id the companion's card carries (`extension`, metrics, the card log).
@@ -53,16 +53,8 @@ impl SandboxCompanion {
 }
 
 /// The companion's discovery entry: no prefetch (it reads only the draft).
-pub fn description(companion: &CompanionText) -> ServiceDescription {
-    let s = &companion.service;
-    ServiceDescription {
-        hook: s.hook.clone(),
-        title: s.title.clone(),
-        description: s.description.clone(),
-        id: s.id.clone(),
-        prefetch: Default::default(),
-        usage_requirements: s.usage_requirements.clone(),
-    }
+pub fn description(knowledge: &Knowledge) -> ServiceDescription {
+    crate::service::describe(&knowledge.companion.service, knowledge, false)
 }
 
 /// One draft-orders entry; anything else in it is left alone.
@@ -90,9 +82,9 @@ pub fn answer(knowledge: &Knowledge, limits: &Limits, body: &[u8]) -> Result<(Ca
         "hook_instance",
         tracing::field::display(crate::logsafe::caller_text(&request.hook_instance)),
     );
-    if request.hook != companion.service.hook {
+    if request.hook != Some(companion.service.hook) {
         return Err(HookError::WrongHook {
-            expected: companion.service.hook.clone(),
+            expected: companion.service.hook,
         });
     }
     let mut summary = HookSummary {
@@ -121,8 +113,9 @@ pub fn answer(knowledge: &Knowledge, limits: &Limits, body: &[u8]) -> Result<(Ca
     else {
         return Ok((nothing, summary));
     };
-    let card = card(companion, updated(draft, companion));
+    let card = card(knowledge, updated(draft, companion));
     summary.cards = 1;
+    summary.stances = vec![STANCE];
     Ok((CardsResponse { cards: vec![card] }, summary))
 }
 
@@ -179,13 +172,13 @@ fn updated(mut draft: Map<String, Value>, companion: &CompanionText) -> Value {
     Value::Object(draft)
 }
 
-fn card(companion: &CompanionText, resource: Value) -> Card {
-    let text = &companion.card;
+fn card(knowledge: &Knowledge, resource: Value) -> Card {
+    let text = &knowledge.companion.card;
     Card {
         uuid: Uuid::now_v7().to_string(),
         summary: text.summary.clone(),
         detail: Some(text.detail.trim().to_string()),
-        indicator: text.indicator.as_str(),
+        indicator: text.indicator,
         source: Source {
             label: text.source_label.clone(),
             topic: None,
@@ -195,15 +188,18 @@ fn card(companion: &CompanionText, resource: Value) -> Card {
             uuid: Uuid::new_v4().to_string(),
             is_recommended: None,
             actions: vec![Action {
-                kind: "update",
+                kind: ActionType::Update,
                 description: text.action.clone(),
                 resource: Some(resource),
                 resource_id: None,
             }],
         }],
-        selection_behavior: Some("at-most-one"),
+        selection_behavior: Some(SelectionBehavior::AtMostOne),
         override_reasons: Vec::new(),
-        extension: CardExtension { card: CARD },
+        extension: CardExtension {
+            card: CARD,
+            content_version: knowledge.version.label.clone(),
+        },
     }
 }
 

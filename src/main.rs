@@ -14,8 +14,9 @@ use dry_needling_cds::config::Config;
 use dry_needling_cds::http::{
     Access, AddressNotice, ApiError, DEFAULT_BODY_LIMIT, MetricsExposure, ServeSettings, Storage, metrics_app,
 };
-use dry_needling_cds::service::{HookCall, handle_hook};
+use dry_needling_cds::service::{HookCall, HookError, find_service, handle_hook};
 use dry_needling_cds::store::{CardLog, Store, StoreConfig, StoreSettings};
+use dry_needling_cds::wire::Hook;
 use dry_needling_cds::{AppState, ContentSource, Knowledge, app};
 use time::Date;
 
@@ -282,7 +283,13 @@ fn init_telemetry(format: LogFormat) {
 
 fn serve(state: AppState, args: ServeArgs, settings: ServeSettings, store: StoreSettings) -> anyhow::Result<()> {
     init_telemetry(args.log_format);
-    let metrics = dry_needling_cds::ops::metrics::install().context("cannot install the metrics recorder")?;
+    let metrics = dry_needling_cds::ops::metrics::install(&state.knowledge.version.label)
+        .context("cannot install the metrics recorder")?;
+    tracing::info!(
+        content_version = %state.knowledge.version.label,
+        declared = %state.knowledge.version.declared,
+        "guidance content loaded"
+    );
     let state = AppState {
         metrics: Some(metrics),
         metrics_exposure: match args.metrics_listen {
@@ -517,21 +524,26 @@ fn evaluate(state: AppState, file: &PathBuf, service: Option<String>, format: Ou
             knowledge
                 .services
                 .iter()
-                .find(|s| s.hook == hook)
+                .find(|s| Some(s.hook) == Hook::parse(&hook))
                 .map(|s| s.id.clone())
                 .unwrap_or(hook)
         }
     };
-    let call = HookCall {
-        service_id: &service,
-        body: &body,
-        today: state.today.unwrap_or_else(|| time::OffsetDateTime::now_utc().date()),
-        caller: None,
-        limits: &state.limits,
-        missing_data: &state.missing_data,
-    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = runtime.block_on(handle_hook(knowledge, &state.fetcher, call));
+    let result = match find_service(knowledge, &service) {
+        Some(service) => {
+            let call = HookCall {
+                service,
+                body: &body,
+                today: state.today.unwrap_or_else(|| time::OffsetDateTime::now_utc().date()),
+                caller: None,
+                limits: &state.limits,
+                missing_data: &state.missing_data,
+            };
+            runtime.block_on(handle_hook(knowledge, &state.fetcher, call))
+        }
+        None => Err(HookError::UnknownService),
+    };
     let (status, body) = match result {
         Ok((response, _)) if format == OutputFormat::Text => {
             print!("{}", dry_needling_cds::cardtext::cards_text(&response.cards));
@@ -567,7 +579,7 @@ fn check_content(source: ContentSource) -> anyhow::Result<()> {
             let n = knowledge.counts();
             println!(
                 "{}: the content is valid: {} cards (summaries within {} characters), {} services, {} suggested \
-                 resources, {} codes in {} value sets, {} phrase sets",
+                 resources, {} codes in {} value sets, {} phrase sets; content version {}",
                 source.describe(),
                 n.cards,
                 dry_needling_cds::content::SUMMARY_LIMIT,
@@ -575,7 +587,8 @@ fn check_content(source: ContentSource) -> anyhow::Result<()> {
                 n.resources,
                 n.codes,
                 n.value_sets,
-                n.phrase_sets
+                n.phrase_sets,
+                knowledge.version.label
             );
             Ok(())
         }

@@ -21,10 +21,12 @@ use crate::assess::{
     Assessment, CareStatus, ChronicBy, DateEvidence, DateSource, Element, EpisodeLength, Evidence, EvidenceSource,
     HeatRequirement, Indication, IndicationKind, NotCounted, Note, Origin, SaidBy,
 };
-use crate::content::{DataLabels, Indicator, Knowledge, Phrases, SUMMARY_VARS, UNAVAILABLE_VAR};
+use crate::content::{DataLabels, Knowledge, Phrases, SUMMARY_VARS, UNAVAILABLE_VAR};
 use crate::quote::{self, Budget};
 use crate::record::{Coding, Concept, DataKind, DateSpan, Order};
-use crate::wire::{Action, Card, CardExtension, Source, Suggestion, WireCoding};
+use crate::wire::{
+    Action, ActionType, Card, CardExtension, Indicator, SelectionBehavior, Source, Suggestion, WireCoding,
+};
 
 /// What the card needs from the request besides the assessment.
 #[derive(Debug, Clone, Default)]
@@ -417,10 +419,6 @@ fn truncate_words(text: &str, max_chars: usize) -> String {
     format!("{at_word}…")
 }
 
-fn indicator(i: Indicator) -> &'static str {
-    i.as_str()
-}
-
 fn wire_coding(c: &crate::content::CodingText) -> WireCoding {
     WireCoding {
         system: c.system.clone(),
@@ -531,7 +529,7 @@ fn suggestions(assessment: &Assessment, order: &Order, facts: &RequestFacts, kno
                 continue;
             };
             actions.push(Action {
-                kind: "delete",
+                kind: ActionType::Delete,
                 description: phrases.remove_action.clone(),
                 resource: None,
                 resource_id: Some(reference),
@@ -548,7 +546,7 @@ fn suggestions(assessment: &Assessment, order: &Order, facts: &RequestFacts, kno
             let what = resource_name(&resource, name);
             created.push(what.to_lowercase());
             actions.push(Action {
-                kind: "create",
+                kind: ActionType::Create,
                 description: phrases.create_action.replace("{name}", &what),
                 resource: Some(resource),
                 resource_id: None,
@@ -556,7 +554,7 @@ fn suggestions(assessment: &Assessment, order: &Order, facts: &RequestFacts, kno
         }
         // A replacement whose alternatives are all drafted or done already is only a removal, which the card
         // offers on its own.
-        if skipped && !actions.iter().any(|a| a.kind == "create") {
+        if skipped && !actions.iter().any(|a| a.kind == ActionType::Create) {
             continue;
         }
         // Its label says what it now does: it creates only what is not there yet.
@@ -773,16 +771,17 @@ fn render(
         uuid: Uuid::now_v7().to_string(),
         summary,
         detail: Some(collapse_blank_lines(&detail)),
-        indicator: indicator(template.indicator),
+        indicator: template.indicator,
         source: Source {
             label: knowledge.source_label.clone(),
             topic: Some(wire_coding(&knowledge.source_topic)),
         },
-        selection_behavior: (!suggestions.is_empty()).then_some("at-most-one"),
+        selection_behavior: (!suggestions.is_empty()).then_some(SelectionBehavior::AtMostOne),
         suggestions,
         override_reasons,
         extension: CardExtension {
             card: assessment.card.file_stem(),
+            content_version: knowledge.version.label.clone(),
         },
     }
 }

@@ -7,21 +7,24 @@
 //! costs one scan, not two.
 //!
 //! Missing data is a policy, applied here and not in [`crate::assess`]: the rules only say what they lack
-//! ([`Outcome::NeedsData`]); [`MissingDataPolicy`] says whether that becomes the spec's 412 or a warning card, per
+//! ([`Verdict::NeedsData`]); [`MissingDataPolicy`] says whether that becomes the spec's 412 or a warning card, per
 //! kind of data, because some EHRs (and the CDS Hooks sandbox) show a 412 as "all clear".
 
 use std::collections::BTreeSet;
 
 use time::Date;
 
-use crate::assess::{Note, Outcome, assess, is_dry_needling};
+use crate::assess::{Note, Verdict, assess, is_dry_needling};
 use crate::content::{Knowledge, ServiceText};
 use crate::fetch::{Allowlist, Fetched, Fetcher, Search, Start, Target};
 use crate::fhir::{Contents, Resource, parse_contents};
 use crate::logsafe::caller_text;
 use crate::record::{Availability, Coding, DataKind, Order, PatientRecord};
 use crate::render::{RequestFacts, render_card, render_data_unavailable};
-use crate::wire::{Card, CardsResponse, HookRequest, PrefetchValue, RequestError, parse_hook_request};
+use crate::wire::{
+    Card, CardsResponse, ContentDescription, Hook, HookRequest, PrefetchValue, RequestError, ServiceDescription,
+    ServiceExtension, parse_hook_request,
+};
 
 /// Why a hook call got no cards.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +35,7 @@ pub enum HookError {
     UnknownService,
     /// The caller's value is not quoted: error bodies never echo what the caller sent.
     #[error("this service handles `{expected}` requests; the request's `hook` names another")]
-    WrongHook { expected: String },
+    WrongHook { expected: Hook },
     /// Over one of the [`Limits`] (413): the message names the field and the limit, never the content.
     #[error("{0}")]
     TooLarge(String),
@@ -59,6 +62,9 @@ pub struct HookSummary {
     pub unchecked: Vec<DataKind>,
     /// The request's `hookInstance`, for the card log (it names the call, not the patient).
     pub hook_instance: String,
+    /// Each card's stance for the card log and analytics, in the answer's order: the template's
+    /// [`crate::assess::stance`], `data_unavailable` for the card that stands in for a 412, or the testing aid's.
+    pub stances: Vec<&'static str>,
 }
 
 /// What to answer when the verdict needs one kind of data that could not be had.
@@ -140,6 +146,36 @@ impl Default for Limits {
 }
 
 /// Finds the service for an id.
+/// Where the source attributes are served (see [`crate::content::SourceAttributes`]), relative to the base URL.
+pub const SOURCE_ATTRIBUTES_PATH: &str = "/source-attributes";
+
+/// A service's discovery entry: its texts from `cards/`, the prefetch templates when it reads the record, and
+/// the content's version.
+pub fn describe(service: &ServiceText, knowledge: &Knowledge, reads_record: bool) -> ServiceDescription {
+    let version = &knowledge.version;
+    ServiceDescription {
+        hook: service.hook,
+        title: service.title.clone(),
+        description: service.description.clone(),
+        id: service.id.clone(),
+        prefetch: if reads_record {
+            crate::wire::PREFETCH.into_iter().collect()
+        } else {
+            Default::default()
+        },
+        usage_requirements: service.usage_requirements.clone(),
+        version: version.label.clone(),
+        extension: ServiceExtension {
+            content: ContentDescription {
+                version: version.label.clone(),
+                declared: version.declared.clone(),
+                digest: version.digest.clone(),
+                source_attributes: SOURCE_ATTRIBUTES_PATH.to_string(),
+            },
+        },
+    }
+}
+
 pub fn find_service<'k>(knowledge: &'k Knowledge, id: &str) -> Option<&'k ServiceText> {
     knowledge.services.iter().find(|s| s.id == id)
 }
@@ -186,7 +222,7 @@ fn dry_needling_drafts(
 
 /// The orders this call is about: the selected ones for order-select, all for order-sign.
 fn selected_orders(request: &HookRequest, orders: Vec<Order>) -> Vec<Order> {
-    if request.hook != "order-select" {
+    if request.hook != Some(Hook::OrderSelect) {
         return orders;
     }
     let Some(selections) = &request.context.selections else {
@@ -363,6 +399,16 @@ pub fn prepare<'a>(
     body: &'a [u8],
 ) -> Result<Prepared<'a>, HookError> {
     let service = find_service(knowledge, service_id).ok_or(HookError::UnknownService)?;
+    prepare_for(knowledge, limits, service, body)
+}
+
+/// [`prepare`] for a service already looked up (the edge finds it once, from the path).
+pub fn prepare_for<'a>(
+    knowledge: &Knowledge,
+    limits: &Limits,
+    service: &ServiceText,
+    body: &'a [u8],
+) -> Result<Prepared<'a>, HookError> {
     // The draft orders are read as soon as the parser meets them: when one is a dry-needling order, the prefetch
     // (if it comes later, as clients send it) is read in the same pass.
     let mut drafts = Vec::new();
@@ -380,10 +426,8 @@ pub fn prepare<'a>(
         "hook_instance",
         tracing::field::display(caller_text(&request.hook_instance)),
     );
-    if request.hook != service.hook {
-        return Err(HookError::WrongHook {
-            expected: service.hook.clone(),
-        });
+    if request.hook != Some(service.hook) {
+        return Err(HookError::WrongHook { expected: service.hook });
     }
     if let Some(refused) = drafts_refused {
         return Err(refused);
@@ -540,6 +584,7 @@ pub fn finish(
     };
     let Answered {
         cards,
+        stances,
         unavailable,
         unchecked,
     } = answer(&orders, &record, &facts, knowledge, today, missing_data).map_err(|error| match error {
@@ -547,15 +592,21 @@ pub fn finish(
         error => error,
     })?;
     summary.cards = cards.len();
+    summary.stances = stances;
     summary.unavailable = unavailable;
     summary.unchecked = unchecked;
     Ok((CardsResponse { cards }, summary))
 }
 
+/// The card log's stance of the data-unavailable card: no verdict on the order.
+pub const DATA_UNAVAILABLE_STANCE: &str = "data_unavailable";
+
 /// The cards of one call and what they could not check.
 #[derive(Debug)]
 pub struct Answered {
     pub cards: Vec<Card>,
+    /// Each card's stance, in the same order (see [`HookSummary::stances`]).
+    pub stances: Vec<&'static str>,
     /// The kinds of data named on data-unavailable cards, sorted, once each.
     pub unavailable: Vec<DataKind>,
     /// The kinds of data the decided cards' notes say could not be checked, once per card.
@@ -580,11 +631,12 @@ pub fn answer(
     let mut lacking = BTreeSet::new();
     for order in orders {
         match assess(order, record, today, &knowledge.terminology, &knowledge.policy) {
-            Outcome::Card(assessment) => {
+            Verdict::Card(assessment) => {
                 unchecked.extend(self::unchecked(&assessment.notes));
-                answers.push(Ok(render_card(&assessment, order, facts, knowledge)));
+                let stance = crate::assess::stance(assessment.card).as_str();
+                answers.push(Ok((render_card(&assessment, order, facts, knowledge), stance)));
             }
-            Outcome::NeedsData(kinds) => {
+            Verdict::NeedsData(kinds) => {
                 let lacks = lacked(&kinds, record);
                 needed.extend(kinds);
                 lacking.extend(lacks.iter().copied());
@@ -607,16 +659,20 @@ pub fn answer(
             "data unavailable: answered with a card, as [missing_data] asks"
         );
     }
-    let cards = orders
+    let (cards, stances) = orders
         .iter()
         .zip(answers)
         .map(|(order, answer)| match answer {
-            Ok(card) => card,
-            Err(lacks) => render_data_unavailable(&lacks, order, facts, knowledge),
+            Ok(answered) => answered,
+            Err(lacks) => (
+                render_data_unavailable(&lacks, order, facts, knowledge),
+                DATA_UNAVAILABLE_STANCE,
+            ),
         })
-        .collect();
+        .unzip();
     Ok(Answered {
         cards,
+        stances,
         unavailable: lacking.into_iter().collect(),
         unchecked,
     })
@@ -652,7 +708,7 @@ pub async fn handle_hook(
     fetcher: &Fetcher,
     call: HookCall<'_>,
 ) -> Result<(CardsResponse, HookSummary), HookError> {
-    let mut prepared = prepare(knowledge, call.limits, call.service_id, call.body)?;
+    let mut prepared = prepare_for(knowledge, call.limits, call.service, call.body)?;
     if let (Some(caller), Some(fhir_server)) = (call.caller, prepared.request.fhir_server.as_deref())
         && !caller.admits_base(fhir_server)
     {
@@ -665,7 +721,8 @@ pub async fn handle_hook(
 /// The inputs of one hook call besides the shared state.
 #[derive(Clone, Copy)]
 pub struct HookCall<'a> {
-    pub service_id: &'a str,
+    /// The service the call is for, looked up once by the caller (see [`find_service`]).
+    pub service: &'a ServiceText,
     pub body: &'a [u8],
     pub today: Date,
     /// The authenticated client's FHIR server allowlist, if a client was authenticated.

@@ -237,7 +237,9 @@ impl std::fmt::Debug for FhirAuthorization {
 /// A hook call, checked for shape. Borrows the request body.
 #[derive(Debug)]
 pub struct HookRequest<'a> {
-    pub hook: String,
+    /// `None` when the request names a hook no service here answers (its text is not kept: error bodies never
+    /// echo what the caller sent).
+    pub hook: Option<Hook>,
     pub hook_instance: String,
     /// `None` when absent or `""` (the sandbox sends that).
     pub fhir_server: Option<String>,
@@ -298,7 +300,7 @@ pub fn parse_hook_request(
         serde_json::error::Category::Data => error("the body must be a JSON object"),
         _ => error(describe_json_error(&e)),
     })?;
-    let hook = required_string(raw.hook, "hook")?;
+    let hook = Hook::parse(&required_string(raw.hook, "hook")?);
     let hook_instance = required_string(raw.hook_instance, "hookInstance")?;
     let fhir_server = optional_string(raw.fhir_server, "fhirServer")?.filter(|s| !s.trim().is_empty());
     let fhir_authorization = match raw.fhir_authorization {
@@ -359,12 +361,12 @@ pub struct Card {
     pub summary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    pub indicator: &'static str,
+    pub indicator: Indicator,
     pub source: Source,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub suggestions: Vec<Suggestion>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub selection_behavior: Option<&'static str>,
+    pub selection_behavior: Option<SelectionBehavior>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub override_reasons: Vec<WireCoding>,
     /// CDS Hooks 2.0 `extension`: which card template answered, a stable id for integrators, feedback
@@ -376,6 +378,11 @@ pub struct Card {
 pub struct CardExtension {
     #[serde(rename = "dry-needling-cds-card")]
     pub card: &'static str,
+    /// The guidance content's version that wrote the card (`declared+digest`, see
+    /// [`crate::content::ContentVersion`]), so that an EHR's own log can tell cards before a content edit from
+    /// cards after it.
+    #[serde(rename = "dry-needling-cds-content-version")]
+    pub content_version: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -406,7 +413,7 @@ pub struct Suggestion {
 #[serde(rename_all = "camelCase")]
 pub struct Action {
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: ActionType,
     pub description: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<Value>,
@@ -414,11 +421,90 @@ pub struct Action {
     pub resource_id: Option<String>,
 }
 
+/// The CDS Hooks hooks this service answers: parsed once, from the request and from `cards/service.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    OrderSelect,
+    OrderSign,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::OrderSelect, Hook::OrderSign];
+
+    /// As on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::OrderSelect => "order-select",
+            Hook::OrderSign => "order-sign",
+        }
+    }
+
+    /// `order-select` or `order-sign`; any other hook is `None`.
+    pub fn parse(text: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A card's urgency (CDS Hooks `indicator`); card templates in `cards/` name it in the same words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Indicator {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Indicator {
+    /// As on the wire (and in the card log and metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Indicator::Info => "info",
+            Indicator::Warning => "warning",
+            Indicator::Critical => "critical",
+        }
+    }
+}
+
+/// How many of a card's suggestions the clinician may take (CDS Hooks `selectionBehavior`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectionBehavior {
+    AtMostOne,
+    Any,
+}
+
+/// What a suggestion's action does to the EHR's draft (CDS Hooks action `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionType {
+    Create,
+    Update,
+    Delete,
+}
+
+impl ActionType {
+    /// As on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionType::Create => "create",
+            ActionType::Update => "update",
+            ActionType::Delete => "delete",
+        }
+    }
+}
+
 /// One entry of the discovery document.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceDescription {
-    pub hook: String,
+    pub hook: Hook,
     pub title: String,
     pub description: String,
     pub id: String,
@@ -426,6 +512,31 @@ pub struct ServiceDescription {
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub prefetch: std::collections::BTreeMap<&'static str, &'static str>,
     pub usage_requirements: String,
+    /// The guidance content's version (CDS Hooks 3.0 recommends a service `version`; 2.0 clients ignore it).
+    pub version: String,
+    pub extension: ServiceExtension,
+}
+
+/// What a discovery entry adds under `extension`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceExtension {
+    #[serde(rename = "dry-needling-cds-content")]
+    pub content: ContentDescription,
+}
+
+/// The content version's parts, and where its source attributes are published.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentDescription {
+    /// `declared+digest`, as on every card.
+    pub version: String,
+    /// What `cards/service.toml` declares.
+    pub declared: String,
+    /// The digest of the content files.
+    pub digest: String,
+    /// The path of the source-attributes document (ONC HTI-1 decision support interventions), relative to
+    /// the service's base URL.
+    pub source_attributes: String,
 }
 
 /// `{"services": [...]}`.

@@ -428,3 +428,77 @@ fn adding_a_code_changes_the_answer_without_a_rebuild() {
          region)"
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The content's version (docs/versions.md).
+
+fn version_of(copy: &Copy) -> dry_needling_cds::content::ContentVersion {
+    let source = dry_needling_cds::ContentSource::Directory(copy.cards.clone());
+    dry_needling_cds::Knowledge::load(&source).unwrap().version
+}
+
+/// The same files give the same version whether embedded or read from a directory; any edit of a content file
+/// (a card's wording, a value set's row, the policy) gives another digest under the same declared version;
+/// notes beside the content change nothing.
+#[test]
+fn any_edit_of_the_content_changes_its_version_and_only_that() {
+    let embedded = dry_needling_cds::Knowledge::embedded().unwrap().version;
+    assert_eq!(embedded.declared, "2026.12.0");
+    assert_eq!(embedded.digest.len(), 12);
+    assert!(embedded.digest.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(embedded.label, format!("{}+{}", embedded.declared, embedded.digest));
+
+    let copy = Copy::new("version");
+    assert_eq!(version_of(&copy), embedded, "a copy of cards/ is the same content");
+    std::fs::write(copy.path("NOTES.md"), "a note beside the content").unwrap();
+    assert_eq!(version_of(&copy), embedded, "a note is not content");
+
+    let mut seen = vec![embedded.digest.clone()];
+    let mut edited = |what: &str, edit: &dyn Fn(&Copy)| {
+        let copy = Copy::new(&format!("version-{}", seen.len()));
+        edit(&copy);
+        let version = version_of(&copy);
+        assert_eq!(version.declared, "2026.12.0", "{what}");
+        assert!(!seen.contains(&version.digest), "{what}: the digest did not change");
+        seen.push(version.digest);
+    };
+    edited("a card's wording", &|c| {
+        c.set_summary("neck-pain-prefer-manual-therapy", "Prefer manual therapy first.")
+    });
+    edited("a value-set row", &|c| {
+        c.append_row("cond.neck_pain,http://snomed.info/sct,279039007,Low back pain,test,")
+    });
+    edited("the policy", &|c| {
+        c.edit("service.toml", |t| {
+            t.replace("care_max_age_days = 180", "care_max_age_days = 181")
+        })
+    });
+
+    let copy = Copy::new("version-undeclared");
+    copy.edit("service.toml", |t| t.replace("content_version = \"2026.12.0\"\n", ""));
+    assert_eq!(
+        version_of(&copy).declared,
+        "unversioned",
+        "a content directory from before versions still loads"
+    );
+}
+
+#[test]
+fn check_content_prints_the_version_and_refuses_one_that_is_not() {
+    let (code, stdout, stderr) = run(&["check-content", "cards"], &repo(""));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let label = dry_needling_cds::Knowledge::embedded().unwrap().version.label;
+    assert!(stdout.contains(&format!("content version {label}")), "{stdout}");
+
+    let copy = Copy::new("bad-version");
+    copy.edit("service.toml", |t| {
+        t.replace("content_version = \"2026.12.0\"", "content_version = \"2026 12 <b>\"")
+    });
+    let (code, stdout, _) = check(&copy);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("service.toml") && stdout.contains("content_version"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("is not a version"), "{stdout}");
+}

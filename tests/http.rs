@@ -44,7 +44,13 @@ async fn discovery_lists_one_service_per_hook_with_prefetch() {
             );
         }
     }
-    insta::assert_json_snapshot!("discovery", json);
+    // The content version changes with every edit of cards/; checked against the loaded content in
+    // tests/versions.rs.
+    insta::assert_json_snapshot!("discovery", json, {
+        ".services[].version" => "[content version]",
+        ".services[].extension[\"dry-needling-cds-content\"].version" => "[content version]",
+        ".services[].extension[\"dry-needling-cds-content\"].digest" => "[digest]",
+    });
 }
 
 fn issue_text(reply: &Reply) -> String {
@@ -482,6 +488,8 @@ async fn snapshots_of_whole_responses() {
         insta::assert_json_snapshot!(name, json, {
             ".cards[].uuid" => "[uuid]",
             ".cards[].suggestions[].uuid" => "[uuid]",
+            // Changes with every edit of cards/; checked against the loaded content in tests/versions.rs.
+            ".cards[].extension[\"dry-needling-cds-content-version\"]" => "[content version]",
         });
     }
 }
@@ -694,4 +702,33 @@ async fn open_on_loopback_answers_loopback_host_names_only_and_cors_only_on_the_
         assert_eq!(reply.status, 200, "{host}");
         assert!(!reply.headers.contains_key("access-control-allow-origin"), "{host}");
     }
+}
+
+/// The content's version, where an integrator or an operator looks for it: each discovery entry (`version`
+/// and the extension), every card, and `/readyz`; all the version the service loaded.
+#[tokio::test]
+async fn the_content_version_is_in_discovery_on_every_card_and_in_readiness() {
+    let version = dry_needling_cds::Knowledge::embedded().unwrap().version;
+    let discovery = send(Request::get("/cds-services").body(Body::empty()).unwrap())
+        .await
+        .json();
+    for service in discovery["services"].as_array().unwrap() {
+        assert_eq!(service["version"], version.label.as_str());
+        let content = &service["extension"]["dry-needling-cds-content"];
+        assert_eq!(content["version"], version.label.as_str());
+        assert_eq!(content["declared"], version.declared.as_str());
+        assert_eq!(content["digest"], version.digest.as_str());
+    }
+    let body = fixture("real/clbp-neck-ibuprofen.order-select.json");
+    let cards = post(path_for(&body), body).await.json();
+    let cards = cards["cards"].as_array().unwrap();
+    assert!(!cards.is_empty());
+    for card in cards {
+        assert_eq!(
+            card["extension"]["dry-needling-cds-content-version"],
+            version.label.as_str()
+        );
+    }
+    let ready = send(Request::get("/readyz").body(Body::empty()).unwrap()).await.json();
+    assert_eq!(ready["checks"]["content"]["version"], version.label.as_str());
 }

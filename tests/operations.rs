@@ -244,7 +244,8 @@ async fn a_public_base_url_that_this_listener_cannot_serve_is_named_at_start() {
 #[tokio::test]
 async fn metrics_on_the_main_port_answer_loopback_peers_only() {
     let mut state = state();
-    state.metrics = Some(dry_needling_cds::ops::metrics::install().unwrap());
+    let version = state.knowledge.version.label.clone();
+    state.metrics = Some(dry_needling_cds::ops::metrics::install(&version).unwrap());
     let request = |peer: Option<&str>| {
         let mut request = Request::get("/metrics").body(Body::empty()).unwrap();
         if let Some(peer) = peer {
@@ -255,6 +256,10 @@ async fn metrics_on_the_main_port_answer_loopback_peers_only() {
     };
     let reply = send_with(state.clone(), request(Some("127.0.0.1:40000"))).await;
     assert_eq!(reply.status, StatusCode::OK);
+    // The content's version, as an info metric.
+    let info = format!("cds_content_info{{version=\"{version}\"}} 1");
+    let text = String::from_utf8_lossy(&reply.bytes);
+    assert!(text.contains(&info), "{info} missing from:\n{text}");
     // An IPv4 scraper on a dual-stack `[::]` listener.
     let reply = send_with(state.clone(), request(Some("[::ffff:127.0.0.1]:40000"))).await;
     assert_eq!(reply.status, StatusCode::OK);

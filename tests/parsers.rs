@@ -509,11 +509,7 @@ fn check_cards(response: &CardsResponse) {
             "summary of {length} characters: {}",
             card.summary
         );
-        assert!(
-            matches!(card.indicator, "info" | "warning" | "critical"),
-            "indicator {}",
-            card.indicator
-        );
+        // The indicator is a `wire::Indicator`: only CDS Hooks' three values can be written.
         assert!(!card.source.label.is_empty());
     }
 }

@@ -8,7 +8,7 @@
 //! can rightly add evidence, and the "earlier" invariant is about the record seen later, not about plans.
 
 use dry_needling_cds::Knowledge;
-use dry_needling_cds::assess::{EpisodeLength, Outcome, Stance, assess, stance};
+use dry_needling_cds::assess::{EpisodeLength, Stance, Verdict, assess, stance};
 use dry_needling_cds::record::{
     Availability, Coding, Concept, Condition, DataKind, DateSpan, Medication, MedicationSource, Onset, Order,
     PatientRecord, Procedure,
@@ -361,16 +361,16 @@ fn order(case: &Case) -> Order {
 fn rank(case: &Case) -> Stance {
     let k = &*KNOWLEDGE;
     match assess(&order(case), &record(case), TODAY, &k.terminology, &k.policy) {
-        Outcome::Card(a) => stance(a.card),
-        Outcome::NeedsData(_) => Stance::NotYet,
+        Verdict::Card(a) => stance(a.card),
+        Verdict::NeedsData(_) => Stance::NotYet,
     }
 }
 
 fn card_id(case: &Case) -> Option<&'static str> {
     let k = &*KNOWLEDGE;
     match assess(&order(case), &record(case), TODAY, &k.terminology, &k.policy) {
-        Outcome::Card(a) => Some(a.card.file_stem()),
-        Outcome::NeedsData(_) => None,
+        Verdict::Card(a) => Some(a.card.file_stem()),
+        Verdict::NeedsData(_) => None,
     }
 }
 
@@ -478,7 +478,7 @@ proptest! {
         prop_assert!(rank(&undated) < Stance::MayConsider, "{:?}", card_id(&undated));
         // And whatever the dates, a permissive card always rests on an established duration.
         let k = &*KNOWLEDGE;
-        if let Outcome::Card(a) = assess(&order(&case), &record(&case), TODAY, &k.terminology, &k.policy)
+        if let Verdict::Card(a) = assess(&order(&case), &record(&case), TODAY, &k.terminology, &k.policy)
             && stance(a.card) == Stance::MayConsider
         {
             let decisive = a.decisive.expect("a permissive card has an indication");
@@ -491,7 +491,7 @@ proptest! {
     fn every_card_meets_cds_hooks(case in case_strategy()) {
         let k = &*KNOWLEDGE;
         let order = order(&case);
-        if let Outcome::Card(a) = assess(&order, &record(&case), TODAY, &k.terminology, &k.policy) {
+        if let Verdict::Card(a) = assess(&order, &record(&case), TODAY, &k.terminology, &k.policy) {
             let facts = RequestFacts { patient_id: Some("p".into()), ..RequestFacts::default() };
             let card = serde_json::to_value(render_card(&a, &order, &facts, k)).unwrap();
             prop_assert!(uuid::Uuid::parse_str(card["uuid"].as_str().unwrap()).is_ok());
@@ -601,7 +601,7 @@ proptest! {
         let strict = answer(&orders, &record, &facts, k, TODAY, &MissingDataPolicy::default());
         let chosen = answer(&orders, &record, &facts, k, TODAY, &policy);
         match assess(&order, &record, TODAY, &k.terminology, &k.policy) {
-            Outcome::Card(a) => {
+            Verdict::Card(a) => {
                 for answered in [strict, chosen] {
                     let answered = answered.map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
                     let (cards, unavailable) = (answered.cards, answered.unavailable);
@@ -610,7 +610,7 @@ proptest! {
                     prop_assert!(unavailable.is_empty());
                 }
             }
-            Outcome::NeedsData(mut kinds) => {
+            Verdict::NeedsData(mut kinds) => {
                 kinds.sort();
                 let is_the_412 = |answered: &Result<_, HookError>| {
                     matches!(answered, Err(HookError::MissingData(named, _)) if *named == kinds)

@@ -101,7 +101,7 @@ async fn stored_text(fx: &Fixture) -> Vec<String> {
     for sql in [
         "SELECT uuid || '|' || service_id || '|' || card || '|' || indicator || '|' || stance || '|' || \
          suggestion_uuids || '|' || COALESCE(client_issuer, '') || '|' || COALESCE(tenant, '') || '|' || \
-         hook_instance FROM cards",
+         hook_instance || '|' || COALESCE(content_version, '') FROM cards",
         "SELECT card_uuid || '|' || outcome || '|' || service_id || '|' || accepted_suggestions || '|' || \
          COALESCE(override_reason_code, '') || '|' || COALESCE(override_reason_system, '') || '|' || \
          COALESCE(user_comment, '') || '|' || COALESCE(client_issuer, '') FROM feedback",
@@ -182,6 +182,15 @@ async fn cards_are_logged_with_ids_only(fx: &Fixture) {
     );
     let stored = fx.text("SELECT suggestion_uuids FROM cards").await;
     assert_eq!(serde_json::from_str::<Vec<String>>(&stored[0]).unwrap(), suggestions);
+    // The content version that wrote the card, as the card itself says.
+    assert_eq!(
+        fx.text("SELECT content_version FROM cards").await,
+        [card["extension"]["dry-needling-cds-content-version"].as_str().unwrap()]
+    );
+    assert_eq!(
+        fx.text("SELECT content_version FROM cards").await,
+        [state.knowledge.version.label.as_str()]
+    );
 
     let mut from_request = Vec::new();
     strings(&request, &mut from_request);

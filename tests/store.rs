@@ -10,7 +10,7 @@ mod common;
 use common::store::{Fixture, TempDir, on_both_backends, postgres_not_run, unique};
 use dry_needling_cds::store::{
     Analytics, CardRecord, FeedbackOutcome, FeedbackRecord, Outcome, Pruned, ReasonCount, SCHEMA_VERSION, Store,
-    StoreConfig, StoreError, TemplateStats, WeekStats, WeekTotal,
+    StoreConfig, StoreError, TemplateStats, VersionStats, WeekStats, WeekTotal,
 };
 
 use time::macros::{date, datetime};
@@ -21,6 +21,7 @@ const SELECT: &str = "dry-needling-order-select";
 const NECK: &str = "neck-pain-prefer-manual-therapy";
 const BACK: &str = "chronic-low-back-not-recommended";
 const REASONS: &str = "http://example.org/override-reasons";
+const VERSION: &str = "2026.12.0+0123456789ab";
 
 on_both_backends!(
     migrations_once_and_reopen_is_a_no_op,
@@ -36,6 +37,7 @@ on_both_backends!(
     text_capped_and_nul_free,
     concurrent_first_opens,
     runs_ended_without_a_clean_shutdown_are_reported_once,
+    analytics_by_content_version,
 );
 
 // ---------------------------------------------------------------------------------------------------------
@@ -53,6 +55,19 @@ fn card(uuid: &str, service: &str, template: &str, issued_at: OffsetDateTime) ->
         client_issuer: Some("https://ehr.example.org".into()),
         tenant: None,
         hook_instance: format!("hook-{uuid}"),
+        content_version: Some(VERSION.into()),
+    }
+}
+
+fn version(service: &str, card: &str, content_version: Option<&str>, counts: [u64; 4]) -> VersionStats {
+    VersionStats {
+        service_id: service.into(),
+        card: card.into(),
+        content_version: content_version.map(String::from),
+        shown: counts[0],
+        accepted: counts[1],
+        overridden: counts[2],
+        no_feedback: counts[3],
     }
 }
 
@@ -329,6 +344,12 @@ async fn analytics_known_data_set(fx: &Fixture) {
             week(date!(2026 - 03 - 09), SIGN, BACK, 1, 0, 1),
             week(date!(2026 - 03 - 09), SIGN, NECK, 4, 1, 2),
         ],
+        // One content version wrote them all: the same counts as the templates'.
+        versions: vec![
+            version(SELECT, NECK, Some(VERSION), [1, 1, 0, 0]),
+            version(SIGN, BACK, Some(VERSION), [2, 0, 1, 1]),
+            version(SIGN, NECK, Some(VERSION), [7, 2, 4, 1]),
+        ],
         unknown_card_feedback: 1,
     };
     assert_eq!(got, expected);
@@ -361,6 +382,59 @@ async fn analytics_known_data_set(fx: &Fixture) {
         .await
         .unwrap();
     assert!(empty.templates.is_empty() && empty.weekly.is_empty() && empty.unknown_card_feedback == 0);
+}
+
+/// Cards of one template written by two content versions, and one logged before versions were recorded: each
+/// version counted apart (by the same latest-feedback rule), the template's row over all of them.
+async fn analytics_by_content_version(fx: &Fixture) {
+    let store = fx.open().await;
+    let at = datetime!(2026-03-03 10:00 UTC);
+    let (old, new) = ("2026.11.0+aaaaaaaaaaaa", "2026.12.0+bbbbbbbbbbbb");
+    let with = |uuid: &str, version: Option<&str>| CardRecord {
+        content_version: version.map(String::from),
+        ..card(uuid, SIGN, NECK, at)
+    };
+    store
+        .insert_cards(&[
+            with("v0", None),
+            with("v1", Some(old)),
+            with("v2", Some(old)),
+            with("v3", Some(old)),
+            with("v4", Some(new)),
+            with("v5", Some(new)),
+        ])
+        .await
+        .unwrap();
+    let later = at + Duration::minutes(5);
+    store
+        .insert_feedback(&[
+            overridden("v0", later, Some("x")),
+            overridden("v1", later, Some("x")),
+            overridden("v2", later, None),
+            accepted("v3", later),
+            accepted("v4", later),
+            // Overridden, then accepted: the latest counts.
+            overridden("v5", later, Some("x")),
+            accepted("v5", later + Duration::minutes(1)),
+        ])
+        .await
+        .unwrap();
+    let got = store
+        .analytics(at - Duration::days(1), at + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.versions,
+        vec![
+            version(SIGN, NECK, None, [1, 0, 1, 0]),
+            version(SIGN, NECK, Some(old), [3, 1, 2, 0]),
+            version(SIGN, NECK, Some(new), [2, 2, 0, 0]),
+        ]
+    );
+    assert_eq!(got.versions[1].override_rate(), Some(2.0 / 3.0));
+    assert_eq!(got.versions[2].override_rate(), Some(0.0));
+    let template = got.template(SIGN, NECK).unwrap();
+    assert_eq!((template.shown, template.accepted, template.overridden), (6, 3, 3));
 }
 
 async fn weekly_trend_across_a_year_end(fx: &Fixture) {
@@ -501,6 +575,7 @@ async fn no_patient_identifier_in_the_schema(fx: &Fixture) {
     let expected: Vec<(String, String)> = [
         ("cards", "card"),
         ("cards", "client_issuer"),
+        ("cards", "content_version"),
         ("cards", "hook_instance"),
         ("cards", "indicator"),
         ("cards", "issued_at_ms"),
@@ -619,6 +694,92 @@ async fn analytics_identical_on_both_backends() {
     assert!(!results[0].templates.is_empty());
     sqlite.finish().await;
     pg.finish().await;
+}
+
+/// The schema as release 0.2.0 left it (versions 1 and 2, applied as that release applied them: same texts, so
+/// the same checksums), with one card it logged.
+fn release_0_2_0_migrator(dialect: &str) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    let migrations = [
+        (1, "card log feedback jti", "0001_card_log_feedback_jti.sql"),
+        (2, "service runs", "0002_service_runs.sql"),
+    ]
+    .into_iter()
+    .map(|(number, description, file)| {
+        let sql = std::fs::read_to_string(root.join(file)).unwrap();
+        Migration::new(
+            number,
+            std::borrow::Cow::Borrowed(description),
+            MigrationType::Simple,
+            sqlx::AssertSqlSafe(sql).into_sql_str(),
+            false,
+        )
+    })
+    .collect();
+    sqlx::migrate::Migrator::with_migrations(migrations)
+}
+
+const RELEASE_0_2_0_CARD: &str = "INSERT INTO cards (uuid, service_id, card, indicator, stance, suggestion_uuids, \
+     issued_at_ms, client_issuer, tenant, hook_instance) \
+     VALUES ('old-card', 'dry-needling-order-sign', 'neck-pain-prefer-manual-therapy', 'warning', \
+     'prefer_alternative', '[]', 1772532000000, NULL, NULL, 'hook-old')";
+
+/// After the upgrade: the old card is kept, counted as "before content versions", and new cards carry theirs.
+async fn upgraded_from_release_0_2_0(store: Store) {
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    store
+        .insert_cards(&[card("new-card", SIGN, NECK, datetime!(2026-03-03 10:00 UTC))])
+        .await
+        .unwrap();
+    store
+        .insert_feedback(&[overridden("old-card", datetime!(2026-03-03 11:00 UTC), Some("x"))])
+        .await
+        .unwrap();
+    let got = store
+        .analytics(datetime!(2026-03-01 00:00 UTC), datetime!(2026-03-08 00:00 UTC))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.versions,
+        vec![
+            version(SIGN, NECK, None, [1, 0, 1, 0]),
+            version(SIGN, NECK, Some(VERSION), [1, 0, 0, 1]),
+        ]
+    );
+    assert_eq!(got.unknown_card_feedback, 0, "the old card is still known");
+}
+
+#[tokio::test]
+async fn sqlite_store_written_by_release_0_2_0_is_upgraded() {
+    let dir = TempDir(std::env::temp_dir().join(format!("dncds-store-{}", unique("upgrade"))));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join("store.sqlite3");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let raw = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    release_0_2_0_migrator("sqlite").run(&raw).await.unwrap();
+    sqlx::query(RELEASE_0_2_0_CARD).execute(&raw).await.unwrap();
+    raw.close().await;
+    upgraded_from_release_0_2_0(Store::open(&StoreConfig::Sqlite { path }).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_store_written_by_release_0_2_0_is_upgraded() {
+    let Some(fx) = Fixture::postgres("upgrade").await else {
+        return postgres_not_run();
+    };
+    let common::store::Raw::Postgres(raw) = &fx.raw else {
+        unreachable!()
+    };
+    release_0_2_0_migrator("postgres").run(raw).await.unwrap();
+    sqlx::query(RELEASE_0_2_0_CARD).execute(raw).await.unwrap();
+    upgraded_from_release_0_2_0(fx.open().await).await;
+    fx.finish().await;
 }
 
 #[tokio::test]

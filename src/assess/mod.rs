@@ -1,8 +1,8 @@
-//! The guideline as pure functions: (order, patient record, today) → an [`Outcome`].
+//! The guideline as pure functions: (order, patient record, today) → a [`Verdict`].
 //!
 //! Why pure: this is the part clinicians review and the part that must never fail, so it does no I/O, knows
 //! neither HTTP nor CDS Hooks JSON, and every branch is reachable from a plain unit test. It cannot fail: when
-//! data the verdict needs is missing it says so ([`Outcome::NeedsData`]) and the caller decides what that
+//! data the verdict needs is missing it says so ([`Verdict::NeedsData`]) and the caller decides what that
 //! means on the wire (412).
 //!
 //! The steps, from the guideline summary in `../shared/clinical-source/`:
@@ -16,7 +16,7 @@
 //! 4. **Findings.** The decisive indication (the most restrictive candidate), how long the episodes the order may
 //!    treat have lasted, and conservative care ([`care`]) in their window: care stated at another site or given
 //!    by a route that does not treat muscle pain does not count.
-//! 5. **Verdict.** One `match` (`verdict`) whose arms are the rows of docs/decision-table.md, most restrictive
+//! 5. **Verdict.** One `match` (`decide`) whose arms are the rows of docs/decision-table.md, most restrictive
 //!    first: chronic low back pain or degenerative lumbar disease, osteoarthritis, patellofemoral pain,
 //!    headache and chronic pain: not recommended; neck pain: manual therapy plus exercise first; a problem the
 //!    guideline does not address: not an indication; otherwise duration and care decide, and the only permissive
@@ -189,7 +189,7 @@ pub struct Assessment {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Verdict {
     Card(Box<Assessment>),
     /// The verdict needs these kinds of data, which could not be had.
     NeedsData(Vec<DataKind>),
@@ -378,7 +378,7 @@ fn same_episode(a: &Fact, b: &Fact) -> bool {
 /// Assesses one dry-needling order against the patient's record on `today`.
 #[allow(clippy::too_many_lines)] // the decision's steps in the order the guideline applies them (module docs), each
 // a few lines; split, the order in which facts are gathered and the verdict taken would be scattered
-pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Terminology, policy: &Policy) -> Outcome {
+pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Terminology, policy: &Policy) -> Verdict {
     let mut notes = Vec::new();
     let conditions_known = record.availability(DataKind::Conditions).is_known();
 
@@ -451,7 +451,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
             && nothing_said
             && !conditions_known
         {
-            return Outcome::NeedsData(vec![DataKind::Conditions]);
+            return Verdict::NeedsData(vec![DataKind::Conditions]);
         }
         notes.push(Note::ReasonUnresolved(unresolved.clone()));
     }
@@ -492,7 +492,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     let has_target = !reason_kinds.is_empty() || !target_regions.is_empty();
     if !conditions_known {
         if !has_target {
-            return Outcome::NeedsData(vec![DataKind::Conditions]);
+            return Verdict::NeedsData(vec![DataKind::Conditions]);
         }
         notes.push(Note::ConditionsUnavailable);
     }
@@ -636,9 +636,9 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     };
 
     // 5. The verdict.
-    let card = match verdict(&findings) {
-        Verdict::Card(card) => card,
-        Verdict::NeedsData(kinds) => return Outcome::NeedsData(kinds),
+    let card = match decide(&findings) {
+        Decision::Card(card) => card,
+        Decision::NeedsData(kinds) => return Verdict::NeedsData(kinds),
     };
     // Cards of rows 1–7 stand on the indication alone; the others on duration and care.
     let unknown = match &care {
@@ -648,7 +648,7 @@ pub fn assess(order: &Order, record: &PatientRecord, today: Date, terms: &Termin
     if !unknown.is_empty() {
         notes.push(Note::HistoryUnavailable(unknown));
     }
-    Outcome::Card(Box::new(Assessment {
+    Verdict::Card(Box::new(Assessment {
         card,
         decisive,
         candidates,
@@ -695,8 +695,8 @@ struct Findings<'a> {
     record_whole: bool,
 }
 
-/// The verdict, or the data it needs.
-enum Verdict {
+/// The decision table's answer: a card template, or the data it needs.
+enum Decision {
     Card(CardId),
     NeedsData(Vec<DataKind>),
 }
@@ -704,9 +704,9 @@ enum Verdict {
 /// The decision table (docs/decision-table.md): the first arm that matches wins, most restrictive first; each
 /// arm carries its row number. A missing fact never reaches rows 10 and 12, the only permissive ones: they need
 /// a [`Permit`].
-fn verdict(f: &Findings) -> Verdict {
+fn decide(f: &Findings) -> Decision {
+    use Decision::{Card, NeedsData};
     use IndicationKind::*;
-    use Verdict::{Card, NeedsData};
     let established = f.length != EpisodeLength::Unknown;
     let care_missing = f.care.is_some_and(CareCheck::any_missing);
     let unknown_care = f.care.map(CareCheck::unknown_kinds).unwrap_or_default();
@@ -821,8 +821,8 @@ mod tests {
             record.set_availability(kind, Availability::Present);
         }
         match assess(order, &record, TODAY, &k.terminology, &k.policy) {
-            Outcome::Card(a) => a.card,
-            Outcome::NeedsData(kinds) => panic!("needs {kinds:?}"),
+            Verdict::Card(a) => a.card,
+            Verdict::NeedsData(kinds) => panic!("needs {kinds:?}"),
         }
     }
 
@@ -874,8 +874,8 @@ mod tests {
             record.set_availability(kind, Availability::Present);
         }
         match assess(order, &record, TODAY, &k.terminology, &k.policy) {
-            Outcome::Card(a) => a.card,
-            Outcome::NeedsData(kinds) => panic!("needs {kinds:?}"),
+            Verdict::Card(a) => a.card,
+            Verdict::NeedsData(kinds) => panic!("needs {kinds:?}"),
         }
     }
 

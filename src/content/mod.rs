@@ -26,8 +26,8 @@ use std::path::PathBuf;
 
 pub use codes::{ICD10CM_CSV, KNOWN_SYSTEMS, known_set_names};
 pub use templates::{
-    CardTemplate, CodingText, CompanionCard, CompanionText, DETAIL_VARS, DataLabel, DataLabels, Indicator, Phrases,
-    SUMMARY_LIMIT, SUMMARY_VARS, ServiceText, SuggestionTemplate, SummaryBudget, Template, UNAVAILABLE_VAR,
+    CardTemplate, CodingText, CompanionCard, CompanionText, DETAIL_VARS, DataLabel, DataLabels, Phrases, SUMMARY_LIMIT,
+    SUMMARY_VARS, ServiceText, SuggestionTemplate, SummaryBudget, Template, UNAVAILABLE_VAR,
 };
 
 use crate::assess::vocabulary::{CardId, Policy, Terminology};
@@ -127,6 +127,69 @@ pub struct Knowledge {
     pub policy: Policy,
     /// The sandbox companion's texts (`sandbox-companion.toml`); whether it is served is the deployment's choice.
     pub companion: CompanionText,
+    /// Which content this is: shown in discovery, on every card, in the card log and analytics.
+    pub version: ContentVersion,
+}
+
+/// The guidance content's version: the version `service.toml` declares (`content_version`), and a digest of
+/// every content file (path and text).
+///
+/// Why both: the declared version is what a CDS team names in change control ("2026.12.0"), but it changes only
+/// when someone remembers to bump it; the digest changes with any edit (a card's wording, one code in a value
+/// set, a keyword, a policy number), so cards logged before and after an edit are never counted as one
+/// version, whatever the declaration says. The label is `declared+digest`, e.g. `2026.12.0+3f9a1c07b2d4`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentVersion {
+    /// As declared; `unversioned` when `service.toml` declares none.
+    pub declared: String,
+    /// The first 12 hex digits of the SHA-256 of the content files.
+    pub digest: String,
+    /// `declared+digest`.
+    pub label: String,
+}
+
+/// What a declared version may be made of: it goes into metric labels, logs and the store as is.
+const VERSION_MAX_CHARS: usize = 32;
+
+impl ContentVersion {
+    fn new(declared: Option<&str>, files: &BTreeMap<String, String>) -> ContentVersion {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        // Only the kinds of file the content is read from (the same whether embedded or from a directory):
+        // notes and tools beside them do not change the answers, so they do not change the version.
+        for (path, text) in files.iter().filter(|(path, _)| source::is_content_file(path)) {
+            hasher.update((path.len() as u64).to_le_bytes());
+            hasher.update(path.as_bytes());
+            hasher.update((text.len() as u64).to_le_bytes());
+            hasher.update(text.as_bytes());
+        }
+        let digest: String = hasher.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let declared = declared.unwrap_or("unversioned").to_string();
+        ContentVersion {
+            label: format!("{declared}+{digest}"),
+            declared,
+            digest,
+        }
+    }
+}
+
+/// A declared version: 1 to 32 letters, digits, `.`, `-` or `_`.
+fn check_declared_version(declared: &str, problems: &mut Problems) {
+    let ok = !declared.is_empty()
+        && declared.chars().count() <= VERSION_MAX_CHARS
+        && declared
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !ok {
+        problems.add(
+            "service.toml",
+            "content_version",
+            format!(
+                "`{declared}` is not a version: write 1 to {VERSION_MAX_CHARS} letters, digits, `.`, `-` or `_` \
+                 (e.g. 2026.12.0)"
+            ),
+        );
+    }
 }
 
 /// Where the content comes from.
@@ -209,6 +272,9 @@ impl Knowledge {
         });
         if let Some(service) = &service {
             check_services(service, &mut problems);
+            if let Some(declared) = &service.content_version {
+                check_declared_version(declared, &mut problems);
+            }
         }
 
         const COMPANION: &str = "sandbox-companion.toml";
@@ -265,6 +331,7 @@ impl Knowledge {
                 if problems.found.is_empty() && cards.len() == CardId::ALL.len() =>
             {
                 Ok(Knowledge {
+                    version: ContentVersion::new(service.content_version.as_deref(), &files),
                     terminology,
                     cards,
                     resources,

@@ -13,6 +13,11 @@ use super::KnowledgeError;
 
 static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/cards");
 
+/// The kinds of file content is made of; the rest (notes, tools) is left alone.
+pub(super) fn is_content_file(path: &str) -> bool {
+    [".toml", ".json", ".csv"].iter().any(|ext| path.ends_with(ext))
+}
+
 pub(super) fn embedded_files() -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
     fn walk(dir: &Dir<'static>, files: &mut BTreeMap<String, String>) {
@@ -48,8 +53,7 @@ pub(super) fn directory_files(root: &Path) -> Result<BTreeMap<String, String>, K
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .replace('\\', "/");
-            let wanted = [".toml", ".json", ".csv"].iter().any(|ext| relative.ends_with(ext));
-            if !wanted {
+            if !is_content_file(&relative) {
                 continue;
             }
             let text = std::fs::read_to_string(&path).map_err(|source| KnowledgeError::Io {

@@ -85,24 +85,8 @@ pub const DETAIL_VARS: &[&str] = &[
     "alternatives",
 ];
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Indicator {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Indicator {
-    /// The CDS Hooks name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Indicator::Info => "info",
-            Indicator::Warning => "warning",
-            Indicator::Critical => "critical",
-        }
-    }
-}
+/// A template's indicator is CDS Hooks vocabulary, in the wire's words.
+use crate::wire::{Hook, Indicator};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,7 +182,7 @@ pub struct CodingText {
 #[serde(deny_unknown_fields)]
 pub struct ServiceText {
     pub id: String,
-    pub hook: String,
+    pub hook: Hook,
     pub title: String,
     pub description: String,
     pub usage_requirements: String,
@@ -276,6 +260,10 @@ pub struct Phrases {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ServiceFile {
+    /// The content's declared version (see [`super::ContentVersion`]); optional, so that a content directory
+    /// written before versions existed still loads.
+    #[serde(default)]
+    pub(super) content_version: Option<String>,
     pub(super) policy: Policy,
     pub(super) source_label: String,
     pub(super) source_topic: CodingText,

@@ -9,16 +9,17 @@ use std::collections::BTreeMap;
 
 use super::Problems;
 use super::templates::{
-    CardFile, CardTemplate, CompanionText, DETAIL_VARS, Indicator, SUMMARY_LIMIT, SUMMARY_VARS, ServiceFile,
-    ServiceText, Template, UNAVAILABLE_VAR, summary_budget,
+    CardFile, CardTemplate, CompanionText, DETAIL_VARS, SUMMARY_LIMIT, SUMMARY_VARS, ServiceFile, ServiceText,
+    Template, UNAVAILABLE_VAR, summary_budget,
 };
 use crate::assess::is_dry_needling;
 use crate::assess::vocabulary::{CardId, Terminology};
 use crate::record::{Coding, Concept, DataKind, Order};
+use crate::wire::{Hook, Indicator};
 
 pub(super) fn check_services(service: &ServiceFile, problems: &mut Problems) {
     const FILE: &str = "service.toml";
-    for hook in ["order-select", "order-sign"] {
+    for hook in Hook::ALL {
         let n = service.services.iter().filter(|s| s.hook == hook).count();
         if n != 1 {
             problems.add(
@@ -30,13 +31,6 @@ pub(super) fn check_services(service: &ServiceFile, problems: &mut Problems) {
     }
     for s in &service.services {
         let at = format!("[[services]] `{}`", s.id);
-        if !matches!(s.hook.as_str(), "order-select" | "order-sign") {
-            problems.add(
-                FILE,
-                &at,
-                format!("unsupported hook `{}`: write order-select or order-sign", s.hook),
-            );
-        }
         let id_ok = !s.id.is_empty() && s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !id_ok || s.id == "feedback" {
             problems.add(
@@ -70,7 +64,7 @@ pub(super) fn check_companion(
     problems: &mut Problems,
 ) {
     let s = &companion.service;
-    if s.hook != "order-select" {
+    if s.hook != Hook::OrderSelect {
         problems.add(
             file,
             "[service] hook",

@@ -70,6 +70,7 @@ pub(super) async fn csv(
         CsvTable::Templates => "analytics-templates.csv",
         CsvTable::Weeks => "analytics-weeks.csv",
         CsvTable::Reasons => "analytics-reasons.csv",
+        CsvTable::Versions => "analytics-versions.csv",
     };
     Ok((
         [
@@ -128,7 +129,7 @@ async fn load(
     let Query(window) = query.map_err(|_| {
         ApiError::BadRequest(
             "the query string may have `since` and `until` (YYYY-MM-DD) and, for the CSV, `table` \
-             (templates, weeks or reasons)"
+             (templates, weeks, reasons or versions)"
                 .to_string(),
         )
     })?;
@@ -136,9 +137,10 @@ async fn load(
         None | Some("templates") => CsvTable::Templates,
         Some("weeks") => CsvTable::Weeks,
         Some("reasons") => CsvTable::Reasons,
+        Some("versions") => CsvTable::Versions,
         Some(_) => {
             return Err(ApiError::BadRequest(
-                "`table` must be templates, weeks or reasons".to_string(),
+                "`table` must be templates, weeks, reasons or versions".to_string(),
             ));
         }
     };

@@ -11,13 +11,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use tracing::{Span, field};
 
 use super::admission::Overloaded;
 use super::handlers::{count_cards, declared_length, log_cards, read_body};
-use super::{ApiError, AppState, memory};
+use super::{ApiError, AppState, SpanNote, memory};
 use crate::auth::Verified;
-use crate::companion::{self, STANCE};
+use crate::companion;
 use crate::ops::metrics as ops;
 
 pub(super) async fn hook(
@@ -27,7 +26,6 @@ pub(super) async fn hook(
     body: Body,
 ) -> Result<Response, ApiError> {
     let service = state.knowledge.companion.service.id.clone();
-    Span::current().record("service", field::display(&service));
     let length = declared_length(&headers, &body, state.body_limit)?;
     let ticket = state.admission.admit(length).map_err(|Overloaded| {
         memory::freed_large();
@@ -39,12 +37,13 @@ pub(super) async fn hook(
     drop(body);
     drop(ticket);
     let (response, summary) = answered?;
-    Span::current().record("cards", summary.cards);
     count_cards(&service, &response, &summary);
     if let Some(storage) = &state.storage {
         let client = verified.as_ref().map(|Extension(v)| &*v.client);
-        // Not a verdict on any order: its own stance, apart from the clinical cards' analytics.
-        log_cards(storage, &service, &response, &summary, client, |_| STANCE);
+        // Not a verdict on any order: its own stance (in the summary), apart from the clinical cards' analytics.
+        log_cards(storage, &service, &response, &summary, client);
     }
-    Ok(Json(response).into_response())
+    let mut response = Json(response).into_response();
+    SpanNote::of(&mut response).cards = Some(summary.cards);
+    Ok(response)
 }

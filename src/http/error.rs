@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tracing::{Span, field};
 
 use crate::auth::AuthError;
 use crate::record::DataKind;
@@ -150,12 +149,12 @@ impl From<HookError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = self.to_parts();
-        let span = Span::current();
-        match &self {
-            ApiError::Unauthorized(reason) => span.record("error", field::display(reason)),
-            _ => span.record("error", field::display(&self)),
+        // Why, for the request's log line (written by the trace layer, [`super::SpanNote`]).
+        let why = match &self {
+            ApiError::Unauthorized(reason) => reason.to_string(),
+            _ => self.to_string(),
         };
-        match self {
+        let mut response = match self {
             ApiError::Unauthorized(_) => (status, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response(),
             ApiError::AnalyticsLogin => (
                 status,
@@ -177,6 +176,8 @@ impl IntoResponse for ApiError {
             )
                 .into_response(),
             _ => (status, Json(body)).into_response(),
-        }
+        };
+        super::SpanNote::of(&mut response).error = Some(why);
+        response
     }
 }

@@ -21,38 +21,57 @@ use tracing::{Span, field, info, warn};
 use super::SlowRequest;
 use super::admission::Overloaded;
 use super::memory;
-use super::{Access, ApiError, AppState, MetricsExposure, Storage};
-use crate::assess::vocabulary::CardId;
+use super::{Access, ApiError, AppState, MetricsExposure, SpanNote, Storage};
 use crate::auth::Verified;
 use crate::companion::SandboxCompanion;
+use crate::content::Knowledge;
 use crate::logsafe::caller_text;
 use crate::ops::metrics as ops;
 use crate::service::{HookCall, HookError, HookSummary, find_service, handle_hook};
 use crate::store::{CardRecord, FeedbackRecord};
-use crate::wire::{self, CardsResponse, Discovery, PREFETCH, ServiceDescription};
+use crate::wire::{self, CardsResponse, Discovery, ServiceDescription};
 
 /// The largest feedback body accepted: thousands of entries.
 pub(crate) const FEEDBACK_BODY_LIMIT: usize = 1024 * 1024;
 
-pub(super) async fn discovery(State(state): State<AppState>) -> Json<Discovery> {
-    let mut services: Vec<ServiceDescription> = state
-        .knowledge
-        .services
-        .iter()
-        .map(|s| ServiceDescription {
-            hook: s.hook.clone(),
-            title: s.title.clone(),
-            description: s.description.clone(),
-            id: s.id.clone(),
-            prefetch: PREFETCH.into_iter().collect(),
-            usage_requirements: s.usage_requirements.clone(),
-        })
-        .collect();
-    // The testing aid last: clients that take the first service for a hook (the workbench) keep the real one.
-    if state.sandbox_companion == SandboxCompanion::On {
-        services.push(crate::companion::description(&state.knowledge.companion));
+/// The discovery answer: static for the life of the process (the content is loaded once), so it is serialized
+/// once, at start, and each call only clones a reference-counted buffer.
+#[derive(Debug)]
+pub struct DiscoveryDocuments {
+    clinical: Bytes,
+    with_companion: Bytes,
+}
+
+impl DiscoveryDocuments {
+    pub(super) fn new(knowledge: &Knowledge) -> DiscoveryDocuments {
+        let mut services: Vec<ServiceDescription> = knowledge
+            .services
+            .iter()
+            .map(|s| crate::service::describe(s, knowledge, true))
+            .collect();
+        let serialize = |services: &[ServiceDescription]| {
+            let document = Discovery {
+                services: services.to_vec(),
+            };
+            // Serializing plain strings and maps cannot fail.
+            Bytes::from(serde_json::to_vec(&document).unwrap_or_default())
+        };
+        let clinical = serialize(&services);
+        // The testing aid last: clients that take the first service for a hook (the workbench) keep the real one.
+        services.push(crate::companion::description(knowledge));
+        DiscoveryDocuments {
+            clinical,
+            with_companion: serialize(&services),
+        }
     }
-    Json(Discovery { services })
+}
+
+pub(super) async fn discovery(State(state): State<AppState>) -> Response {
+    let document = match state.sandbox_companion {
+        SandboxCompanion::On => &state.discovery.with_companion,
+        SandboxCompanion::Off => &state.discovery.clinical,
+    };
+    ([(header::CONTENT_TYPE, "application/json")], document.clone()).into_response()
 }
 
 /// `GET /healthz`: the process is alive and answering. Depends on nothing else, so an orchestrator restarts the
@@ -105,7 +124,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     };
     let body = serde_json::json!({
         "status": status,
-        "checks": { "content": { "services": services }, "store": store },
+        "checks": {
+            "content": { "services": services, "version": state.knowledge.version.label },
+            "store": store,
+        },
     });
     let status = if ready {
         axum::http::StatusCode::OK
@@ -122,7 +144,7 @@ pub(super) async fn hook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = known_service(&state, id)?;
+    let service = clinical_service(&state, id)?;
     let length = declared_length(&headers, &body, state.body_limit)?;
     let ticket = state.admission.admit(length).map_err(|Overloaded| {
         // What hyper buffered of the refused body is freed on this worker: the next quiet tick returns it.
@@ -133,7 +155,7 @@ pub(super) async fn hook(
     let body = read_body(body, state.body_limit).await?;
     let call = Call {
         state: state.clone(),
-        id: id.clone(),
+        service,
         body,
         today: state.today(),
         verified: verified.map(|Extension(verified)| verified),
@@ -160,15 +182,11 @@ pub(super) async fn hook(
         drop(ticket);
         answered?
     };
-    let span = Span::current();
-    span.record("orders", summary.dry_needling_orders);
-    span.record("cards", summary.cards);
-    // The content's own id (a closed set, for metric labels and the card log), looked up once.
-    if let Some(service) = find_service(&state.knowledge, &id).map(|s| s.id.as_str()) {
-        count_cards(service, &response, &summary);
-        if let Some(storage) = &state.storage {
-            log_cards(storage, service, &response, &summary, client.as_deref(), stance_label);
-        }
+    // The content's own id: a closed set, for metric labels and the card log.
+    let service = &state.knowledge.services[service].id;
+    count_cards(service, &response, &summary);
+    if let Some(storage) = &state.storage {
+        log_cards(storage, service, &response, &summary, client.as_deref());
     }
     if summary.skipped_entries > 0 {
         warn!(
@@ -176,13 +194,18 @@ pub(super) async fn hook(
             "unreadable record entries were skipped"
         );
     }
-    Ok(Json(response).into_response())
+    let mut response = Json(response).into_response();
+    let note = SpanNote::of(&mut response);
+    note.orders = Some(summary.dry_needling_orders);
+    note.cards = Some(summary.cards);
+    Ok(response)
 }
 
 /// One hook call's inputs, owned, so that it can move to the blocking pool.
 struct Call {
     state: AppState,
-    id: String,
+    /// Index of the service in `state.knowledge.services`.
+    service: usize,
     body: Bytes,
     today: Date,
     verified: Option<Verified>,
@@ -196,7 +219,7 @@ pub(super) fn count_cards(service: &str, response: &CardsResponse, summary: &Hoo
             ops::CARDS,
             "service" => service.to_string(),
             "card" => card.extension.card,
-            "indicator" => card.indicator
+            "indicator" => card.indicator.as_str()
         )
         .increment(1);
     }
@@ -215,7 +238,6 @@ pub(super) fn log_cards(
     response: &CardsResponse,
     summary: &HookSummary,
     client: Option<&crate::auth::TrustedClient>,
-    stance: fn(&str) -> &'static str,
 ) {
     if response.cards.is_empty() {
         return;
@@ -224,36 +246,28 @@ pub(super) fn log_cards(
     let records = response
         .cards
         .iter()
-        .map(|card| CardRecord {
+        .zip(&summary.stances)
+        .map(|(card, stance)| CardRecord {
             uuid: card.uuid.clone(),
             service_id: service.to_string(),
             card: card.extension.card.to_string(),
-            indicator: card.indicator.to_string(),
-            stance: stance(card.extension.card).to_string(),
+            indicator: card.indicator.as_str().to_string(),
+            stance: (*stance).to_string(),
             suggestion_uuids: card.suggestions.iter().map(|s| s.uuid.clone()).collect(),
             issued_at: now,
             client_issuer: client.map(|c| c.issuer.clone()),
             tenant: client.and_then(|c| c.tenant.clone()),
             hook_instance: summary.hook_instance.clone(),
+            content_version: card.extension.content_version.clone().into(),
         })
         .collect();
     storage.card_log.record(records);
 }
 
-/// The card template's stance (`not_recommended` … `may_consider`), or `data_unavailable` for the card that
-/// stands in for a 412.
-fn stance_label(card: &str) -> &'static str {
-    match CardId::ALL.into_iter().find(|id| id.file_stem() == card) {
-        Some(CardId::DataUnavailable) => "data_unavailable",
-        Some(id) => crate::assess::stance(id).as_str(),
-        None => "unknown",
-    }
-}
-
 impl Call {
     async fn run(&self) -> Result<(CardsResponse, HookSummary), ApiError> {
         let call = HookCall {
-            service_id: &self.id,
+            service: &self.state.knowledge.services[self.service],
             body: &self.body,
             today: self.today,
             caller: self.verified.as_ref().map(|v| &v.client.fhir),
@@ -389,11 +403,23 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         .into_response())
 }
 
-/// The service id from the path: 400 when the path segment is not valid UTF-8 once decoded, 404 when no service
-/// has it.
+/// The clinical service the path names, as an index into `knowledge.services`, looked up once per call: 400
+/// when the path segment is not valid UTF-8 once decoded, 404 when no service has it. (The sandbox companion
+/// has a route of its own, matched before this one.)
+fn clinical_service(state: &AppState, id: Result<Path<String>, PathRejection>) -> Result<usize, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::BadRequest("the service id in the URL is not valid".to_string()))?;
+    state
+        .knowledge
+        .services
+        .iter()
+        .position(|s| s.id == id)
+        .ok_or(ApiError::UnknownService)
+}
+
+/// The service id from the path, for feedback (the clinical services' and the companion's, when on): 400 when
+/// the path segment is not valid UTF-8 once decoded, 404 when no service has it.
 fn known_service(state: &AppState, id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(id) = id.map_err(|_| ApiError::BadRequest("the service id in the URL is not valid".to_string()))?;
-    Span::current().record("service", field::display(caller_text(&id)));
     if find_service(&state.knowledge, &id).is_none() && !state.sandbox_companion.serves(&state.knowledge, &id) {
         return Err(ApiError::UnknownService);
     }

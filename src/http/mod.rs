@@ -74,6 +74,8 @@ pub enum Access {
 #[derive(Clone)]
 pub struct AppState {
     pub knowledge: Arc<Knowledge>,
+    /// The discovery document, serialized once from the content (with and without the sandbox companion).
+    pub discovery: Arc<handlers::DiscoveryDocuments>,
     /// The date the rules take as today; `None` means the real date. Fixed in tests and for reviewers.
     pub today: Option<Date>,
     pub body_limit: usize,
@@ -158,6 +160,7 @@ impl AppState {
     /// Open access, and no FHIR server allowed: the caller adds what the deployment allows.
     pub fn new(knowledge: Knowledge) -> AppState {
         AppState {
+            discovery: Arc::new(handlers::DiscoveryDocuments::new(&knowledge)),
             knowledge: Arc::new(knowledge),
             today: None,
             body_limit: DEFAULT_BODY_LIMIT,
@@ -244,10 +247,50 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// What a request's log line says that only the layers below the trace know: the auth layer (issuer, token
+/// id), the handlers (orders, cards) and the error conversion (why). Each puts it on the response, as an
+/// extension; [`trace`] alone writes it into the request's span, so there is one place that decides what a
+/// request's log line holds. (The service layer records the `hookInstance` and what it fetched itself: it
+/// learns them mid-call, and a 400 or 412 after that point must still carry them.)
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SpanNote {
+    pub(crate) issuer: Option<String>,
+    pub(crate) jti: Option<String>,
+    pub(crate) orders: Option<usize>,
+    pub(crate) cards: Option<usize>,
+    pub(crate) error: Option<String>,
+}
+
+impl SpanNote {
+    /// The response's note, added when it has none yet.
+    pub(crate) fn of(response: &mut Response) -> &mut SpanNote {
+        response.extensions_mut().get_or_insert_default()
+    }
+
+    fn record(self, span: &Span) {
+        if let Some(issuer) = self.issuer {
+            span.record("issuer", field::display(issuer));
+        }
+        if let Some(jti) = self.jti {
+            span.record("jti", field::display(jti));
+        }
+        if let Some(orders) = self.orders {
+            span.record("orders", orders);
+        }
+        if let Some(cards) = self.cards {
+            span.record("cards", cards);
+        }
+        if let Some(error) = self.error {
+            span.record("error", field::display(error));
+        }
+    }
+}
+
 /// One span per request, with what may be logged: method, path (service ids only), hookInstance, status,
 /// latency. Never bodies, headers or tokens. Also counts the request and its latency by route.
 async fn trace(State(services): State<Arc<[String]>>, request: Request, next: Next) -> Response {
     let route = route_label(&request, &services);
+    let service = path_service(&request);
     let span = info_span!(
         "request",
         method = %request.method(),
@@ -264,9 +307,15 @@ async fn trace(State(services): State<Arc<[String]>>, request: Request, next: Ne
         latency_us = field::Empty,
         error = field::Empty,
     );
+    if let Some(service) = service {
+        span.record("service", field::display(caller_text(service)));
+    }
     let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
+    if let Some(note) = response.extensions_mut().remove::<SpanNote>() {
+        note.record(&span);
+    }
     span.record("status", response.status().as_u16());
     span.record("latency_us", elapsed.as_micros() as u64);
     let status = response.status().as_str().to_string();
@@ -274,6 +323,12 @@ async fn trace(State(services): State<Arc<[String]>>, request: Request, next: Ne
     metrics::histogram!(ops::REQUEST_DURATION, "route" => route).record(elapsed.as_secs_f64());
     span.in_scope(|| info!("request done"));
     response
+}
+
+/// The service id a `/cds-services/{id}…` path names (the caller's text: escaped and truncated when logged).
+fn path_service(request: &Request) -> Option<&str> {
+    let id = request.uri().path().strip_prefix("/cds-services/")?.split('/').next()?;
+    (!id.is_empty()).then_some(id)
 }
 
 /// The route a request matched, as a metrics label: the router's template (a closed set), with a known service's
@@ -362,11 +417,14 @@ async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, n
         .map_or(0, |d| d.as_secs());
     match verifier.verify(&token, request.uri().path(), now).await {
         Ok(verified) => {
-            let span = Span::current();
-            span.record("issuer", field::display(&verified.client.issuer));
-            span.record("jti", field::display(caller_text(&verified.jti)));
+            let issuer = verified.client.issuer.clone();
+            let jti = caller_text(&verified.jti).to_string();
             request.extensions_mut().insert(verified);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            let note = SpanNote::of(&mut response);
+            note.issuer = Some(issuer);
+            note.jti = Some(jti);
+            response
         }
         Err(rejection) => {
             log_refusal(&rejection, verifier);

@@ -33,6 +33,7 @@ pub const SHARED_REPLAY_DURATION: &str = "cds_shared_replay_check_duration_secon
 pub const CONNECTIONS_REFUSED: &str = "cds_connections_refused_total";
 pub const SLOW_REQUESTS: &str = "cds_slow_requests_total";
 pub const UNCLEAN_STOPS: &str = "cds_unclean_stops_total";
+pub const CONTENT_INFO: &str = "cds_content_info";
 
 /// Seconds: from well under a millisecond (a call without a dry-needling order) to the request time-out.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -51,12 +52,15 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// Installs the process-wide recorder. Fails if one is already installed.
-pub fn install() -> Result<Metrics, BuildError> {
+/// Installs the process-wide recorder, with `cds_content_info{version}` set. Fails if one is already installed.
+pub fn install(content_version: &str) -> Result<Metrics, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)?
         .install_recorder()?;
     describe();
+    // An info metric (as Prometheus's `build_info` convention): a dashboard joins on it to show, and alert on,
+    // instances answering from different content.
+    metrics::gauge!(CONTENT_INFO, "version" => content_version.to_string()).set(1.0);
     Ok(Metrics { handle })
 }
 
@@ -116,6 +120,10 @@ fn describe() {
         "Cards for the card log, by outcome: written, or dropped because the queue was full or the store failed"
     );
     describe_gauge!(CARD_LOG_QUEUE, "Cards waiting to be written to the card log");
+    describe_gauge!(
+        CONTENT_INFO,
+        "Always 1, labelled with the version of the guidance content this process answers from"
+    );
     describe_counter!(STORE_ERRORS, "Store operations that failed, by operation");
     describe_counter!(
         CONNECTIONS_REFUSED,

@@ -28,9 +28,36 @@ pub struct Analytics {
     /// One row per (ISO week, service, template) with cards issued that week, sorted by week, service,
     /// template. [`Analytics::weekly_totals`] sums the templates.
     pub weekly: Vec<WeekStats>,
+    /// One row per (service, card template, content version) with cards issued in the window, sorted by service,
+    /// template, then version (cards logged before content versions, `None`, first): whether an edit of the
+    /// content changed what clinicians did with a template's cards.
+    pub versions: Vec<VersionStats>,
     /// Feedback items received in the window for card uuids the card log does not have (kept and flagged
     /// by [`super::Store::insert_feedback`]).
     pub unknown_card_feedback: u64,
+}
+
+/// One template's cards written by one version of the guidance content (counted by the same rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionStats {
+    pub service_id: String,
+    pub card: String,
+    /// `declared+digest` (see [`crate::content::ContentVersion`]); `None` for cards logged before the card log
+    /// recorded versions.
+    pub content_version: Option<String>,
+    /// Cards issued; always `accepted + overridden + no_feedback`.
+    pub shown: u64,
+    pub accepted: u64,
+    pub overridden: u64,
+    pub no_feedback: u64,
+}
+
+impl VersionStats {
+    /// `overridden / (accepted + overridden)`; `None` when no card had feedback.
+    pub fn override_rate(&self) -> Option<f64> {
+        let acted = self.accepted + self.overridden;
+        (acted > 0).then(|| self.overridden as f64 / acted as f64)
+    }
 }
 
 /// What happened to one template's cards.
@@ -119,6 +146,7 @@ impl Analytics {
 pub(super) struct GroupRow {
     pub service_id: String,
     pub card: String,
+    pub content_version: Option<String>,
     /// Days since 1970-01-01 of the week's Monday.
     pub week_day: i64,
     pub outcome: Option<String>,
@@ -142,8 +170,21 @@ pub(super) fn fold(since: OffsetDateTime, until: OffsetDateTime, rows: Vec<Group
     let mut templates: BTreeMap<(String, String), TemplateStats> = BTreeMap::new();
     let mut reasons = ReasonsByTemplate::new();
     let mut weekly: BTreeMap<(i64, String, String), WeekStats> = BTreeMap::new();
+    let mut versions: BTreeMap<(String, String, Option<String>), VersionStats> = BTreeMap::new();
     for row in rows {
         let n = count(row.count);
+        let v = versions
+            .entry((row.service_id.clone(), row.card.clone(), row.content_version.clone()))
+            .or_insert_with(|| VersionStats {
+                service_id: row.service_id.clone(),
+                card: row.card.clone(),
+                content_version: row.content_version,
+                shown: 0,
+                accepted: 0,
+                overridden: 0,
+                no_feedback: 0,
+            });
+        v.shown += n;
         let key = (row.service_id.clone(), row.card.clone());
         let t = templates.entry(key.clone()).or_insert_with(|| TemplateStats {
             service_id: row.service_id.clone(),
@@ -170,10 +211,12 @@ pub(super) fn fold(since: OffsetDateTime, until: OffsetDateTime, rows: Vec<Group
             Some("accepted") => {
                 t.accepted += n;
                 w.accepted += n;
+                v.accepted += n;
             }
             Some("overridden") => {
                 t.overridden += n;
                 w.overridden += n;
+                v.overridden += n;
                 *reasons
                     .entry(key)
                     .or_default()
@@ -181,7 +224,10 @@ pub(super) fn fold(since: OffsetDateTime, until: OffsetDateTime, rows: Vec<Group
                     .or_default() += n;
             }
             // The schema's CHECK allows only the two outcomes, so anything else is no feedback.
-            _ => t.no_feedback += n,
+            _ => {
+                t.no_feedback += n;
+                v.no_feedback += n;
+            }
         }
     }
     for (key, by_reason) in reasons {
@@ -200,6 +246,7 @@ pub(super) fn fold(since: OffsetDateTime, until: OffsetDateTime, rows: Vec<Group
         until,
         templates: templates.into_values().collect(),
         weekly: weekly.into_values().collect(),
+        versions: versions.into_values().collect(),
         unknown_card_feedback: count(unknown),
     }
 }

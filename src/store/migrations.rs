@@ -35,10 +35,16 @@ const VERSIONS: &[Version] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_service_runs.sql"),
         postgres: include_str!("../../migrations/postgres/0002_service_runs.sql"),
     },
+    Version {
+        number: 3,
+        description: "card content version",
+        sqlite: include_str!("../../migrations/sqlite/0003_card_content_version.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_card_content_version.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.
-pub const LATEST: i64 = 2;
+pub const LATEST: i64 = 3;
 
 #[derive(Clone, Copy)]
 pub(super) enum Dialect {

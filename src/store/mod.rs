@@ -60,7 +60,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Transaction};
 use time::OffsetDateTime;
 
-pub use analytics::{Analytics, ReasonCount, TemplateStats, WeekStats, WeekTotal};
+pub use analytics::{Analytics, ReasonCount, TemplateStats, VersionStats, WeekStats, WeekTotal};
 pub use cardlog::{CardLog, CardLogWriter};
 pub use migrations::LATEST as SCHEMA_VERSION;
 
@@ -217,6 +217,9 @@ pub struct CardRecord {
     pub tenant: Option<String>,
     /// The request's `hookInstance` (identifies the call, not the patient).
     pub hook_instance: String,
+    /// The guidance content's version that wrote the card (`declared+digest`); `None` for cards logged before
+    /// schema version 3.
+    pub content_version: Option<String>,
 }
 
 /// A feedback item's outcome: parsed once, where the feedback is read ([`crate::wire::parse_feedback`]).
@@ -358,7 +361,7 @@ impl WriteConnection for sqlx::PgConnection {
 
 /// Followed by `VALUES (…), (…)` and `ON CONFLICT (uuid) DO NOTHING`.
 const INSERT_CARDS: &str = "INSERT INTO cards (uuid, service_id, card, indicator, stance, suggestion_uuids, \
-     issued_at_ms, client_issuer, tenant, hook_instance) ";
+     issued_at_ms, client_issuer, tenant, hook_instance, content_version) ";
 
 /// Feedback that arrived before its card (a card log written through a queue can lag) is known from now on.
 /// Followed by the batch's uuids and `)`; the partial index `feedback_unknown` finds the flagged rows.
@@ -372,7 +375,7 @@ const ANY_UNKNOWN: &str =
 const RUN_PROGRESS: &str =
     "UPDATE service_runs SET last_write_at_ms = $2, cards_written = cards_written + $3 WHERE run_id = $1";
 
-/// Cards per `INSERT`: ten parameters each, far below SQLite's 32,766 and PostgreSQL's 65,535.
+/// Cards per `INSERT`: eleven parameters each, far below SQLite's 32,766 and PostgreSQL's 65,535.
 const CARDS_PER_STATEMENT: usize = 500;
 
 /// One statement per item, so that SQLite takes the write lock at once and the flag is decided in the same
@@ -396,7 +399,7 @@ const REMEMBER_JTI: &str = "INSERT INTO jti_seen (key, expires_at) VALUES ($1, $
 /// Thursday, so day `d` is a Monday when `(d + 3) % 7 = 0`), and its latest feedback (the greatest
 /// `outcome_at_ms`, `overridden` before `accepted` at the same instant); grouped and counted.
 const ANALYTICS: &str = "WITH shown AS ( \
-       SELECT c.uuid, c.service_id, c.card, \
+       SELECT c.uuid, c.service_id, c.card, c.content_version, \
               (c.issued_at_ms / 86400000) - (((c.issued_at_ms / 86400000) + 3) % 7) AS week_day \
        FROM cards c WHERE c.issued_at_ms >= $1 AND c.issued_at_ms < $2 \
      ), ranked AS ( \
@@ -405,9 +408,10 @@ const ANALYTICS: &str = "WITH shown AS ( \
        FROM feedback f WHERE f.card_uuid IN (SELECT uuid FROM shown) \
      ) \
      SELECT s.service_id, s.card, s.week_day, r.outcome, r.override_reason_code, r.override_reason_system, \
-            COUNT(*) AS n \
+            COUNT(*) AS n, s.content_version \
      FROM shown s LEFT JOIN ranked r ON r.card_uuid = s.uuid AND r.rn = 1 \
-     GROUP BY s.service_id, s.card, s.week_day, r.outcome, r.override_reason_code, r.override_reason_system";
+     GROUP BY s.service_id, s.card, s.content_version, s.week_day, r.outcome, r.override_reason_code, \
+              r.override_reason_system";
 
 const UNKNOWN_CARD_FEEDBACK: &str = "SELECT COUNT(*) FROM feedback \
      WHERE unknown_card = TRUE AND received_at_ms >= $1 AND received_at_ms < $2";
@@ -566,7 +570,8 @@ impl Store {
                         .push_bind(r.issued_at_ms)
                         .push_bind(r.client_issuer.as_deref())
                         .push_bind(r.tenant.as_deref())
-                        .push_bind(r.hook_instance.as_str());
+                        .push_bind(r.hook_instance.as_str())
+                        .push_bind(r.content_version.as_deref());
                 });
                 insert.push(" ON CONFLICT (uuid) DO NOTHING");
                 // Not cached: the text changes with the batch's size.
@@ -715,6 +720,7 @@ impl Store {
                         reason_code: row.try_get(4)?,
                         reason_system: row.try_get(5)?,
                         count: row.try_get(6)?,
+                        content_version: row.try_get(7)?,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -919,6 +925,7 @@ struct CardRow {
     client_issuer: Option<String>,
     tenant: Option<String>,
     hook_instance: String,
+    content_version: Option<String>,
 }
 
 impl CardRow {
@@ -934,6 +941,7 @@ impl CardRow {
             client_issuer: clean_opt(&c.client_issuer, MAX_TEXT_CHARS),
             tenant: clean_opt(&c.tenant, MAX_TEXT_CHARS),
             hook_instance: clean(&c.hook_instance, MAX_TEXT_CHARS),
+            content_version: clean_opt(&c.content_version, MAX_TEXT_CHARS),
         }
     }
 }

@@ -72,6 +72,16 @@ pub fn json(analytics: &Analytics) -> Value {
             "accepted": w.accepted,
             "overridden": w.overridden,
         })).collect::<Vec<_>>(),
+        "byContentVersion": analytics.versions.iter().map(|v| json!({
+            "serviceId": v.service_id,
+            "card": v.card,
+            "contentVersion": v.content_version,
+            "shown": v.shown,
+            "accepted": v.accepted,
+            "overridden": v.overridden,
+            "noFeedback": v.no_feedback,
+            "overrideRate": v.override_rate(),
+        })).collect::<Vec<_>>(),
         "unknownCardFeedback": analytics.unknown_card_feedback,
     })
 }
@@ -85,6 +95,8 @@ pub enum CsvTable {
     Weeks,
     /// One row per template and override reason.
     Reasons,
+    /// One row per template and content version.
+    Versions,
 }
 
 /// The CSV export: a header row, then one row per template, week or reason.
@@ -129,6 +141,31 @@ pub fn csv(analytics: &Analytics, table: CsvTable) -> String {
                     n(w.shown),
                     n(w.accepted),
                     n(w.overridden),
+                ]);
+            }
+        }
+        CsvTable::Versions => {
+            row(&[
+                "service_id",
+                "card",
+                "content_version",
+                "shown",
+                "accepted",
+                "overridden",
+                "no_feedback",
+                "override_rate",
+            ]
+            .map(String::from));
+            for v in &analytics.versions {
+                row(&[
+                    v.service_id.clone(),
+                    v.card.clone(),
+                    v.content_version.clone().unwrap_or_default(),
+                    n(v.shown),
+                    n(v.accepted),
+                    n(v.overridden),
+                    n(v.no_feedback),
+                    v.override_rate().map(|r| format!("{r:.4}")).unwrap_or_default(),
                 ]);
             }
         }
@@ -448,13 +485,15 @@ pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String
          <p class=\"window\">Cards issued from {} to {} (the end excluded). A card counts once, by the latest \
          feedback on it. The override rate is overridden ÷ (accepted + overridden).</p>\
          <p class=\"links\">Download: <a href=\"{}\">JSON</a> · <a href=\"{}\">CSV by template</a> · \
-         <a href=\"{}\">CSV by week</a> · <a href=\"{}\">CSV of override reasons</a></p>",
+         <a href=\"{}\">CSV by week</a> · <a href=\"{}\">CSV of override reasons</a> · \
+         <a href=\"{}\">CSV by content version</a></p>",
         date(analytics.since),
         date(analytics.until),
         attribute(&format!("/analytics{suffix}")),
         attribute(&format!("/analytics.csv{suffix}")),
         attribute(&format!("/analytics.csv?table=weeks{}", query_tail(query))),
         attribute(&format!("/analytics.csv?table=reasons{}", query_tail(query))),
+        attribute(&format!("/analytics.csv?table=versions{}", query_tail(query))),
     );
     if analytics.templates.is_empty() {
         html.push_str("<p class=\"empty\">No cards were issued in this window.</p>");
@@ -520,6 +559,33 @@ pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String
     }
     table.push_str("</tbody></table>");
     html.push_str(&scrolling_table("Cards per card template", &table));
+    html.push_str("<h2>Per content version</h2>");
+    html.push_str(
+        "<p class=\"note\">Each template's cards by the version of the guidance content that wrote them: after an \
+         edit of the cards or value sets, compare a template's override rate before and after it.</p>",
+    );
+    let mut table = String::from(
+        "<table><thead><tr><th>Service</th><th>Card template</th><th>Content version</th><th>Shown</th>\
+         <th>Accepted</th><th>Overridden</th><th>No feedback</th><th>Override rate</th></tr></thead><tbody>",
+    );
+    for v in &analytics.versions {
+        let _ = write!(
+            table,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            text(&v.service_id),
+            text(&v.card),
+            v.content_version
+                .as_deref()
+                .map_or_else(|| "before content versions".to_string(), text),
+            v.shown,
+            v.accepted,
+            v.overridden,
+            v.no_feedback,
+            rate(v.override_rate())
+        );
+    }
+    table.push_str("</tbody></table>");
+    html.push_str(&scrolling_table("Cards per card template and content version", &table));
     html.push_str("<h2>Weekly trend</h2>");
     html.push_str(&figure(
         &weekly_chart(analytics),
@@ -605,6 +671,7 @@ mod tests {
                 ],
             }],
             weekly: vec![],
+            versions: vec![],
             unknown_card_feedback: 1,
         }
     }
