@@ -51,7 +51,11 @@ impl Permissions {
     fn parse(text: &str) -> Option<Permissions> {
         match text {
             "read" => return Some(Permissions::READ.union(Permissions::SEARCH)),
-            "write" => return Some(Permissions(Permissions::CREATE.0 | Permissions::UPDATE.0 | Permissions::DELETE.0)),
+            "write" => {
+                return Some(Permissions(
+                    Permissions::CREATE.0 | Permissions::UPDATE.0 | Permissions::DELETE.0,
+                ));
+            }
             "*" => return Some(Permissions::ALL),
             "" => return None,
             _ => {}
@@ -272,7 +276,18 @@ mod tests {
         let context = prop::sample::select(vec!["patient", "user", "system", "launch", "Patient", "*", ""]);
         let resource = prop::sample::select(vec!["*", "Condition", "Procedure", "Observation", "condition", ""]);
         let permission = prop::sample::select(vec![
-            "read", "write", "*", "r", "s", "rs", "cruds", "sr", "cud", "rs?category=x", "", "READ",
+            "read",
+            "write",
+            "*",
+            "r",
+            "s",
+            "rs",
+            "cruds",
+            "sr",
+            "cud",
+            "rs?category=x",
+            "",
+            "READ",
         ]);
         (context, resource, permission, any::<bool>()).prop_map(|(c, r, p, slash)| {
             if slash {

@@ -21,7 +21,9 @@ use crate::fhir::{Contents, Resource, parse_contents};
 use crate::logsafe::caller_text;
 use crate::record::{Availability, Coding, DataKind, Order, PatientRecord};
 use crate::render::{RequestFacts, render_card, render_data_unavailable};
-use crate::wire::{Card, CardsResponse, HookRequest, PATIENT_MISMATCH, PrefetchValue, RequestError, parse_hook_request};
+use crate::wire::{
+    Card, CardsResponse, HookRequest, PATIENT_MISMATCH, PrefetchValue, RequestError, parse_hook_request,
+};
 
 /// Why a hook call got no cards.
 #[derive(Debug, thiserror::Error)]
@@ -668,7 +670,10 @@ pub fn answer(
         .any(|kind| missing_data.answer(*kind) == MissingDataAnswer::Status412)
         || answers.iter().any(|a| matches!(a, Err(lacks) if lacks.is_empty()));
     if refused {
-        return Err(HookError::MissingData(needed.into_iter().collect(), NotFetched::default()));
+        return Err(HookError::MissingData(
+            needed.into_iter().collect(),
+            NotFetched::default(),
+        ));
     }
     if !lacking.is_empty() {
         tracing::info!(

@@ -346,15 +346,12 @@ pub fn parse_hook_request(
     let fhir_server = optional_string(raw.fhir_server, "fhirServer")?.filter(|s| !s.trim().is_empty());
     let fhir_authorization = match raw.fhir_authorization {
         None => None,
-        Some(raw) => Some(
-            serde_json::from_str::<FhirAuthorization>(raw.get())
-                .map_err(|_| {
-                    error(
-                        "`fhirAuthorization` must be an object with an `access_token` string (and `scope`, \
+        Some(raw) => Some(serde_json::from_str::<FhirAuthorization>(raw.get()).map_err(|_| {
+            error(
+                "`fhirAuthorization` must be an object with an `access_token` string (and `scope`, \
                          `subject` and `patient` strings when given)",
-                    )
-                })?,
-        ),
+            )
+        })?),
     };
     // CDS Hooks 2.0: `fhirServer` is required whenever `fhirAuthorization` is given; a token without a server
     // is a broken client, not a request to ignore the token.

@@ -44,7 +44,10 @@ fn request(server: &FhirServer, authorization: Value) -> Value {
     request["fhirServer"] = server.base().into();
     let mut token = json!({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
         "subject": "dry-needling-cds"});
-    token.as_object_mut().unwrap().extend(authorization.as_object().unwrap().clone());
+    token
+        .as_object_mut()
+        .unwrap()
+        .extend(authorization.as_object().unwrap().clone());
     request["fhirAuthorization"] = token;
     request
 }
@@ -76,7 +79,9 @@ fn diagnostics(outcome: &Value) -> Vec<String> {
 
 /// The answer with the full prefetch, for comparison.
 async fn prefetched(state: AppState) -> Value {
-    call(state, &serde_json::from_slice(&fixture(MYOFASCIAL)).unwrap()).await.1
+    call(state, &serde_json::from_slice(&fixture(MYOFASCIAL)).unwrap())
+        .await
+        .1
 }
 
 #[tokio::test]
@@ -151,7 +156,10 @@ async fn smart_v1_patient_star_read_sends_every_search() {
     all.push("AllergyIntolerance");
     all.sort();
     assert_eq!(searched(&server), all);
-    assert_eq!(without_uuids(fetched), without_uuids(prefetched(service(&server)).await));
+    assert_eq!(
+        without_uuids(fetched),
+        without_uuids(prefetched(service(&server)).await)
+    );
     // SMART v2 `user/*.rs` and v1 `system/*.*` alike.
     for scope in ["user/*.rs", "system/*.*", "launch/patient patient/*.cruds openid"] {
         let server = FhirServer::start(&fixture(MYOFASCIAL)).await;
@@ -178,7 +186,8 @@ async fn a_read_only_v2_scope_does_not_allow_the_search() {
     assert_eq!(said.len(), 2, "{said:?}");
     assert!(said[0].starts_with("MedicationRequest data is unavailable"), "{said:?}");
     assert!(
-        said[1].starts_with("MedicationRequest was not searched for") && said[1].contains("`patient/MedicationRequest.rs`"),
+        said[1].starts_with("MedicationRequest was not searched for")
+            && said[1].contains("`patient/MedicationRequest.rs`"),
         "{said:?}"
     );
     // And `s` without `r`, or a parameterised scope, no more than `r` alone.
@@ -190,7 +199,10 @@ async fn a_read_only_v2_scope_does_not_allow_the_search() {
         let scope = format!("patient/Condition.rs patient/MedicationStatement.rs {lacking} patient/Procedure.rs");
         let (status, _) = call(service(&server), &request(&server, json!({"scope": scope}))).await;
         assert_eq!(status, 412, "{lacking}");
-        assert!(!searched(&server).contains(&"MedicationRequest".to_string()), "{lacking}");
+        assert!(
+            !searched(&server).contains(&"MedicationRequest".to_string()),
+            "{lacking}"
+        );
     }
 }
 
@@ -247,11 +259,16 @@ async fn a_token_for_another_patient_is_refused_and_nothing_is_fetched() {
     assert_eq!(outcome["issue"][0]["code"], "invalid");
     assert_eq!(
         diagnostics(&outcome),
-        ["`fhirAuthorization.patient` is not `context.patientId`: the access token was issued for another patient \
-          than the one this call is about"]
+        [
+            "`fhirAuthorization.patient` is not `context.patientId`: the access token was issued for another patient \
+          than the one this call is about"
+        ]
     );
     let text = outcome.to_string();
-    assert!(!text.contains(other) && !text.contains(PATIENT_ID) && !text.contains(TOKEN), "{text}");
+    assert!(
+        !text.contains(other) && !text.contains(PATIENT_ID) && !text.contains(TOKEN),
+        "{text}"
+    );
     assert_eq!(server.connections(), 0);
     // Expected: the same with the full prefetch (nothing to fetch): the request contradicts itself whatever it
     // carries, and `Patient/<other>` is the other patient too.
