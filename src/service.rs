@@ -442,8 +442,9 @@ pub fn prepare<'a>(
 }
 
 /// Fetches what prefetch did not settle from the request's `fhirServer`, when it is allowed. `caller` is
-/// the authenticated client's own allowlist. Failures only leave data unavailable; they are logged by kind
-/// and reason, never with URLs.
+/// the authenticated client's own allowlist. Only the searches `fhirAuthorization.scope` allows are sent (all
+/// when it is absent); the others leave their data unavailable and are named in the 412 or the card. Failures
+/// only leave data unavailable; they are logged by kind and reason, never with URLs.
 pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Option<&Allowlist>) {
     let mut wanted = prepared.wanted();
     if wanted.is_empty() {
