@@ -11,6 +11,7 @@
 //! | the application state from the configuration (the composition root) | [`mod@app`] | both |
 //! | fetching what prefetch lacks | [`fetch`] | FHIR REST, the allowlist |
 //! | request, discovery, card and feedback JSON | [`wire`] | CDS Hooks shapes |
+//! | `fhirAuthorization.scope` read once: which searches the token allows | [`scopes`] | SMART scopes |
 //! | FHIR JSON (R4, STU3, DSTU2) → record | [`fhir`] | FHIR shapes |
 //! | the patient record | [`record`] | plain types |
 //! | the guideline: concepts, episodes, care, verdict | [`assess`] | pure functions, no I/O, cannot fail |
@@ -45,6 +46,7 @@ pub mod ops;
 pub mod quote;
 pub mod record;
 pub mod render;
+pub mod scopes;
 pub mod service;
 pub mod store;
 pub mod web;

@@ -36,6 +36,9 @@ pub struct RequestFacts {
     /// The codes of every other draft order of the request (order-sign sends them all), so that a card does not
     /// suggest what is already drafted.
     pub other_draft_codes: Vec<Coding>,
+    /// Kinds of data the FHIR server was not searched for because the access token's scopes do not allow it:
+    /// the data-unavailable card says which scope is missing.
+    pub out_of_scope: Vec<DataKind>,
 }
 
 fn system_label(system: &str) -> &str {
@@ -647,21 +650,31 @@ pub fn render_data_unavailable(kinds: &[DataKind], order: &Order, facts: &Reques
     render(&assessment, kinds, order, facts, knowledge)
 }
 
-/// The list of data that could not be checked, with what the rules would have read each for.
-fn unavailable_list(kinds: &[DataKind], labels: Option<&DataLabels>) -> String {
+/// The list of data that could not be checked, with what the rules would have read each for, and, for the kinds
+/// the FHIR server was not searched for, the scope the access token lacks.
+fn unavailable_list(kinds: &[DataKind], labels: Option<&DataLabels>, out_of_scope: &[DataKind]) -> String {
     let Some(labels) = labels else {
         return String::new();
     };
     let mut out = String::new();
     for kind in kinds {
         let label = labels.label(*kind);
-        let _ = writeln!(
+        let _ = write!(
             out,
             "- **{}** ({}): {}",
             capitalised(&label.name),
             kind.resource_type(),
             label.checks
         );
+        if out_of_scope.contains(kind) {
+            let _ = write!(
+                out,
+                ". Not searched for: the EHR's access token does not allow reading and searching {}; it needs {}",
+                kind.resource_type(),
+                crate::scopes::needed_for_search(kind.resource_type())
+            );
+        }
+        out.push('\n');
     }
     out
 }
@@ -741,7 +754,7 @@ fn render(
         "duration" => duration.clone(),
         "notes" => notes_text(&assessment.notes, phrases),
         "alternatives" => alternatives(assessment, order, facts, knowledge),
-        UNAVAILABLE_VAR => unavailable_list(unavailable, labels),
+        UNAVAILABLE_VAR => unavailable_list(unavailable, labels, &facts.out_of_scope),
         _ => String::new(),
     });
     // When the order's reason could not be resolved, the card says so before anything else.

@@ -16,14 +16,14 @@ use time::Date;
 
 use crate::assess::{Note, Verdict, assess, is_dry_needling};
 use crate::content::{Knowledge, ServiceText};
-use crate::fetch::{Allowlist, Fetched, Fetcher, Search, Start, Target};
+use crate::fetch::{Allowlist, FetchFailure, Fetched, Fetcher, Search, Start, Target};
 use crate::fhir::{Contents, Resource, parse_contents};
 use crate::logsafe::caller_text;
 use crate::record::{Availability, Coding, DataKind, Order, PatientRecord};
 use crate::render::{RequestFacts, render_card, render_data_unavailable};
 use crate::wire::{
-    Card, CardsResponse, ContentDescription, Hook, HookRequest, PrefetchValue, RequestError, ServiceDescription,
-    ServiceExtension, parse_hook_request,
+    Card, CardsResponse, ContentDescription, Hook, HookRequest, PATIENT_MISMATCH, PrefetchValue, RequestError,
+    ServiceDescription, ServiceExtension, parse_hook_request,
 };
 
 /// Why a hook call got no cards.
@@ -44,9 +44,20 @@ pub enum HookError {
     #[error("`fhirServer` is not the FHIR server of the token's issuer")]
     ForeignFhirServer,
     /// Data the verdict needs could be had neither from prefetch nor from the FHIR server (412); with why the
-    /// request's `fhirServer` was not called, when it was refused.
+    /// request's `fhirServer` was not asked for it, when it was not.
     #[error("data needed for the assessment is unavailable")]
-    MissingData(Vec<DataKind>, Option<crate::fetch::FetchFailure>),
+    MissingData(Vec<DataKind>, NotFetched),
+}
+
+/// Why data was not asked of the request's `fhirServer`, for the 412 and the data-unavailable card: the
+/// server refused whole, and the kinds of data whose search the token's scopes do not allow (those searches are
+/// never sent; see [`crate::scopes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotFetched {
+    /// Why the server was not called at all.
+    pub server: Option<FetchFailure>,
+    /// Kinds not searched for lack of scope, in [`DataKind::ALL`]'s order.
+    pub out_of_scope: Vec<DataKind>,
 }
 
 /// What happened, for the request's log line: ids and counts only.
@@ -113,6 +124,9 @@ fn search_key(search: Search) -> &'static str {
         Search::Allergies => ALLERGY_KEY,
     }
 }
+
+/// The metrics outcome of a search not sent because the token's scopes do not allow it.
+pub const OUT_OF_SCOPE: &str = "out_of_scope";
 
 /// The prefetch key for the Patient, whose birth date dates `onsetAge` and `onsetRange`. Not a [`DataKind`]: a
 /// record without it is still complete, so it never causes a 412 and is not fetched when missing.
@@ -362,8 +376,8 @@ pub struct Prepared<'a> {
     pub record: PatientRecord,
     /// Prefetched Bundles whose `next` pages were not sent.
     next_pages: Vec<(DataKind, String)>,
-    /// Why the request's `fhirServer` was not called, when [`gather`] refused it: a 412 says so.
-    server_refused: Option<crate::fetch::FetchFailure>,
+    /// Why the request's `fhirServer` was not asked for some data, when [`gather`] did not: a 412 says so.
+    not_fetched: NotFetched,
     pub summary: HookSummary,
 }
 
@@ -426,6 +440,15 @@ pub fn prepare_for<'a>(
         "hook_instance",
         tracing::field::display(caller_text(&request.hook_instance)),
     );
+    if request.token_for_another_patient() {
+        // Neither patient id is logged or answered; the client id the EHR knows this service by may be.
+        let subject = request.fhir_authorization.as_ref().and_then(|a| a.subject.as_deref());
+        tracing::warn!(
+            subject = %caller_text(subject.unwrap_or("-")),
+            "request refused: fhirAuthorization.patient is not context.patientId"
+        );
+        return Err(RequestError(PATIENT_MISMATCH.to_string()).into());
+    }
     if request.hook != Some(service.hook) {
         return Err(HookError::WrongHook { expected: service.hook });
     }
@@ -455,16 +478,17 @@ pub fn prepare_for<'a>(
         other_draft_codes,
         record,
         next_pages,
-        server_refused: None,
+        not_fetched: NotFetched::default(),
         summary,
     })
 }
 
 /// Fetches what prefetch did not settle from the request's `fhirServer`, when it is allowed. `caller` is
-/// the authenticated client's own allowlist. Failures only leave data unavailable; they are logged by kind
-/// and reason, never with URLs.
+/// the authenticated client's own allowlist. Only the searches `fhirAuthorization.scope` allows are sent (all
+/// when it is absent); the others leave their data unavailable and are named in the 412 or the card. Failures
+/// only leave data unavailable; they are logged by kind and reason, never with URLs.
 pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Option<&Allowlist>) {
-    let wanted = prepared.wanted();
+    let mut wanted = prepared.wanted();
     if wanted.is_empty() {
         return;
     }
@@ -473,12 +497,44 @@ pub async fn gather(prepared: &mut Prepared<'_>, fetcher: &Fetcher, caller: Opti
     else {
         return;
     };
+    // Searches the token's scopes do not allow are never sent: their data is unavailable, as after a failed
+    // search, and the 412 or the card names the scope.
+    if let Some(authorization) = &request.fhir_authorization {
+        let (allowed, out_of_scope): (Vec<_>, Vec<_>) = wanted
+            .into_iter()
+            .partition(|(search, _)| authorization.may_search(search.resource_type()));
+        wanted = allowed;
+        if !out_of_scope.is_empty() {
+            tracing::info!(
+                kinds = ?out_of_scope.iter().map(|(s, _)| s.resource_type()).collect::<Vec<_>>(),
+                subject = %caller_text(authorization.subject.as_deref().unwrap_or("-")),
+                "FHIR searches not sent: fhirAuthorization's scope does not allow them"
+            );
+        }
+        for (search, _) in out_of_scope {
+            metrics::counter!(
+                crate::ops::metrics::FHIR_SEARCHES,
+                "kind" => search_key(search),
+                "outcome" => OUT_OF_SCOPE
+            )
+            .increment(1);
+            if let Search::Data(kind) = search {
+                prepared.record.set_availability(kind, Availability::Failed);
+                prepared.not_fetched.out_of_scope.push(kind);
+            }
+        }
+        prepared.not_fetched.out_of_scope.sort();
+        if wanted.is_empty() {
+            return;
+        }
+    }
+    let request = &prepared.request;
     let token = request.fhir_authorization.as_ref().map(|a| a.access_token.as_str());
     let base = match fetcher.check_server(fhir_server, token.is_some(), caller) {
         Ok(base) => base,
         Err(reason) => {
             tracing::warn!(%reason, "fhirServer not contacted");
-            prepared.server_refused = Some(reason);
+            prepared.not_fetched.server = Some(reason);
             for (kind, _) in &wanted {
                 metrics::counter!(
                     crate::ops::metrics::FHIR_SEARCHES,
@@ -569,7 +625,7 @@ pub fn finish(
         other_draft_codes,
         mut record,
         mut summary,
-        server_refused,
+        not_fetched,
         ..
     } = prepared;
     if orders.is_empty() {
@@ -581,6 +637,7 @@ pub fn finish(
         patient_id: request.context.patient_id.clone(),
         encounter_id: request.context.encounter_id.clone(),
         other_draft_codes,
+        out_of_scope: not_fetched.out_of_scope.clone(),
     };
     let Answered {
         cards,
@@ -588,7 +645,20 @@ pub fn finish(
         unavailable,
         unchecked,
     } = answer(&orders, &record, &facts, knowledge, today, missing_data).map_err(|error| match error {
-        HookError::MissingData(kinds, None) => HookError::MissingData(kinds, server_refused),
+        HookError::MissingData(kinds, _) => {
+            // Only the scopes of the data the 412 names.
+            let out_of_scope = not_fetched
+                .out_of_scope
+                .iter()
+                .copied()
+                .filter(|kind| kinds.contains(kind))
+                .collect();
+            let not_fetched = NotFetched {
+                server: not_fetched.server,
+                out_of_scope,
+            };
+            HookError::MissingData(kinds, not_fetched)
+        }
         error => error,
     })?;
     summary.cards = cards.len();
@@ -651,7 +721,10 @@ pub fn answer(
         .any(|kind| missing_data.answer(*kind) == MissingDataAnswer::Status412)
         || answers.iter().any(|a| matches!(a, Err(lacks) if lacks.is_empty()));
     if refused {
-        return Err(HookError::MissingData(needed.into_iter().collect(), None));
+        return Err(HookError::MissingData(
+            needed.into_iter().collect(),
+            NotFetched::default(),
+        ));
     }
     if !lacking.is_empty() {
         tracing::info!(

@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::fhir::{Contents, PrefetchSeed, Unreadable, parse_prefetch_value};
+use crate::scopes::Scopes;
 
 /// A request the service cannot read; the message names the field, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -219,10 +220,35 @@ pub struct FhirAuthorization {
     pub token_type: Option<String>,
     #[serde(default)]
     pub expires_in: Option<u64>,
-    #[serde(default)]
-    pub scope: Option<String>,
+    /// The token's SMART scopes, read once here; `None` when `scope` is absent or blank (unknown scopes are
+    /// not a refusal: every search is sent, as before scopes were read).
+    #[serde(default, deserialize_with = "scopes")]
+    pub scope: Option<Scopes>,
+    /// The OAuth client id the EHR knows this service by: may be logged (through [`crate::logsafe`]).
     #[serde(default)]
     pub subject: Option<String>,
+    /// The patient the token is restricted to, if it is: must be `context.patientId` (else 400). Never logged.
+    #[serde(default)]
+    pub patient: Option<String>,
+}
+
+impl FhirAuthorization {
+    /// Whether this token may search `resource_type` (read and search; see [`crate::scopes`]). Unknown scopes
+    /// allow every search: the FHIR server decides, as it did before.
+    pub fn may_search(&self, resource_type: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.permits_search(resource_type))
+    }
+}
+
+fn scopes<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Scopes>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    Ok(text.filter(|t| !t.trim().is_empty()).map(|t| Scopes::parse(&t)))
+}
+
+/// The same patient id, whether written `id` or `Patient/id`.
+fn same_patient(a: &str, b: &str) -> bool {
+    let bare = |id: &str| id.strip_prefix("Patient/").unwrap_or(id).to_string();
+    bare(a) == bare(b)
 }
 
 impl std::fmt::Debug for FhirAuthorization {
@@ -247,6 +273,19 @@ pub struct HookRequest<'a> {
     pub context: HookContext<'a>,
     /// `None` when the client sent no `prefetch` at all.
     pub prefetch: Option<Vec<(String, PrefetchValue<'a>)>>,
+}
+
+impl HookRequest<'_> {
+    /// True when `fhirAuthorization.patient` names another patient than `context.patientId` (`id` and
+    /// `Patient/id` are the same): a token issued for someone else. The request contradicts itself, and neither
+    /// its prefetch nor a search with that token can be taken to be this patient's. False when either is absent.
+    pub fn token_for_another_patient(&self) -> bool {
+        let token_patient = self.fhir_authorization.as_ref().and_then(|a| a.patient.as_deref());
+        match (token_patient, self.context.patient_id.as_deref()) {
+            (Some(token_patient), Some(patient_id)) => !same_patient(token_patient, patient_id),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -277,6 +316,10 @@ fn required_string(raw: Option<&RawValue>, name: &str) -> Result<String, Request
     }
 }
 
+/// The 400's message when `fhirAuthorization.patient` is not `context.patientId`.
+pub const PATIENT_MISMATCH: &str = "`fhirAuthorization.patient` is not `context.patientId`: the access token was issued \
+     for another patient than the one this call is about";
+
 /// Reads a hook request body. `wants_prefetch` is called with the raw `draftOrders` (when there are any) as
 /// soon as they are read, and says whether the prefetch will be needed; that decides only when the prefetch is
 /// read, never what it reads as. Each prefetch key read has at most `max_prefetch_entries` entries built; the
@@ -305,10 +348,12 @@ pub fn parse_hook_request(
     let fhir_server = optional_string(raw.fhir_server, "fhirServer")?.filter(|s| !s.trim().is_empty());
     let fhir_authorization = match raw.fhir_authorization {
         None => None,
-        Some(raw) => Some(
-            serde_json::from_str::<FhirAuthorization>(raw.get())
-                .map_err(|_| error("`fhirAuthorization` must be an object with an `access_token` string"))?,
-        ),
+        Some(raw) => Some(serde_json::from_str::<FhirAuthorization>(raw.get()).map_err(|_| {
+            error(
+                "`fhirAuthorization` must be an object with an `access_token` string (and `scope`, \
+                         `subject` and `patient` strings when given)",
+            )
+        })?),
     };
     // CDS Hooks 2.0: `fhirServer` is required whenever `fhirAuthorization` is given; a token without a server
     // is a broken client, not a request to ignore the token.

@@ -61,12 +61,48 @@ async fn logs_carry_no_token_url_or_patient_id() {
         .header("content-type", "application/json")
         .body(Body::from(serde_json::to_vec(&body).unwrap()))
         .unwrap();
-    let _ = send_with(state, request).await;
+    let _ = send_with(state.clone(), request).await;
     let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     let patient: Value = serde_json::from_slice(&fixture(PATIENT)).unwrap();
     let patient_id = patient["context"]["patientId"].as_str().unwrap();
     assert!(logs.contains("FHIR search failed"), "{logs}");
     for secret in [TOKEN, patient_id, "patient=", &server.origin()] {
+        assert!(!logs.contains(secret), "logs contain {secret}:\n{logs}");
+    }
+
+    // Issue 25, item 4: searches out of scope and a token for another patient are logged with
+    // `fhirAuthorization.subject` (caller text: escaped), never the token or either patient id.
+    buffer.0.lock().unwrap().clear();
+    let other_patient = "another-patient-5e0b";
+    for extra in [
+        serde_json::json!({"scope": "patient/Condition.rs"}),
+        serde_json::json!({"scope": "patient/*.read", "patient": other_patient}),
+    ] {
+        let mut body: Value = serde_json::from_slice(&fixture(PATIENT)).unwrap();
+        body.as_object_mut().unwrap().remove("prefetch");
+        body["fhirServer"] = server.base().into();
+        let mut authorization =
+            serde_json::json!({"access_token": TOKEN, "token_type": "Bearer", "subject": "cds\nforged line"});
+        authorization
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body["fhirAuthorization"] = authorization;
+        let request = Request::post(SELECT)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap();
+        let _ = send_with(state.clone(), request).await;
+    }
+    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("FHIR searches not sent"), "{logs}");
+    assert!(
+        logs.contains("fhirAuthorization.patient is not context.patientId"),
+        "{logs}"
+    );
+    assert!(logs.contains("cds\\u{a}forged line"), "{logs}");
+    assert!(!logs.contains("cds\nforged"), "{logs}");
+    for secret in [TOKEN, patient_id, other_patient, "patient=", &server.origin()] {
         assert!(!logs.contains(secret), "logs contain {secret}:\n{logs}");
     }
 }

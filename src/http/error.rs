@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::auth::AuthError;
 use crate::record::DataKind;
-use crate::service::HookError;
+use crate::service::{HookError, NotFetched};
 use crate::wire::{self, PREFETCH};
 
 /// Seconds a shed caller is asked to wait before retrying.
@@ -49,7 +49,7 @@ pub enum ApiError {
     #[error("{0}")]
     ContentTooLarge(String),
     #[error("data needed for the assessment is unavailable")]
-    PreconditionFailed(Vec<DataKind>, Option<crate::fetch::FetchFailure>),
+    PreconditionFailed(Vec<DataKind>, NotFetched),
     /// Deliberately without detail; the log has the reason.
     #[error("authentication required")]
     Unauthorized(AuthError),
@@ -104,12 +104,17 @@ impl ApiError {
             ApiError::UnknownService | ApiError::NoRoute => ("not-found", vec![self.to_string()]),
             ApiError::MethodNotAllowed | ApiError::UnsupportedMediaType => ("not-supported", vec![self.to_string()]),
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => ("too-costly", vec![self.to_string()]),
-            ApiError::PreconditionFailed(kinds, refused) => (
+            ApiError::PreconditionFailed(kinds, not_fetched) => (
                 "incomplete",
                 kinds
                     .iter()
                     .map(|k| missing_message(*k))
-                    .chain(refused.map(|why| format!("the request's fhirServer was not called: {why}")))
+                    .chain(not_fetched.out_of_scope.iter().map(|k| out_of_scope_message(*k)))
+                    .chain(
+                        not_fetched
+                            .server
+                            .map(|why| format!("the request's fhirServer was not called: {why}")),
+                    )
                     .collect(),
             ),
             ApiError::Unauthorized(_) => ("login", vec![self.to_string()]),
@@ -130,6 +135,16 @@ fn missing_message(kind: DataKind) -> String {
     format!(
         "{} data is unavailable: send it as prefetch `{key}` ({query}), or a null value if the patient has none",
         kind.resource_type()
+    )
+}
+
+/// Why a kind of data was not searched for: the scope the token lacks.
+fn out_of_scope_message(kind: DataKind) -> String {
+    let resource_type = kind.resource_type();
+    format!(
+        "{resource_type} was not searched for on the request's fhirServer: fhirAuthorization's scope does not allow \
+         reading and searching it; it needs {}",
+        crate::scopes::needed_for_search(resource_type)
     )
 }
 
