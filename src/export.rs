@@ -343,9 +343,9 @@ fn plan_definition(knowledge: &Knowledge, service: &ServiceText) -> Exported {
         .collect::<Vec<_>>()
         .join(", ");
     let which = match service.hook.as_str() {
-        "order-select" => "a selected draft order",
-        "order-sign" => "a draft order being signed",
-        _ => "a draft order",
+        "order-select" => "A selected draft order",
+        "order-sign" => "A draft order being signed",
+        _ => "A draft order",
     };
     let cards: Vec<Value> = CardId::ALL
         .iter()
