@@ -3,7 +3,7 @@
 //! Bundle (every resource; no search parameters), an id's the resource or 404 with an OperationOutcome.
 //!
 //! Why here: only the edge knows HTTP; the answers themselves are computed once ([`super::FhirRoutes`]) and
-//! only copied out. Off, none of these paths exist (the common 404).
+//! only copied out. Off, every `/fhir/…` path is the common 404 (also with trusted clients, without a token).
 
 use axum::Router;
 use axum::body::Body;
@@ -20,7 +20,8 @@ const FHIR_JSON: &str = "application/fhir+json";
 /// The routes, when the export is on; none otherwise.
 pub(super) fn routes(state: &AppState) -> Router {
     if matches!(state.fhir_export, FhirRoutes::Off) {
-        return Router::new();
+        // Absent, and said so without a token (with trusted clients an unknown path would otherwise get 401).
+        return Router::new().route("/fhir/{*path}", get(|| async { ApiError::NoRoute }));
     }
     Router::new()
         .route("/fhir/ValueSet", get(|s| search(s, ResourceType::ValueSet)))
