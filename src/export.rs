@@ -467,7 +467,10 @@ mod tests {
     #[test]
     fn ids_and_names_are_valid_fhir() {
         assert_eq!(value_set_id("cond.low_back_pain"), "cond.low-back-pain");
-        assert_eq!(value_set_name("med.nsaid.precise_ingredient_or_alt"), "MedNsaidPreciseIngredientOrAlt");
+        assert_eq!(
+            value_set_name("med.nsaid.precise_ingredient_or_alt"),
+            "MedNsaidPreciseIngredientOrAlt"
+        );
         let (_, export) = export();
         for r in &export.resources {
             assert!(
@@ -552,7 +555,10 @@ mod tests {
     #[test]
     fn every_service_is_a_plan_definition_with_a_card_per_action() {
         let (knowledge, export) = export();
-        assert_eq!(export.of(ResourceType::PlanDefinition).count(), knowledge.services.len());
+        assert_eq!(
+            export.of(ResourceType::PlanDefinition).count(),
+            knowledge.services.len()
+        );
         for service in &knowledge.services {
             let pd = &export
                 .of(ResourceType::PlanDefinition)

@@ -153,7 +153,11 @@ async fn with_trusted_clients_the_routes_are_absent_unless_configured() {
     let on = configured(&format!("{CLIENT_TOML}\n[export]\nroutes = true\n"));
     for path in ROUTES {
         let (status, content_type, _) = get(&on, path).await;
-        assert_eq!((status, content_type.as_str()), (200, "application/fhir+json"), "{path}");
+        assert_eq!(
+            (status, content_type.as_str()),
+            (200, "application/fhir+json"),
+            "{path}"
+        );
     }
     // And off in open mode when the configuration says so.
     let off = configured("[export]\nroutes = false\n");
@@ -184,7 +188,11 @@ fn export_writes_every_value_set_and_service_as_r4_resources() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let knowledge = Knowledge::embedded().unwrap();
     assert!(
         stdout.contains(&format!(
@@ -204,7 +212,11 @@ fn export_writes_every_value_set_and_service_as_r4_resources() {
         assert!(text.contains("\n  \""), "pretty-printed: {}", file.display());
         let resource: Value = serde_json::from_str(&text).unwrap();
         let name = file.file_name().unwrap().to_string_lossy();
-        let expected = format!("{}-{}.json", resource["resourceType"].as_str().unwrap(), resource["id"].as_str().unwrap());
+        let expected = format!(
+            "{}-{}.json",
+            resource["resourceType"].as_str().unwrap(),
+            resource["id"].as_str().unwrap()
+        );
         assert_eq!(name, expected);
         let checked = match resource["resourceType"].as_str().unwrap() {
             "ValueSet" => fhir_check::value_set(resource),
@@ -287,7 +299,10 @@ fn export_into_an_unwritable_directory_fails_with_a_clear_message() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(&format!("Error: cannot write the FHIR export to {}", blocked.join("out").display())),
+        stderr.contains(&format!(
+            "Error: cannot write the FHIR export to {}",
+            blocked.join("out").display()
+        )),
         "{stderr}"
     );
     assert!(output.stdout.is_empty());

@@ -47,7 +47,10 @@ async fn search(State(state): State<AppState>, kind: ResourceType) -> Response {
         return ApiError::NoRoute.into_response();
     };
     // The Bundle's chunks share the resources' bytes: nothing is serialised or copied into one buffer here.
-    let chunks = catalogue.search(kind).into_iter().map(Ok::<_, std::convert::Infallible>);
+    let chunks = catalogue
+        .search(kind)
+        .into_iter()
+        .map(Ok::<_, std::convert::Infallible>);
     fhir_json(Body::from_stream(futures::stream::iter(chunks)))
 }
 

@@ -158,9 +158,9 @@ impl FhirRoutes {
     pub fn catalogue(&self, knowledge: &Knowledge) -> Option<&Catalogue> {
         match self {
             FhirRoutes::Off => None,
-            FhirRoutes::On(cell) => Some(cell.get_or_init(|| {
-                Catalogue::new(&FhirExport::build(knowledge, OffsetDateTime::now_utc()))
-            })),
+            FhirRoutes::On(cell) => {
+                Some(cell.get_or_init(|| Catalogue::new(&FhirExport::build(knowledge, OffsetDateTime::now_utc()))))
+            }
         }
     }
 
