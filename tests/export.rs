@@ -256,7 +256,7 @@ fn export_writes_every_value_set_and_service_as_r4_resources() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .any(|e| e["url"] == SOURCE_EXTENSION && e["valueString"] == &*row.source),
+                    .any(|e| e["url"] == SOURCE_EXTENSION && e["valueString"].as_str() == Some(&*row.source)),
                 "{set} {}",
                 row.code
             );
