@@ -240,7 +240,7 @@ pub(super) fn parse_card(
         problems.add(
             name,
             "when",
-            "say in words when this card is given (its row of docs/decision-table.md): `when = \"...\"` at the top",
+            "say in words when this card is given (its row of docs/decision-table.md): `when = \"...\"` before the first table",
         );
     }
     for (i, s) in file.suggestions.iter().enumerate() {
