@@ -14,7 +14,7 @@ use crate::companion::SandboxCompanion;
 use crate::config::Config;
 use crate::content::Knowledge;
 use crate::fetch::{Fetcher, http_client};
-use crate::http::{Access, Admission, AnalyticsAccess, AppState, LoopbackHosts, StartError};
+use crate::http::{Access, Admission, AnalyticsAccess, AppState, FhirRoutes, LoopbackHosts, StartError};
 use crate::web::Workbench;
 
 impl AppState {
@@ -61,6 +61,13 @@ impl AppState {
             None if loopback && matches!(access, Access::Open) => SandboxCompanion::On,
             None => SandboxCompanion::Off,
         };
+        // The content as FHIR is the content, no patient's data: served where the hooks need no token, and with
+        // trusted clients only when the configuration says so. Computed here, once, before the first request.
+        let fhir_export = match (config.export_routes, &access) {
+            (Some(true), _) | (None, Access::Open) => FhirRoutes::on(),
+            _ => FhirRoutes::Off,
+        };
+        fhir_export.prepare(&knowledge);
         // Analytics answer without a credential only where nobody but this machine can call (open on loopback)
         // and none is configured; with trusted clients they need their own credential, or are off.
         let analytics = match (config.analytics_token_sha256, &access) {
@@ -84,6 +91,7 @@ impl AppState {
             admission: Admission::new(config.admission),
             workbench,
             sandbox_companion,
+            fhir_export,
             missing_data: config.missing_data,
             ..AppState::new(knowledge)
         })

@@ -48,6 +48,9 @@ pub struct Config {
     pub workbench: Option<bool>,
     /// `[sandbox_companion] enabled`: `None` leaves it to the mode (on only when open on loopback).
     pub sandbox_companion: Option<bool>,
+    /// `[export] routes`: the read-only `/fhir/ValueSet` and `/fhir/PlanDefinition` routes; `None` leaves it to
+    /// the mode (on only when open).
+    pub export_routes: Option<bool>,
     /// `[missing_data]`: 412 or a card, per kind of data the verdict lacks.
     pub missing_data: MissingDataPolicy,
     /// `[store]`: the card log and feedback store, retention, the card log's queue.
@@ -72,6 +75,8 @@ struct File {
     workbench: WorkbenchSection,
     #[serde(default)]
     sandbox_companion: SandboxCompanionSection,
+    #[serde(default)]
+    export: ExportSection,
     #[serde(default)]
     missing_data: MissingDataSection,
     #[serde(default)]
@@ -111,6 +116,13 @@ struct WorkbenchSection {
 #[serde(deny_unknown_fields)]
 struct SandboxCompanionSection {
     enabled: Option<bool>,
+}
+
+/// `[export]`: the content as FHIR on `/fhir/…` (docs/export.md).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ExportSection {
+    routes: Option<bool>,
 }
 
 /// `[server]`: every key optional; absent keys keep their defaults (see docs/invariants.md).
@@ -237,6 +249,7 @@ impl Config {
             limits: limits(file.limits)?,
             workbench: file.workbench.enabled,
             sandbox_companion: file.sandbox_companion.enabled,
+            export_routes: file.export.routes,
             missing_data: missing_data(file.missing_data)?,
             store: store(file.store, dir)?,
             analytics_token_sha256: analytics_token(file.analytics)?,

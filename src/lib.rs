@@ -20,6 +20,7 @@
 //! | cards as plain text for reviewers (`evaluate --format text`) | [`cardtext`] | nothing |
 //! | content in `cards/`, checked at start and by `check-content` | [`content`] | files, validation |
 //! | one hook call end to end | [`service`] | the order of steps |
+//! | the content as FHIR: value sets as `ValueSet`s, services as `PlanDefinition`s (`export`, `/fhir/…`) | [`export`] | FHIR JSON, canonical URLs |
 //! | the sandbox companion: a testing aid that turns a sandbox imaging draft into dry needling | [`companion`] | drafts, suggestions |
 //! | caller text as a log field (escaped, truncated) | [`logsafe`] | nothing |
 //! | the tester's workbench page and its bundled patients | [`web`] | static files |
@@ -38,6 +39,7 @@ pub mod cardtext;
 pub mod companion;
 pub mod config;
 pub mod content;
+pub mod export;
 pub mod fetch;
 pub mod fhir;
 pub mod http;

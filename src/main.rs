@@ -65,6 +65,14 @@ enum Command {
         /// The content directory, laid out as the project's `cards/`.
         dir: Option<PathBuf>,
     },
+    /// Write the content as FHIR R4: one `ValueSet-<id>.json` per value set and one `PlanDefinition-<id>.json`
+    /// per service, pretty-printed, into DIR (created when missing). Reads the content the service would (the
+    /// embedded `cards/`, or `--cards DIR`). See docs/export.md.
+    Export {
+        /// The directory to write the resources to.
+        #[arg(long, value_name = "DIR")]
+        fhir: PathBuf,
+    },
     /// Exit 0 if the service on this machine answers `GET /healthz` with 200 within 2 s, 1 otherwise (for a
     /// container's health check: a distroless image has no curl). Asks loopback at the port of `--listen`.
     Healthcheck {
@@ -204,6 +212,9 @@ fn run() -> anyhow::Result<()> {
         };
         anyhow::Error::new(error).context(context)
     })?;
+    if let Some(Command::Export { fhir }) = &cli.command {
+        return export_fhir(&knowledge, fhir);
+    }
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -256,7 +267,7 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Evaluate { file, service, format }) => evaluate(state, &file, service, format),
         Some(Command::Serve(_)) | None => serve(state, serve_args, serve_settings, store_settings),
-        Some(Command::Healthcheck { .. } | Command::CheckContent { .. }) => {
+        Some(Command::Healthcheck { .. } | Command::CheckContent { .. } | Command::Export { .. }) => {
             unreachable!("answered before loading anything")
         }
     }
@@ -607,6 +618,26 @@ fn check_content(source: ContentSource) -> anyhow::Result<()> {
         }
         Err(error) => Err(error).with_context(|| format!("cannot check {}", source.describe())),
     }
+}
+
+/// `export --fhir DIR`: the content as FHIR resources, one file each; the paths written, one a line.
+fn export_fhir(knowledge: &Knowledge, dir: &std::path::Path) -> anyhow::Result<()> {
+    use dry_needling_cds::export::{FhirExport, ResourceType};
+    let export = FhirExport::build(knowledge, time::OffsetDateTime::now_utc());
+    let written = export
+        .write_to(dir)
+        .with_context(|| format!("cannot write the FHIR export to {}", dir.display()))?;
+    for path in &written {
+        println!("{}", path.display());
+    }
+    println!(
+        "wrote {} ValueSets and {} PlanDefinitions to {} (canonical base {})",
+        export.of(ResourceType::ValueSet).count(),
+        export.of(ResourceType::PlanDefinition).count(),
+        dir.display(),
+        dry_needling_cds::export::CANONICAL_BASE
+    );
+    Ok(())
 }
 
 /// `healthcheck`: GETs `url`, or `/healthz` on loopback at the port the service listens on (an unspecified

@@ -6,7 +6,8 @@
 //! reported by its line, with the name that was probably meant, and a value set the rules need that has no
 //! codes stops the start.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::Problems;
 use super::keywords::read_keywords;
@@ -30,6 +31,11 @@ const REFERENCE_SETS: &[&str] = &[
     "proc.patient_reported_cds4cpm",
     "cond.not_addressed",
 ];
+
+/// True for a set no rule reads, kept with its sources for reference.
+pub fn reference_set(set: &str) -> bool {
+    REFERENCE_SETS.contains(&set)
+}
 
 /// Every set name a row of `codes.csv` may carry.
 pub fn known_set_names() -> Vec<&'static str> {
@@ -88,6 +94,26 @@ fn nearest<'n>(wrong: &str, names: &[&'n str]) -> Option<&'n str> {
         .map(|(_, n)| n)
 }
 
+/// One code of a value set as its file lists it, for the FHIR export (`crate::export`); the rules read the
+/// [`Terminology`] built from the same rows instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedCode {
+    /// The code system's canonical URL (an HL7 OID written in the file is given as its URL).
+    pub system: String,
+    /// The code as written (ICD codes with their dot).
+    pub code: String,
+    pub display: String,
+    /// Where the code came from (`source`: a VSAC OID, a release, `local: …`); shared by the rows that say
+    /// the same.
+    pub source: Arc<str>,
+    /// `note`, when the row has one.
+    pub note: Option<String>,
+}
+
+/// Every value set of the code files by its set name (`cond.low_back_pain`), its codes in the order the files
+/// list them (`codes.csv`, then `icd10cm.csv`); a code listed in both files appears twice.
+pub type ValueSetListing = BTreeMap<String, Vec<ListedCode>>;
+
 /// Reads `valuesets/keywords.toml`, `valuesets/codes.csv` and the generated `valuesets/icd10cm.csv` (any may
 /// be missing: already reported; the ICD-10-CM table is optional in a content directory), adding every
 /// problem found to `problems`; `None` when any was found.
@@ -96,7 +122,7 @@ pub(super) fn load_terminology(
     icd_text: Option<&str>,
     keywords_text: Option<&str>,
     problems: &mut Problems,
-) -> Option<Terminology> {
+) -> Option<(Terminology, ValueSetListing)> {
     let before = problems.found.len();
     let keywords = keywords_text.and_then(|text| read_keywords(text, problems));
     let mut tables = CodeTables::default();
@@ -110,11 +136,9 @@ pub(super) fn load_terminology(
         tables.check_sets(problems);
     }
     match keywords {
-        Some(keywords) if problems.found.len() == before && csv_text.is_some() => Some(Terminology::from_parts(
-            tables.codes,
-            tables.chronic,
-            tables.sites,
-            keywords,
+        Some(keywords) if problems.found.len() == before && csv_text.is_some() => Some((
+            Terminology::from_parts(tables.codes, tables.chronic, tables.sites, keywords),
+            tables.listing,
         )),
         _ => None,
     }
@@ -128,6 +152,10 @@ struct CodeTables {
     sites: CodeIndex,
     /// Rows per [`ValueSet`], indexed like [`ValueSet::ALL`].
     seen: Vec<usize>,
+    /// Every good row, by set.
+    listing: ValueSetListing,
+    /// Each distinct `source` text once.
+    sources: HashMap<String, Arc<str>>,
 }
 
 impl CodeTables {
@@ -164,6 +192,8 @@ fn read_codes(file: &str, text: &str, keywords: Option<&Keywords>, tables: &mut 
         chronic,
         sites,
         seen,
+        listing,
+        sources,
     } = tables;
     // Flexible: a row may leave out the last column (`note`); one with more columns than the header is reported.
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
@@ -188,6 +218,7 @@ fn read_codes(file: &str, text: &str, keywords: Option<&Keywords>, tables: &mut 
     let &[set_col, system_col, code_col, display_col, source_col] = columns.as_slice() else {
         return;
     };
+    let note_col = headers.iter().position(|h| h.trim() == "note");
     let known_sets = known_set_names();
     // (set, system, code) → the line that first listed it.
     let mut first_line: HashMap<(String, String, String), u64> = HashMap::new();
@@ -291,6 +322,17 @@ fn read_codes(file: &str, text: &str, keywords: Option<&Keywords>, tables: &mut 
             }
         }
         let display = field(display_col);
+        let source = sources
+            .entry(field(source_col).to_string())
+            .or_insert_with_key(|s| Arc::from(s.as_str()))
+            .clone();
+        listing.entry(set.to_string()).or_default().push(ListedCode {
+            system: system.to_string(),
+            code: raw_code.to_string(),
+            display: display.to_string(),
+            source,
+            note: note_col.map(field).filter(|n| !n.is_empty()).map(str::to_string),
+        });
         if display.to_lowercase().contains("chronic") && set.starts_with("cond.") {
             chronic
                 .entry(system.to_string())

@@ -24,7 +24,7 @@ mod validation;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use codes::{ICD10CM_CSV, KNOWN_SYSTEMS, known_set_names};
+pub use codes::{ICD10CM_CSV, KNOWN_SYSTEMS, ListedCode, ValueSetListing, known_set_names, reference_set};
 pub use templates::{
     CardTemplate, CodingText, CompanionCard, CompanionText, DETAIL_VARS, DataLabel, DataLabels, Phrases, SUMMARY_LIMIT,
     SUMMARY_VARS, ServiceText, SuggestionTemplate, SummaryBudget, Template, UNAVAILABLE_VAR,
@@ -116,6 +116,9 @@ impl Problems {
 #[derive(Debug, Clone)]
 pub struct Knowledge {
     pub terminology: Terminology,
+    /// The value sets as the code files list them (display, source, note), by set name: what the FHIR export
+    /// writes (`crate::export`). The rules read [`Knowledge::terminology`], built from the same rows.
+    pub value_sets: ValueSetListing,
     pub cards: BTreeMap<CardId, CardTemplate>,
     /// ServiceRequest templates by file stem (`cards/resources/<stem>.json`).
     pub resources: BTreeMap<String, serde_json::Value>,
@@ -285,7 +288,7 @@ impl Knowledge {
                 None
             }
         });
-        if let (Some(companion), Some(terminology), Some(service)) = (&companion, &terminology, &service) {
+        if let (Some(companion), Some((terminology, _)), Some(service)) = (&companion, &terminology, &service) {
             check_companion(COMPANION, companion, &service.services, terminology, &mut problems);
         }
 
@@ -327,12 +330,13 @@ impl Knowledge {
         }
 
         match (terminology, service, companion) {
-            (Some(terminology), Some(service), Some(companion))
+            (Some((terminology, value_sets)), Some(service), Some(companion))
                 if problems.found.is_empty() && cards.len() == CardId::ALL.len() =>
             {
                 Ok(Knowledge {
                     version: ContentVersion::new(service.content_version.as_deref(), &files),
                     terminology,
+                    value_sets,
                     cards,
                     resources,
                     source_label: service.source_label,

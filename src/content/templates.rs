@@ -91,6 +91,11 @@ use crate::wire::{Hook, Indicator};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CardFile {
+    /// When the card is given, in words (the decision table's row): for reviewers and the FHIR export
+    /// (`crate::export`); the rules never read it. Required, but optional here so that a file missing it gets
+    /// its own problem beside the others, not a parse error that hides them.
+    #[serde(default)]
+    pub(super) when: Option<String>,
     pub(super) indicator: Indicator,
     pub(super) summary: String,
     pub(super) detail: String,
@@ -118,6 +123,9 @@ pub struct SuggestionTemplate {
 
 #[derive(Debug, Clone)]
 pub struct CardTemplate {
+    /// When the card is given, in words (`when` in its file): what must hold for it, as the decision table
+    /// (docs/decision-table.md) says. Exported as the card's applicability condition; never read by the rules.
+    pub when: String,
     pub indicator: Indicator,
     pub summary: Template,
     pub detail: Template,

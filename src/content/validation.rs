@@ -229,6 +229,14 @@ pub(super) fn parse_card(
             );
         }
     }
+    let when = file.when.as_deref().map(str::trim).unwrap_or_default();
+    if when.is_empty() {
+        problems.add(
+            name,
+            "when",
+            "say in words when this card is given (its row of docs/decision-table.md): `when = \"...\"` before the first table",
+        );
+    }
     for (i, s) in file.suggestions.iter().enumerate() {
         let at = format!("suggestions[{}]", i + 1);
         if s.label.trim().is_empty() || (!s.remove_order && s.create.is_empty()) {
@@ -254,6 +262,7 @@ pub(super) fn parse_card(
         return None;
     };
     (problems.found.len() == before).then_some(CardTemplate {
+        when: when.to_string(),
         indicator: file.indicator,
         summary,
         detail,

@@ -41,6 +41,9 @@ pub enum ApiError {
     UnknownService,
     #[error("no such endpoint; see GET /cds-services")]
     NoRoute,
+    /// `/fhir/<type>/<id>` with an id the export does not have (the type's name; never the id).
+    #[error("no {0} has the id in this URL; see GET /fhir/{0}")]
+    UnknownResource(&'static str),
     #[error("this endpoint does not accept that method")]
     MethodNotAllowed,
     #[error("the request body is larger than the limit of {0} bytes")]
@@ -83,7 +86,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnknownService | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::UnknownService | ApiError::NoRoute | ApiError::UnknownResource(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SlowRequest(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -101,7 +104,9 @@ impl ApiError {
     pub fn to_parts(&self) -> (StatusCode, serde_json::Value) {
         let (code, messages) = match self {
             ApiError::BadRequest(_) => ("invalid", vec![self.to_string()]),
-            ApiError::UnknownService | ApiError::NoRoute => ("not-found", vec![self.to_string()]),
+            ApiError::UnknownService | ApiError::NoRoute | ApiError::UnknownResource(_) => {
+                ("not-found", vec![self.to_string()])
+            }
             ApiError::MethodNotAllowed | ApiError::UnsupportedMediaType => ("not-supported", vec![self.to_string()]),
             ApiError::PayloadTooLarge(_) | ApiError::ContentTooLarge(_) => ("too-costly", vec![self.to_string()]),
             ApiError::PreconditionFailed(kinds, not_fetched) => (

@@ -6,6 +6,7 @@
 //! | [`mod@serve`] | sockets: HTTP/1.1, header-read and idle time-outs, request deadline and body rate, the connection cap and per-peer share, shutdown deadline |
 //! | `mod.rs` | the router and its layers: trace → CORS → time-out → authentication → handlers |
 //! | `handlers.rs` | discovery, hooks, feedback: read the body within its limits, call [`crate::service`]; health |
+//! | `fhir.rs` | `/fhir/ValueSet`, `/fhir/PlanDefinition` and their ids, when they are on: [`crate::export`]'s precomputed answers |
 //! | `companion.rs` | the sandbox companion's route, when it is on: its body within the limits, then [`crate::companion`] |
 //! | [`admission`] | how many hook calls (and large bodies) run at once; 503 beyond |
 //! | [`analytics`] | `/analytics`, `.csv`, `.html`: their own credential, the window, the store's answer |
@@ -19,12 +20,13 @@ pub mod admission;
 pub mod analytics;
 mod companion;
 pub mod error;
+mod fhir;
 mod handlers;
 pub mod memory;
 pub mod serve;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -46,6 +48,7 @@ pub use serve::{ServeSettings, SlowRequest, default_share, serve};
 use crate::auth::{AuthError, Rejection, Verifier};
 use crate::companion::SandboxCompanion;
 use crate::content::Knowledge;
+use crate::export::{Catalogue, FhirExport};
 use crate::fetch::{Allowlist, FetchSettings, Fetcher, http_client};
 use crate::logsafe::caller_text;
 use crate::ops::metrics::{self as ops, Metrics};
@@ -89,6 +92,8 @@ pub struct AppState {
     pub workbench: Workbench,
     /// Whether the sandbox companion (a testing aid, [`crate::companion`]) is in discovery and served.
     pub sandbox_companion: SandboxCompanion,
+    /// Whether the content as FHIR (`/fhir/…`, [`crate::export`]) is served, and its answers.
+    pub fhir_export: FhirRoutes,
     /// 412 or a card, per kind of data the verdict lacks (`[missing_data]`; all 412 by default).
     pub missing_data: MissingDataPolicy,
     /// The metrics recorder, when one is installed (by `main`), and where `/metrics` is served.
@@ -137,6 +142,36 @@ impl LoopbackHosts {
     }
 }
 
+/// Whether `/fhir/…` is served (`[export] routes`; by default only in open mode) and, when it is, the export's
+/// answers: computed once from the content, which never changes while the service runs.
+#[derive(Debug, Clone)]
+pub enum FhirRoutes {
+    Off,
+    On(Arc<OnceLock<Catalogue>>),
+}
+
+impl FhirRoutes {
+    /// On, not yet computed.
+    pub fn on() -> FhirRoutes {
+        FhirRoutes::On(Arc::new(OnceLock::new()))
+    }
+
+    /// The answers, computed from `knowledge` the first time they are asked for; `None` when off.
+    pub fn catalogue(&self, knowledge: &Knowledge) -> Option<&Catalogue> {
+        match self {
+            FhirRoutes::Off => None,
+            FhirRoutes::On(cell) => {
+                Some(cell.get_or_init(|| Catalogue::new(&FhirExport::build(knowledge, OffsetDateTime::now_utc()))))
+            }
+        }
+    }
+
+    /// Computes the answers now (at start), so that no request waits for them.
+    pub fn prepare(&self, knowledge: &Knowledge) {
+        let _ = self.catalogue(knowledge);
+    }
+}
+
 /// The store as the handlers use it: cards go through the queue, feedback straight to the store.
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -175,6 +210,8 @@ impl AppState {
             workbench: Workbench::On,
             // A testing aid: off unless asked for ([`AppState::configure`] turns it on where the workbench is).
             sandbox_companion: SandboxCompanion::Off,
+            // Open, like this state: on, computed at its first request ([`AppState::configure`] computes it at once).
+            fhir_export: FhirRoutes::on(),
             missing_data: MissingDataPolicy::default(),
             metrics: None,
             metrics_exposure: MetricsExposure::LoopbackOnly,
@@ -507,6 +544,7 @@ pub fn app(state: AppState) -> Router {
     let service_ids: Arc<[String]> = state.knowledge.services.iter().map(|s| s.id.clone()).collect();
     let hosts = state.loopback_hosts_only.clone();
     let state_for_health = state.clone();
+    let fhir_state = state.clone();
     let mut services = Router::new()
         .route("/cds-services", get(handlers::discovery))
         .route("/cds-services/{id}", post(handlers::hook))
@@ -539,8 +577,13 @@ pub fn app(state: AppState) -> Router {
         .route("/analytics.html", get(analytics::page))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state_for_health);
+    // The content as FHIR, where it is on: no patient's data, so no token; off, its paths are unknown (404).
+    let fhir = fhir::routes(&fhir_state)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors());
     // The workbench's page and public fixtures need no token; the calls the page makes do, like anyone's.
     services
+        .merge(fhir)
         .merge(health)
         .merge(analytics)
         .merge(web::routes(workbench, verifies_tokens).method_not_allowed_fallback(method_not_allowed))

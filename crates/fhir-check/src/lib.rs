@@ -17,6 +17,22 @@ pub fn service_request(value: serde_json::Value) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Ok when `value` deserialises as an R4 `ValueSet` (the FHIR export's value sets); otherwise serde's message.
+pub fn value_set(value: serde_json::Value) -> Result<(), String> {
+    serde_json::from_value::<fhir_sdk::r4b::resources::ValueSet>(value)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Ok when `value` deserialises as an R4 `PlanDefinition` (the FHIR export's services); otherwise serde's
+/// message. fhir-sdk reads `Expression.language` as a closed list (`text/cql`, `text/fhirpath`…), where R4's
+/// binding is extensible: a condition in words (`text/plain`, valid R4) fails here for that reason alone.
+pub fn plan_definition(value: serde_json::Value) -> Result<(), String> {
+    serde_json::from_value::<fhir_sdk::r4b::resources::PlanDefinition>(value)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
