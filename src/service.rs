@@ -160,7 +160,7 @@ impl Default for Limits {
 }
 
 /// Finds the service for an id.
-/// Where the source attributes are served (see [`crate::content::SourceAttributes`]), relative to the base URL.
+/// Where the source attributes are served (docs/source-attributes.md), relative to the base URL.
 pub const SOURCE_ATTRIBUTES_PATH: &str = "/source-attributes";
 
 /// A service's discovery entry: its texts from `cards/`, the prefetch templates when it reads the record, and
