@@ -125,6 +125,13 @@ pub struct Condition {
     pub id: Option<String>,
     pub code: Concept,
     /// Clinical status code (`active`, `recurrence`, `relapse`, `inactive`, `resolved`, `remission`), if given.
+    ///
+    /// FHIR statuses stay text as the record wrote them, unlike the wire's closed vocabularies (hook names,
+    /// indicators), on purpose: real records carry local and case-variant codes (`Active`, `A`, DSTU2's values),
+    /// and each rule decides what an unknown one means, always toward the restrictive answer (an unknown
+    /// clinical status keeps a condition active; an unknown medication status is not care taken). A parsed
+    /// enum would have to pick one meaning for "unknown" for all of them; evidence lines also quote the status
+    /// as recorded.
     pub clinical_status: Option<String>,
     /// Verification status code (`confirmed`, `provisional`, `refuted`, `entered-in-error`, …), if given.
     pub verification_status: Option<String>,
