@@ -521,21 +521,30 @@ fn the_source_attributes_are_checked_with_the_content() {
         let headache = t.find("[cards.against-headache]").unwrap();
         let next = headache + t[headache..].find("\n[cards.against-osteoarthritis]").unwrap();
         let t = format!("{}{}", &t[..headache], &t[next + 1..]);
-        t.replace("[services.dry-needling-order-sign]", "[services.dry-needling-order-sing]")
-            .replacen("released = \"2026-11-23\"", "released = \"23 November 2026\"", 1)
-            .replacen(
-                "supplied_by = \"the content owner, from the publisher (Dr.Oracle)\" }",
-                "supplied_by = \" \" }",
-                1,
-            )
-            .replacen("references = [\"guideline-summary\", ", "references = [\"guideline-sumary\", ", 1)
+        t.replace(
+            "[services.dry-needling-order-sign]",
+            "[services.dry-needling-order-sing]",
+        )
+        .replacen("released = \"2026-11-23\"", "released = \"23 November 2026\"", 1)
+        .replacen(
+            "supplied_by = \"the content owner, from the publisher (Dr.Oracle)\" }",
+            "supplied_by = \" \" }",
+            1,
+        )
+        .replacen(
+            "references = [\"guideline-summary\", ",
+            "references = [\"guideline-sumary\", ",
+            1,
+        )
     });
     let (code, stdout, _) = check(&copy);
     assert_eq!(code, 1);
     let file = shown(copy.path(FILE));
     for expected in [
         format!("{file}: [cards.against-headache]: every card template needs its source attributes"),
-        format!("{file}: [services.dry-needling-order-sign]: every service of service.toml needs its source attributes"),
+        format!(
+            "{file}: [services.dry-needling-order-sign]: every service of service.toml needs its source attributes"
+        ),
         format!("{file}: [services.dry-needling-order-sing]: service.toml has no service of this id"),
         format!("{file}: [services.dry-needling-order-select] released: `23 November 2026` is not a date"),
         format!("{file}: references `guideline-summary` released: an unknown needs `unknown` (why) and `supplied_by`"),
@@ -557,7 +566,10 @@ fn the_source_attributes_are_checked_with_the_content() {
     let copy = Copy::new("attributes-demographics");
     copy.edit(FILE, |t| {
         t.replace("sex = { used = false }", "sex = { used = true }")
-            .replace("race = { used = false }", "race = { used = false, elements = [\"Patient.extension\"] }")
+            .replace(
+                "race = { used = false }",
+                "race = { used = false, elements = [\"Patient.extension\"] }",
+            )
             .replace("funding = { unknown = \"neither", "funding = { unknwn = \"neither")
     });
     let (code, stdout, _) = check(&copy);
@@ -569,11 +581,15 @@ fn the_source_attributes_are_checked_with_the_content() {
     assert_eq!(code, 1);
     let file = shown(copy.path(FILE));
     assert!(
-        stdout.contains(&format!("{file}: demographics.sex: a category that is used needs the elements")),
+        stdout.contains(&format!(
+            "{file}: demographics.sex: a category that is used needs the elements"
+        )),
         "{stdout}"
     );
     assert!(
-        stdout.contains(&format!("{file}: demographics.race: a category that is not used names no elements")),
+        stdout.contains(&format!(
+            "{file}: demographics.race: a category that is not used names no elements"
+        )),
         "{stdout}"
     );
 }

@@ -44,7 +44,11 @@ async fn both_routes_answer_without_a_token_in_every_mode() {
         assert!(page.headers.contains_key(header::CONTENT_SECURITY_POLICY), "{mode}");
         // Discovery, by contrast, needs a token with trusted clients.
         let discovery = send_with(app_state, get("/cds-services")).await;
-        let expected = if mode == "open" { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+        let expected = if mode == "open" {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
         assert_eq!(discovery.status, expected, "{mode}");
     }
     let post = send(Request::post("/source-attributes").body(Body::empty()).unwrap()).await;
@@ -89,7 +93,11 @@ async fn every_service_and_card_template_has_its_attributes_and_the_version_is_t
     sorted.sort_unstable();
     assert_eq!(sorted, templates);
 
-    let entries = json["services"].as_array().unwrap().iter().chain(json["cards"].as_array().unwrap());
+    let entries = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(json["cards"].as_array().unwrap());
     for entry in entries {
         let attributes = &entry["sourceAttributes"];
         for key in ["developer", "fundingSource", "releaseDate", "revisionDate"] {
@@ -109,7 +117,10 @@ async fn every_service_and_card_template_has_its_attributes_and_the_version_is_t
     let page = String::from_utf8(send(get("/source-attributes.html")).await.bytes).unwrap();
     for id in expected.iter().chain(&cards) {
         assert!(page.contains(&format!("<h3><code>{id}</code>")), "{id}");
-        assert!(page.contains(&format!("<caption>Source attributes of {id}</caption>")), "{id}");
+        assert!(
+            page.contains(&format!("<caption>Source attributes of {id}</caption>")),
+            "{id}"
+        );
     }
     assert!(page.contains(&knowledge.version.label));
     assert!(page.contains("<th scope=\"row\">Funding source</th>"));
@@ -130,13 +141,21 @@ async fn every_unknown_is_listed_with_who_must_supply_it() {
     let mut counted = 0;
     let stated = [&attributes.developer, &attributes.funding]
         .into_iter()
-        .chain(attributes.references.iter().flat_map(|r| [&r.citation, &r.released, &r.revised]))
+        .chain(
+            attributes
+                .references
+                .iter()
+                .flat_map(|r| [&r.citation, &r.released, &r.revised]),
+        )
         .chain(attributes.services.values().flat_map(|a| [&a.released, &a.revised]))
         .chain(attributes.cards.values().flat_map(|a| [&a.released, &a.revised]));
     for value in stated {
         if let Stated::Unknown(u) = value {
             counted += 1;
-            assert!(!u.unknown.trim().is_empty() && !u.supplied_by.trim().is_empty(), "{u:?}");
+            assert!(
+                !u.unknown.trim().is_empty() && !u.supplied_by.trim().is_empty(),
+                "{u:?}"
+            );
         }
     }
     assert_eq!(unknowns.len(), counted);
@@ -150,7 +169,11 @@ async fn every_unknown_is_listed_with_who_must_supply_it() {
     }
     let page = String::from_utf8(send(get("/source-attributes.html")).await.bytes).unwrap();
     for unknown in &unknowns {
-        assert!(page.contains(&format!("<code>{}</code>", unknown.path)), "{}", unknown.path);
+        assert!(
+            page.contains(&format!("<code>{}</code>", unknown.path)),
+            "{}",
+            unknown.path
+        );
     }
 }
 
@@ -177,7 +200,12 @@ async fn no_demographic_datum_but_the_birth_date_is_used() {
     assert_eq!(patient.elements, ["birthDate"]);
 
     let json = send(get("/source-attributes")).await.json();
-    for entry in json["services"].as_array().unwrap().iter().chain(json["cards"].as_array().unwrap()) {
+    for entry in json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(json["cards"].as_array().unwrap())
+    {
         let used: Vec<&str> = entry["sourceAttributes"]["demographics"]
             .as_array()
             .unwrap()

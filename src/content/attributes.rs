@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::Problems;
 use super::templates::ServiceText;
@@ -243,8 +243,20 @@ pub(super) fn load(text: &str, services: Option<&[ServiceText]>, problems: &mut 
         }
     };
     let before = problems.found.len();
-    check_stated(FILE, "intervention.developer", &file.intervention.developer, false, problems);
-    check_stated(FILE, "intervention.funding", &file.intervention.funding, false, problems);
+    check_stated(
+        FILE,
+        "intervention.developer",
+        &file.intervention.developer,
+        false,
+        problems,
+    );
+    check_stated(
+        FILE,
+        "intervention.funding",
+        &file.intervention.funding,
+        false,
+        problems,
+    );
 
     let mut ids: Vec<&str> = Vec::new();
     for r in &file.references {
@@ -263,13 +275,20 @@ pub(super) fn load(text: &str, services: Option<&[ServiceText]>, problems: &mut 
 
     let check_attribution = |at: &str, a: &Attribution, problems: &mut Problems| {
         if a.references.is_empty() {
-            problems.add(FILE, at, "name at least one of the [[references]] (`references = [\"...\"]`)");
+            problems.add(
+                FILE,
+                at,
+                "name at least one of the [[references]] (`references = [\"...\"]`)",
+            );
         }
         for missing in a.references.iter().filter(|r| !ids.contains(&r.as_str())) {
             problems.add(
                 FILE,
                 at,
-                format!("names reference `{missing}`, which [[references]] does not have (there are: {})", ids.join(", ")),
+                format!(
+                    "names reference `{missing}`, which [[references]] does not have (there are: {})",
+                    ids.join(", ")
+                ),
             );
         }
         for s in a.statements.iter().filter(|s| !is_statement_id(s)) {
@@ -315,7 +334,11 @@ pub(super) fn load(text: &str, services: Option<&[ServiceText]>, problems: &mut 
             ),
         }
     }
-    for stem in file.cards.keys().filter(|s| !CardId::ALL.iter().any(|id| id.file_stem() == s.as_str())) {
+    for stem in file
+        .cards
+        .keys()
+        .filter(|s| !CardId::ALL.iter().any(|id| id.file_stem() == s.as_str()))
+    {
         problems.add(
             FILE,
             format!("[cards.{stem}]"),
@@ -326,6 +349,22 @@ pub(super) fn load(text: &str, services: Option<&[ServiceText]>, problems: &mut 
         );
     }
 
+    check_data(&file, problems);
+
+    (problems.found.len() == before).then_some(SourceAttributes {
+        developer: file.intervention.developer,
+        funding: file.intervention.funding,
+        references: file.references,
+        services: file.services,
+        cards,
+        data_elements: file.data_elements,
+        demographics: file.demographics,
+    })
+}
+
+/// The data the rules read, and the demographic categories: used ones say what and why, unused ones nothing.
+fn check_data(file: &AttributesFile, problems: &mut Problems) {
+    const FILE: &str = SOURCE_ATTRIBUTES_TOML;
     if file.data_elements.is_empty() {
         problems.add(FILE, "[[data_elements]]", "list the FHIR elements the rules read");
     }
@@ -342,31 +381,33 @@ pub(super) fn load(text: &str, services: Option<&[ServiceText]>, problems: &mut 
         let at = format!("demographics.{key}");
         match usage.used {
             true if usage.elements.is_empty() || usage.purpose.as_deref().is_none_or(|p| p.trim().is_empty()) => {
-                problems.add(FILE, &at, "a category that is used needs the elements read and a purpose");
+                problems.add(
+                    FILE,
+                    &at,
+                    "a category that is used needs the elements read and a purpose",
+                );
             }
             false if !usage.elements.is_empty() || usage.purpose.is_some() => {
-                problems.add(FILE, &at, "a category that is not used names no elements and no purpose");
+                problems.add(
+                    FILE,
+                    &at,
+                    "a category that is not used names no elements and no purpose",
+                );
             }
             _ => {}
         }
     }
-
-    (problems.found.len() == before).then_some(SourceAttributes {
-        developer: file.intervention.developer,
-        funding: file.intervention.funding,
-        references: file.references,
-        services: file.services,
-        cards,
-        data_elements: file.data_elements,
-        demographics: file.demographics,
-    })
 }
 
 /// A known value must say something; a date must be one; an unknown must say why and who supplies it.
 fn check_stated(file: &str, at: &str, stated: &Stated, date: bool, problems: &mut Problems) {
     match stated {
         Stated::Known(value) if value.trim().is_empty() => {
-            problems.add(file, at, "is empty: write the value, or `{ unknown = \"why\", supplied_by = \"who\" }`");
+            problems.add(
+                file,
+                at,
+                "is empty: write the value, or `{ unknown = \"why\", supplied_by = \"who\" }`",
+            );
         }
         Stated::Known(value) if date && !is_date(value) => problems.add(
             file,
@@ -375,7 +416,11 @@ fn check_stated(file: &str, at: &str, stated: &Stated, date: bool, problems: &mu
         ),
         Stated::Known(_) => {}
         Stated::Unknown(u) if u.unknown.trim().is_empty() || u.supplied_by.trim().is_empty() => {
-            problems.add(file, at, "an unknown needs `unknown` (why) and `supplied_by` (who must supply it)");
+            problems.add(
+                file,
+                at,
+                "an unknown needs `unknown` (why) and `supplied_by` (who must supply it)",
+            );
         }
         Stated::Unknown(_) => {}
     }
@@ -394,9 +439,7 @@ pub(super) fn is_date(text: &str) -> bool {
                 && digits(d, 2)
                 && time::Month::try_from(m.parse::<u8>().unwrap_or(0))
                     .ok()
-                    .and_then(|month| {
-                        time::Date::from_calendar_date(y.parse().ok()?, month, d.parse().ok()?).ok()
-                    })
+                    .and_then(|month| time::Date::from_calendar_date(y.parse().ok()?, month, d.parse().ok()?).ok())
                     .is_some()
         }
         _ => false,
@@ -423,7 +466,16 @@ mod tests {
         for good in ["2026", "2026-01", "2026-01-22", "2024-02-29"] {
             assert!(is_date(good), "{good}");
         }
-        for bad in ["", "26", "2026-1", "2026-13", "2026-02-30", "2025-02-29", "22 January 2026", "2026-01-22T00"] {
+        for bad in [
+            "",
+            "26",
+            "2026-1",
+            "2026-13",
+            "2026-02-30",
+            "2025-02-29",
+            "22 January 2026",
+            "2026-01-22T00",
+        ] {
             assert!(!is_date(bad), "{bad}");
         }
         assert!(is_statement_id("S1-04") && is_statement_id("S2-09"));

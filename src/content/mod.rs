@@ -12,8 +12,9 @@
 //! This module fills in the rules' vocabulary ([`crate::assess::vocabulary`]); it does not define it. Each file
 //! knows one kind of content file: `source.rs` where the files come from (embedded or a directory), `codes.rs`
 //! the value sets (`valuesets/codes.csv`, `valuesets/icd10cm.csv`), `keywords.rs` the phrases
-//! (`valuesets/keywords.toml`), `templates.rs` what cards and `service.toml` say, and `validation.rs` the
-//! checks on services, suggested resources and cards that go beyond their shape.
+//! (`valuesets/keywords.toml`), `templates.rs` what cards and `service.toml` say, `attributes.rs` the source
+//! attributes (`source-attributes.toml`, ONC HTI-1), and `validation.rs` the checks on services, suggested
+//! resources and cards that go beyond their shape.
 
 mod attributes;
 mod codes;
@@ -299,9 +300,8 @@ impl Knowledge {
             check_companion(COMPANION, companion, &service.services, terminology, &mut problems);
         }
 
-        let source_attributes = file(attributes::SOURCE_ATTRIBUTES_TOML, &mut problems).and_then(|text| {
-            attributes::load(text, service.as_ref().map(|s| s.services.as_slice()), &mut problems)
-        });
+        let source_attributes = file(attributes::SOURCE_ATTRIBUTES_TOML, &mut problems)
+            .and_then(|text| attributes::load(text, service.as_ref().map(|s| s.services.as_slice()), &mut problems));
 
         let mut resources = BTreeMap::new();
         for (name, text) in files.iter().filter(|(n, _)| n.starts_with("resources/")) {

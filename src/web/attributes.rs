@@ -153,7 +153,11 @@ pub fn page(knowledge: &Knowledge, json_path: &str) -> String {
         ("Developer of the intervention", &doc.developer),
         ("Funding source of the technical implementation", &doc.funding),
     ] {
-        let _ = write!(table, "<tr><th scope=\"row\">{name}</th><td>{}</td></tr>", value(stated));
+        let _ = write!(
+            table,
+            "<tr><th scope=\"row\">{name}</th><td>{}</td></tr>",
+            value(stated)
+        );
     }
     table.push_str("</tbody></table>");
     html.push_str(&scrolling("Shared attributes", &table));
@@ -223,7 +227,13 @@ pub fn page(knowledge: &Knowledge, json_path: &str) -> String {
             .references
             .iter()
             .filter_map(|id| doc.reference(id))
-            .map(|r| format!("<a href=\"#ref-{}\">{}</a>", html_escape::encode_double_quoted_attribute(&r.id), text(&r.id)))
+            .map(|r| {
+                format!(
+                    "<a href=\"#ref-{}\">{}</a>",
+                    html_escape::encode_double_quoted_attribute(&r.id),
+                    text(&r.id)
+                )
+            })
             .collect();
         let statements = if own.statements.is_empty() {
             "–".to_string()
@@ -237,7 +247,10 @@ pub fn page(knowledge: &Knowledge, json_path: &str) -> String {
             ("Funding source", value(&doc.funding)),
             ("Release date", value(&own.released)),
             ("Revision date", value(&own.revised)),
-            ("Data used", "The FHIR elements above; of the demographic data, only the date of birth".to_string()),
+            (
+                "Data used",
+                "The FHIR elements above; of the demographic data, only the date of birth".to_string(),
+            ),
         ] {
             let _ = write!(table, "<tr><th scope=\"row\">{name}</th><td>{cell}</td></tr>");
         }
@@ -300,9 +313,11 @@ mod tests {
         let page = page(&knowledge, "/source-attributes");
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;"));
-        assert!(document(&knowledge)["services"][0]["sourceAttributes"]["fundingSource"]["value"]
-            .as_str()
-            .unwrap()
-            .contains("<script>"));
+        assert!(
+            document(&knowledge)["services"][0]["sourceAttributes"]["fundingSource"]["value"]
+                .as_str()
+                .unwrap()
+                .contains("<script>")
+        );
     }
 }
