@@ -162,6 +162,8 @@ impl Default for Limits {
 /// Finds the service for an id.
 /// Where the source attributes are served (docs/source-attributes.md), relative to the base URL.
 pub const SOURCE_ATTRIBUTES_PATH: &str = "/source-attributes";
+/// The same attributes as a page for people (HTML), relative to the base URL.
+pub const SOURCE_ATTRIBUTES_PAGE_PATH: &str = "/source-attributes.html";
 
 /// A service's discovery entry: its texts from `cards/`, the prefetch templates when it reads the record, and
 /// the content's version.
@@ -185,6 +187,7 @@ pub fn describe(service: &ServiceText, knowledge: &Knowledge, reads_record: bool
                 declared: version.declared.clone(),
                 digest: version.digest.clone(),
                 source_attributes: SOURCE_ATTRIBUTES_PATH.to_string(),
+                source_attributes_page: SOURCE_ATTRIBUTES_PAGE_PATH.to_string(),
             },
         },
     }

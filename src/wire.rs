@@ -582,6 +582,8 @@ pub struct ContentDescription {
     /// The path of the source-attributes document (ONC HTI-1 decision support interventions), relative to
     /// the service's base URL.
     pub source_attributes: String,
+    /// The same attributes as a page for people (HTML), relative to the service's base URL.
+    pub source_attributes_page: String,
 }
 
 /// `{"services": [...]}`.

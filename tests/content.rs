@@ -502,3 +502,94 @@ fn check_content_prints_the_version_and_refuses_one_that_is_not() {
     );
     assert!(stdout.contains("is not a version"), "{stdout}");
 }
+
+/// `source-attributes.toml` (ONC HTI-1, docs/source-attributes.md) is checked like every content file: missing,
+/// a card template or service without an entry, an entry for none, an unknown key, a malformed date, an unknown
+/// without who must supply it, a reference that does not exist; each named by file and field.
+#[test]
+fn the_source_attributes_are_checked_with_the_content() {
+    const FILE: &str = "source-attributes.toml";
+    let copy = Copy::new("attributes-missing");
+    std::fs::remove_file(copy.path(FILE)).unwrap();
+    let (code, stdout, _) = check(&copy);
+    assert_eq!(code, 1);
+    let file = shown(copy.path(FILE));
+    assert!(stdout.contains(&format!("{file}: file is missing")), "{stdout}");
+
+    let copy = Copy::new("attributes-entries");
+    copy.edit(FILE, |t| {
+        let headache = t.find("[cards.against-headache]").unwrap();
+        let next = headache + t[headache..].find("\n[cards.against-osteoarthritis]").unwrap();
+        let t = format!("{}{}", &t[..headache], &t[next + 1..]);
+        t.replace(
+            "[services.dry-needling-order-sign]",
+            "[services.dry-needling-order-sing]",
+        )
+        .replacen("released = \"2026-11-23\"", "released = \"23 November 2026\"", 1)
+        .replacen(
+            "supplied_by = \"the content owner, from the publisher (Dr.Oracle)\" }",
+            "supplied_by = \" \" }",
+            1,
+        )
+        .replacen(
+            "references = [\"guideline-summary\", ",
+            "references = [\"guideline-sumary\", ",
+            1,
+        )
+    });
+    let (code, stdout, _) = check(&copy);
+    assert_eq!(code, 1);
+    let file = shown(copy.path(FILE));
+    for expected in [
+        format!("{file}: [cards.against-headache]: every card template needs its source attributes"),
+        format!(
+            "{file}: [services.dry-needling-order-sign]: every service of service.toml needs its source attributes"
+        ),
+        format!("{file}: [services.dry-needling-order-sing]: service.toml has no service of this id"),
+        format!("{file}: [services.dry-needling-order-select] released: `23 November 2026` is not a date"),
+        format!("{file}: references `guideline-summary` released: an unknown needs `unknown` (why) and `supplied_by`"),
+        format!("{file}: [services.dry-needling-order-select]: names reference `guideline-sumary`"),
+    ] {
+        assert!(stdout.contains(&expected), "{expected}\n{stdout}");
+    }
+
+    let copy = Copy::new("attributes-keys");
+    copy.edit(FILE, |t| {
+        t.replace("[intervention]\n", "[intervention]\nsponsor = \"someone\"\n")
+    });
+    let (code, stdout, _) = check(&copy);
+    assert_eq!(code, 1);
+    let file = shown(copy.path(FILE));
+    assert!(stdout.contains(&format!("{file}: line ")), "{stdout}");
+    assert!(stdout.contains("unknown field `sponsor`"), "{stdout}");
+
+    let copy = Copy::new("attributes-demographics");
+    copy.edit(FILE, |t| {
+        t.replace("sex = { used = false }", "sex = { used = true }")
+            .replace(
+                "race = { used = false }",
+                "race = { used = false, elements = [\"Patient.extension\"] }",
+            )
+            .replace("funding = { unknown = \"neither", "funding = { unknwn = \"neither")
+    });
+    let (code, stdout, _) = check(&copy);
+    assert_eq!(code, 1);
+    // A typo in an unknown is a TOML mistake, found first: the file's other checks wait for it.
+    assert!(stdout.contains("unknown field `unknwn`"), "{stdout}");
+    copy.edit(FILE, |t| t.replace("unknwn", "unknown"));
+    let (code, stdout, _) = check(&copy);
+    assert_eq!(code, 1);
+    let file = shown(copy.path(FILE));
+    assert!(
+        stdout.contains(&format!(
+            "{file}: demographics.sex: a category that is used needs the elements"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{file}: demographics.race: a category that is not used names no elements"
+        )),
+        "{stdout}"
+    );
+}

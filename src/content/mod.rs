@@ -12,9 +12,11 @@
 //! This module fills in the rules' vocabulary ([`crate::assess::vocabulary`]); it does not define it. Each file
 //! knows one kind of content file: `source.rs` where the files come from (embedded or a directory), `codes.rs`
 //! the value sets (`valuesets/codes.csv`, `valuesets/icd10cm.csv`), `keywords.rs` the phrases
-//! (`valuesets/keywords.toml`), `templates.rs` what cards and `service.toml` say, and `validation.rs` the
-//! checks on services, suggested resources and cards that go beyond their shape.
+//! (`valuesets/keywords.toml`), `templates.rs` what cards and `service.toml` say, `attributes.rs` the source
+//! attributes (`source-attributes.toml`, ONC HTI-1), and `validation.rs` the checks on services, suggested
+//! resources and cards that go beyond their shape.
 
+mod attributes;
 mod codes;
 mod keywords;
 mod source;
@@ -24,6 +26,9 @@ mod validation;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use attributes::{
+    Attribution, DataElement, Demographics, SourceAttributes, SourceReference, Stated, Unknown, UnknownAt, Usage,
+};
 pub use codes::{ICD10CM_CSV, KNOWN_SYSTEMS, ListedCode, ValueSetListing, known_set_names, reference_set};
 pub use templates::{
     CardTemplate, CodingText, CompanionCard, CompanionText, DETAIL_VARS, DataLabel, DataLabels, Phrases, SUMMARY_LIMIT,
@@ -132,6 +137,9 @@ pub struct Knowledge {
     pub companion: CompanionText,
     /// Which content this is: shown in discovery, on every card, in the card log and analytics.
     pub version: ContentVersion,
+    /// The source attributes of every service and card template (`source-attributes.toml`, ONC HTI-1), served at
+    /// `/source-attributes`.
+    pub source_attributes: SourceAttributes,
 }
 
 /// The guidance content's version: the version `service.toml` declares (`content_version`), and a digest of
@@ -292,6 +300,9 @@ impl Knowledge {
             check_companion(COMPANION, companion, &service.services, terminology, &mut problems);
         }
 
+        let source_attributes = file(attributes::SOURCE_ATTRIBUTES_TOML, &mut problems)
+            .and_then(|text| attributes::load(text, service.as_ref().map(|s| s.services.as_slice()), &mut problems));
+
         let mut resources = BTreeMap::new();
         for (name, text) in files.iter().filter(|(n, _)| n.starts_with("resources/")) {
             let Some(stem) = name.strip_prefix("resources/").and_then(|n| n.strip_suffix(".json")) else {
@@ -329,8 +340,8 @@ impl Knowledge {
             );
         }
 
-        match (terminology, service, companion) {
-            (Some((terminology, value_sets)), Some(service), Some(companion))
+        match (terminology, service, companion, source_attributes) {
+            (Some((terminology, value_sets)), Some(service), Some(companion), Some(source_attributes))
                 if problems.found.is_empty() && cards.len() == CardId::ALL.len() =>
             {
                 Ok(Knowledge {
@@ -346,6 +357,7 @@ impl Knowledge {
                     phrases: service.phrases,
                     policy: service.policy,
                     companion,
+                    source_attributes,
                 })
             }
             _ => Err(KnowledgeError::Invalid {

@@ -7,6 +7,7 @@
 //! | `mod.rs` | the router and its layers: trace → CORS → time-out → authentication → handlers |
 //! | `handlers.rs` | discovery, hooks, feedback: read the body within its limits, call [`crate::service`]; health |
 //! | `fhir.rs` | `/fhir/ValueSet`, `/fhir/PlanDefinition` and their ids, when they are on: [`crate::export`]'s precomputed answers |
+//! | `attributes.rs` | `/source-attributes` and `.html`: the source attributes (ONC HTI-1), precomputed, no token |
 //! | `companion.rs` | the sandbox companion's route, when it is on: its body within the limits, then [`crate::companion`] |
 //! | [`admission`] | how many hook calls (and large bodies) run at once; 503 beyond |
 //! | [`analytics`] | `/analytics`, `.csv`, `.html`: their own credential, the window, the store's answer |
@@ -18,6 +19,7 @@
 
 pub mod admission;
 pub mod analytics;
+mod attributes;
 mod companion;
 pub mod error;
 mod fhir;
@@ -42,6 +44,7 @@ use tracing::{Instrument, Span, field, info, info_span, warn};
 
 pub use admission::{Admission, AdmissionSettings};
 pub use analytics::AnalyticsAccess;
+pub use attributes::SourceAttributeAnswers;
 pub use error::{ApiError, StartError};
 pub use serve::{ServeSettings, SlowRequest, default_share, serve};
 
@@ -79,6 +82,8 @@ pub struct AppState {
     pub knowledge: Arc<Knowledge>,
     /// The discovery document, serialized once from the content (with and without the sandbox companion).
     pub discovery: Arc<handlers::DiscoveryDocuments>,
+    /// The source attributes (`/source-attributes`, `.html`), serialized once from the content.
+    pub source_attributes: Arc<SourceAttributeAnswers>,
     /// The date the rules take as today; `None` means the real date. Fixed in tests and for reviewers.
     pub today: Option<Date>,
     pub body_limit: usize,
@@ -196,6 +201,7 @@ impl AppState {
     pub fn new(knowledge: Knowledge) -> AppState {
         AppState {
             discovery: Arc::new(handlers::DiscoveryDocuments::new(&knowledge)),
+            source_attributes: Arc::new(SourceAttributeAnswers::new(&knowledge)),
             knowledge: Arc::new(knowledge),
             today: None,
             body_limit: DEFAULT_BODY_LIMIT,
@@ -545,6 +551,7 @@ pub fn app(state: AppState) -> Router {
     let hosts = state.loopback_hosts_only.clone();
     let state_for_health = state.clone();
     let fhir_state = state.clone();
+    let attributes_state = state.clone();
     let mut services = Router::new()
         .route("/cds-services", get(handlers::discovery))
         .route("/cds-services/{id}", post(handlers::hook))
@@ -581,9 +588,15 @@ pub fn app(state: AppState) -> Router {
     let fhir = fhir::routes(&fhir_state)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(cors());
+    // The source attributes (ONC HTI-1): what the content says about itself, no patient's data, so no token and
+    // every mode; CORS, so that an EHR's web client can read them like discovery.
+    let source_attributes = attributes::routes(&attributes_state)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors());
     // The workbench's page and public fixtures need no token; the calls the page makes do, like anyone's.
     services
         .merge(fhir)
+        .merge(source_attributes)
         .merge(health)
         .merge(analytics)
         .merge(web::routes(workbench, verifies_tokens).method_not_allowed_fallback(method_not_allowed))

@@ -16,6 +16,7 @@
 //! service verifies tokens, 404 otherwise): it names no client, server or patient.
 
 pub mod analytics;
+pub mod attributes;
 
 use axum::Json;
 use axum::Router;
