@@ -30,6 +30,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::fetch::{Allowlist, read_capped};
+use crate::tenant::Tenant;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -61,8 +62,11 @@ pub struct TrustedClient {
     /// Keys given in configuration (inline or a file).
     pub keys: JwkSet,
     pub algorithms: Vec<Algorithm>,
-    /// When set, tokens must carry this `tenant` claim.
+    /// When set, tokens must carry this `tenant` claim (the single-tenant form, `tenant = "…"`).
     pub tenant: Option<String>,
+    /// `[[client.tenants]]`: when not empty, a token's `tenant` claim must be one of these ids, and chooses the
+    /// policy its call runs under ([`Verified::tenant`]).
+    pub tenants: Vec<Arc<Tenant>>,
     /// FHIR servers this client may name.
     pub fhir: Allowlist,
     /// What this client's tokens may look like beyond the spec's defaults.
@@ -103,6 +107,7 @@ impl TrustedClient {
             keys,
             algorithms,
             tenant,
+            tenants: Vec::new(),
             fhir,
             options: TrustOptions::default(),
             remote,
@@ -115,6 +120,12 @@ impl TrustedClient {
             self.remote.entry(url.as_str().to_string()).or_default();
         }
         self.options = options;
+        self
+    }
+
+    /// The same client with these tenants (`[[client.tenants]]`).
+    pub fn with_tenants(mut self, tenants: Vec<Tenant>) -> Self {
+        self.tenants = tenants.into_iter().map(Arc::new).collect();
         self
     }
 
@@ -175,6 +186,8 @@ pub enum AuthError {
     Claims,
     #[error("tenant does not match")]
     Tenant,
+    #[error("tenant is not one listed for this issuer")]
+    TenantNotListed,
     #[error("jti already used")]
     Replay,
     #[error("too many live tokens to remember")]
@@ -203,6 +216,7 @@ impl AuthError {
             AuthError::Audience => "audience",
             AuthError::Claims => "claims",
             AuthError::Tenant => "tenant",
+            AuthError::TenantNotListed => "tenant_not_listed",
             AuthError::Replay => "replay",
             AuthError::ReplayCacheFull => "replay_cache_full",
         }
@@ -248,6 +262,19 @@ impl AudienceMismatch {
 pub struct Verified {
     pub client: Arc<TrustedClient>,
     pub jti: String,
+    /// The tenant the token's `tenant` claim chose among the client's `[[client.tenants]]`; `None` when the
+    /// client lists none (its calls run under the global policy).
+    pub tenant: Option<Arc<Tenant>>,
+}
+
+impl Verified {
+    /// The tenant the card log records: the chosen tenant's id, or the client's single `tenant`.
+    pub fn tenant_id(&self) -> Option<&str> {
+        match &self.tenant {
+            Some(tenant) => Some(&tenant.id),
+            None => self.client.tenant.as_deref(),
+        }
+    }
 }
 
 /// The claims the service checks itself, besides those jsonwebtoken checks (`iss`, `aud`). `iat` and `jti` are
@@ -340,6 +367,11 @@ impl Verifier {
 
     pub fn issuers(&self) -> impl Iterator<Item = &str> {
         self.clients.iter().map(|c| c.issuer.as_str())
+    }
+
+    /// Every listed tenant of every client.
+    pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
+        self.clients.iter().flat_map(|c| c.tenants.iter().map(|t| &**t))
     }
 
     /// Verifies a token for a call to `path`, at `now` (seconds since the epoch).
@@ -468,11 +500,21 @@ impl Verifier {
         if claims.jti.is_empty() {
             return reject(rejection, AuthError::Claims);
         }
+        let claimed = claims.tenant.as_ref().and_then(|t| t.as_str());
         if let Some(tenant) = &client.tenant
-            && claims.tenant.as_ref().and_then(|t| t.as_str()) != Some(tenant.as_str())
+            && claimed != Some(tenant.as_str())
         {
             return reject(rejection, AuthError::Tenant);
         }
+        // With listed tenants, the claim must name one of them exactly; it chooses the call's policy.
+        let tenant = if client.tenants.is_empty() {
+            None
+        } else {
+            match claimed.and_then(|id| client.tenants.iter().find(|t| t.id == id)) {
+                Some(tenant) => Some(tenant.clone()),
+                None => return reject(rejection, AuthError::TenantNotListed),
+            }
+        };
         let remember_until = claims.exp as u64 + LEEWAY_SECONDS;
         let fresh = self
             .replay
@@ -492,6 +534,7 @@ impl Verifier {
         Ok(Verified {
             client: client.clone(),
             jti: truncate(&claims.jti),
+            tenant,
         })
     }
 

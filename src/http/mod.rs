@@ -549,7 +549,13 @@ pub fn app(state: AppState) -> Router {
         .route("/cds-services", get(handlers::discovery))
         .route("/cds-services/{id}", post(handlers::hook))
         .route("/cds-services/{id}/feedback", post(handlers::feedback));
-    if state.sandbox_companion == SandboxCompanion::On {
+    // On for anyone (globally, or for one tenant: the handler then answers 404 to the others).
+    let companion_for_someone = state.sandbox_companion == SandboxCompanion::On
+        || match access.as_ref() {
+            Access::Verify(verifier) => verifier.tenants().any(|t| t.sandbox_companion == Some(true)),
+            Access::Open => false,
+        };
+    if companion_for_someone {
         // Its own route, ahead of `{id}` (its feedback takes the common route, which knows its id only while it
         // is on); off, its id is unknown like any other's (404).
         let path = format!("/cds-services/{}", state.knowledge.companion.service.id);
