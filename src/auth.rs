@@ -232,6 +232,9 @@ pub struct Rejection {
     /// For an [`AuthError::Audience`] refusal: what was expected and what the token said, the one mistake a
     /// person setting up an EHR cannot see from the other side.
     pub audience: Option<AudienceMismatch>,
+    /// For an [`AuthError::TenantNotListed`] refusal: the token's `tenant` claim when it is a string (caller
+    /// text, escaped and truncated when logged), so that an operator sees which tenant to list.
+    pub tenant: Option<String>,
 }
 
 /// The accepted `aud` values and the token's. URLs and registration values are configuration, not patient
@@ -383,6 +386,7 @@ impl Verifier {
             issuer: None,
             kid: None,
             audience: None,
+            tenant: None,
         };
         let reject = |mut r: Rejection, reason| {
             r.reason = reason;
@@ -512,7 +516,10 @@ impl Verifier {
         } else {
             match claimed.and_then(|id| client.tenants.iter().find(|t| t.id == id)) {
                 Some(tenant) => Some(tenant.clone()),
-                None => return reject(rejection, AuthError::TenantNotListed),
+                None => {
+                    rejection.tenant = claimed.map(truncate);
+                    return reject(rejection, AuthError::TenantNotListed);
+                }
             }
         };
         let remember_until = claims.exp as u64 + LEEWAY_SECONDS;

@@ -445,6 +445,7 @@ async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, n
             issuer: None,
             kid: None,
             audience: None,
+            tenant: None,
         };
         log_refusal(&rejection, verifier);
         return ApiError::Unauthorized(AuthError::MissingToken).into_response();
@@ -479,6 +480,10 @@ fn log_refusal(rejection: &Rejection, verifier: &Verifier) {
     let issuer = rejection.issuer.as_deref().map(|i| field::display(caller_text(i)));
     let kid = rejection.kid.as_deref().map(|k| field::display(caller_text(k)));
     let reason = rejection.reason;
+    if let Some(tenant) = rejection.tenant.as_deref() {
+        warn!(%reason, issuer, kid, tenant = %caller_text(tenant), "request refused");
+        return;
+    }
     let Some(mismatch) = &rejection.audience else {
         warn!(%reason, issuer, kid, "request refused");
         return;
