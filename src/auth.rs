@@ -234,7 +234,7 @@ pub struct Rejection {
     pub audience: Option<AudienceMismatch>,
     /// For an [`AuthError::TenantNotListed`] refusal: the token's `tenant` claim when it is a string (caller
     /// text, escaped and truncated when logged), so that an operator sees which tenant to list.
-    pub tenant: Option<String>,
+    pub tenant: Option<Box<str>>,
 }
 
 /// The accepted `aud` values and the token's. URLs and registration values are configuration, not patient
@@ -517,7 +517,7 @@ impl Verifier {
             match claimed.and_then(|id| client.tenants.iter().find(|t| t.id == id)) {
                 Some(tenant) => Some(tenant.clone()),
                 None => {
-                    rejection.tenant = claimed.map(truncate);
+                    rejection.tenant = claimed.map(|t| truncate(t).into_boxed_str());
                     return reject(rejection, AuthError::TenantNotListed);
                 }
             }

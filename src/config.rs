@@ -480,13 +480,13 @@ fn tenants(sections: Vec<TenantSection>, single: Option<&String>) -> Result<Vec<
             Some(table) => missing_data(table, &format!("{what} (`{id}`) missing_data"))?,
             None => MissingDataOverride::default(),
         };
-        if let Some(services) = &section.services {
-            if services.is_empty() {
-                return Err(format!(
-                    "{what} (`{id}`): services = [] would refuse every call; list its services, or leave `services` \
+        if let Some(services) = &section.services
+            && services.is_empty()
+        {
+            return Err(format!(
+                "{what} (`{id}`): services = [] would refuse every call; list its services, or leave `services` \
                      out for all"
-                ));
-            }
+            ));
         }
         tenants.push(Tenant {
             id,
@@ -711,9 +711,11 @@ fn client(section: ClientSection, dir: &Path) -> Result<TrustedClient, String> {
         fhir_server_is_issuer: section.fhir_server_is_issuer,
     };
     let tenants = tenants(section.tenants, section.tenant.as_ref())?;
-    Ok(TrustedClient::new(issuer, jwks_url, keys, algorithms, section.tenant, fhir)
-        .with_options(options)
-        .with_tenants(tenants))
+    Ok(
+        TrustedClient::new(issuer, jwks_url, keys, algorithms, section.tenant, fhir)
+            .with_options(options)
+            .with_tenants(tenants),
+    )
 }
 
 /// `path` made absolute against the working directory, for messages (it need not exist).

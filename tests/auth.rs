@@ -1056,7 +1056,13 @@ async fn a_tenant_not_listed_for_its_issuer_is_refused() {
         "{CLIENT_TOML}\n[[client.tenants]]\nid = \"hospital-a\"\n\n[[client.tenants]]\nid = \"hospital-b\"\n"
     ));
     for tenant in ["hospital-a", "hospital-b"] {
-        accepted(&state, SELECT, &es_token_with(SELECT, json!({"tenant": tenant})), tenant).await;
+        accepted(
+            &state,
+            SELECT,
+            &es_token_with(SELECT, json!({"tenant": tenant})),
+            tenant,
+        )
+        .await;
     }
     let cases = [
         ("missing", Value::Null),

@@ -393,8 +393,16 @@ async fn analytics_per_tenant(fx: &Fixture) {
         fx.text("SELECT tenant FROM cards ORDER BY tenant").await,
         ["site <b>", "site-a", "site-a"]
     );
-    let items = [overridden(&a_cards[0], "does-not-align-preferences", "2026-11-23T10:05:00Z", None)];
-    assert_eq!(call("site-a", feedback_uri(), body(&items)).await.status, StatusCode::OK);
+    let items = [overridden(
+        &a_cards[0],
+        "does-not-align-preferences",
+        "2026-11-23T10:05:00Z",
+        None,
+    )];
+    assert_eq!(
+        call("site-a", feedback_uri(), body(&items)).await.status,
+        StatusCode::OK
+    );
     // Expected: site-a 2 shown, 1 overridden; the other site 1 shown, no feedback; all 3; an unknown tenant none.
     for (query, tenant, shown, overridden) in [
         ("?tenant=site-a", json!("site-a"), 3 - 1, 1),
@@ -409,7 +417,10 @@ async fn analytics_per_tenant(fx: &Fixture) {
         assert_eq!(analytics["services"][0]["overridden"], overridden, "{query}");
     }
     let none = get(&state, "/analytics?tenant=site-z", None).await.json();
-    assert_eq!((none["tenant"].clone(), none["templates"].clone()), (json!("site-z"), json!([])));
+    assert_eq!(
+        (none["tenant"].clone(), none["templates"].clone()),
+        (json!("site-z"), json!([]))
+    );
     let csv = get(&state, "/analytics.csv?tenant=site-a", None).await;
     assert_eq!(
         String::from_utf8(csv.bytes).unwrap(),
@@ -424,7 +435,10 @@ async fn analytics_per_tenant(fx: &Fixture) {
     let html = String::from_utf8(page.bytes).unwrap();
     assert!(html.contains("Tenant <strong>site &lt;b&gt;</strong>"), "{html}");
     assert!(!html.contains("site <b>"), "{html}");
-    assert!(html.contains("/analytics.csv?table=weeks&amp;since=2026-01-01&amp;tenant=site+%3Cb%3E"), "{html}");
+    assert!(
+        html.contains("/analytics.csv?table=weeks&amp;since=2026-01-01&amp;tenant=site+%3Cb%3E"),
+        "{html}"
+    );
     for bad in ["?tenant=", "?tenant=a%0Ab", &format!("?tenant={}", "x".repeat(300))] {
         let reply = get(&state, &format!("/analytics{bad}"), None).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");

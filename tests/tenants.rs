@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{Reply, SELECT, SIGN, TODAY, fixture, send_with};
-use dry_needling_cds::auth::Verifier;
 use dry_needling_cds::companion::SandboxCompanion;
 use dry_needling_cds::config::Config;
 use dry_needling_cds::http::{Access, StartError};
@@ -179,8 +178,16 @@ async fn the_companion_answers_only_the_tenants_that_have_it_on() {
     assert_eq!(state.sandbox_companion, SandboxCompanion::Off, "off globally");
     // Expected: discovery lists it for the card site only; the card site's call is answered (200), the strict
     // site's is 404 like any unknown service's.
-    assert!(discovery_as(&state, Some("card-site")).await.contains(&COMPANION_ID.to_string()));
-    assert!(!discovery_as(&state, Some("strict-site")).await.contains(&COMPANION_ID.to_string()));
+    assert!(
+        discovery_as(&state, Some("card-site"))
+            .await
+            .contains(&COMPANION_ID.to_string())
+    );
+    assert!(
+        !discovery_as(&state, Some("strict-site"))
+            .await
+            .contains(&COMPANION_ID.to_string())
+    );
     let draft = fixture("rules/neck-pain.json");
     let on = post_as(&state, COMPANION, draft.clone(), Some("card-site")).await;
     assert_eq!(on.status, StatusCode::OK, "{}", String::from_utf8_lossy(&on.bytes));
@@ -203,14 +210,20 @@ async fn the_companion_answers_only_the_tenants_that_have_it_on() {
         TENANTS.replace("sandbox_companion = true", "sandbox_companion = false")
     ));
     assert_eq!(
-        post_as(&global_on, COMPANION, draft.clone(), Some("card-site")).await.status,
+        post_as(&global_on, COMPANION, draft.clone(), Some("card-site"))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
         post_as(&global_on, COMPANION, draft, Some("strict-site")).await.status,
         StatusCode::OK
     );
-    assert!(!discovery_as(&global_on, Some("card-site")).await.contains(&COMPANION_ID.to_string()));
+    assert!(
+        !discovery_as(&global_on, Some("card-site"))
+            .await
+            .contains(&COMPANION_ID.to_string())
+    );
 }
 
 #[tokio::test]
@@ -220,10 +233,15 @@ async fn a_tenant_calls_and_sees_only_its_services() {
     // order-sign call and feedback are 404, its order-select call is answered.
     assert_eq!(discovery_as(&state, Some("select-only")).await, [SELECT_ID]);
     let all = discovery_as(&state, Some("strict-site")).await;
-    assert!(all.contains(&SELECT_ID.to_string()) && all.contains(&SIGN_ID.to_string()), "{all:?}");
+    assert!(
+        all.contains(&SELECT_ID.to_string()) && all.contains(&SIGN_ID.to_string()),
+        "{all:?}"
+    );
     let sign_body = fixture("rules/order-sign-two-orders.json");
     assert_eq!(
-        post_as(&state, SIGN, sign_body.clone(), Some("select-only")).await.status,
+        post_as(&state, SIGN, sign_body.clone(), Some("select-only"))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
@@ -231,12 +249,16 @@ async fn a_tenant_calls_and_sees_only_its_services() {
         StatusCode::OK
     );
     assert_eq!(
-        post_as(&state, SELECT, fixture("rules/neck-pain.json"), Some("select-only")).await.status,
+        post_as(&state, SELECT, fixture("rules/neck-pain.json"), Some("select-only"))
+            .await
+            .status,
         StatusCode::OK
     );
     let feedback = feedback();
     assert_eq!(
-        post_as(&state, &format!("{SIGN}/feedback"), feedback, Some("select-only")).await.status,
+        post_as(&state, &format!("{SIGN}/feedback"), feedback, Some("select-only"))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
 }
@@ -262,11 +284,16 @@ fn tenant_mistakes_are_named() {
     }
     let both = TENANTS.replace("algorithms = [\"ES384\"]", "algorithms = [\"ES384\"]\ntenant = \"one\"");
     assert!(parse(&both).contains("`tenant` and [[client.tenants]] are both set"));
-    let twice = format!("{TENANTS}\n[[client]]\nissuer = \"{ISSUER}\"\njwks_file = \"test-jwks.json\"\nalgorithms = [\"ES384\"]\n");
+    let twice = format!(
+        "{TENANTS}\n[[client]]\nissuer = \"{ISSUER}\"\njwks_file = \"test-jwks.json\"\nalgorithms = [\"ES384\"]\n"
+    );
     assert!(parse(&twice).contains("[[client.tenants]]"), "the message says how");
     // A service the content does not have stops the start, naming it.
-    let config = Config::parse(&TENANTS.replace("[\"dry-needling-order-select\"]", "[\"dry-needling\"]"), &auth_dir())
-        .unwrap();
+    let config = Config::parse(
+        &TENANTS.replace("[\"dry-needling-order-select\"]", "[\"dry-needling\"]"),
+        &auth_dir(),
+    )
+    .unwrap();
     let started = AppState::configure(
         Knowledge::embedded().unwrap(),
         config,
@@ -298,8 +325,14 @@ fn deploy_config() -> String {
 fn the_shipped_configurations_load_unchanged_with_no_tenant_policy() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let configs = [
-        ("config/example.toml", Config::load(&root.join("config/example.toml")).unwrap()),
-        ("config/sandbox.toml", Config::load(&root.join("config/sandbox.toml")).unwrap()),
+        (
+            "config/example.toml",
+            Config::load(&root.join("config/example.toml")).unwrap(),
+        ),
+        (
+            "config/sandbox.toml",
+            Config::load(&root.join("config/sandbox.toml")).unwrap(),
+        ),
         ("deploy/kubernetes.yaml", Config::parse(&deploy_config(), root).unwrap()),
     ];
     for (name, config) in configs {
@@ -339,17 +372,20 @@ async fn a_client_with_one_tenant_or_none_behaves_as_before() {
     let reply = post_as(&state, SELECT, without_conditions(), Some("hospital-a")).await;
     assert_eq!(card_ids(&reply), ["data-unavailable"]);
     assert_eq!(
-        post_as(&state, SELECT, without_conditions(), Some("hospital-b")).await.status,
+        post_as(&state, SELECT, without_conditions(), Some("hospital-b"))
+            .await
+            .status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        post_as(&state, COMPANION, fixture("rules/neck-pain.json"), Some("hospital-a")).await.status,
+        post_as(&state, COMPANION, fixture("rules/neck-pain.json"), Some("hospital-a"))
+            .await
+            .status,
         StatusCode::NOT_FOUND,
         "off, as before"
     );
     let Access::Verify(verifier) = state.access.as_ref() else {
         panic!("verified mode");
     };
-    let _: &Verifier = verifier;
     assert_eq!(verifier.tenants().count(), 0);
 }

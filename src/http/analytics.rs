@@ -117,7 +117,10 @@ pub(super) async fn page(
         .map(str::to_string)
         .collect();
     if let Some(tenant) = &asked.tenant {
-        query.push(format!("tenant={}", url::form_urlencoded::byte_serialize(tenant.as_bytes()).collect::<String>()));
+        query.push(format!(
+            "tenant={}",
+            url::form_urlencoded::byte_serialize(tenant.as_bytes()).collect::<String>()
+        ));
     }
     Ok((
         [
@@ -296,7 +299,11 @@ mod tests {
     #[test]
     fn tenants() {
         assert_eq!(tenant("hospital-a".to_string()).unwrap(), "hospital-a");
-        assert_eq!(tenant("é <b>".to_string()).unwrap(), "é <b>", "escaped where shown, not refused");
+        assert_eq!(
+            tenant("é <b>".to_string()).unwrap(),
+            "é <b>",
+            "escaped where shown, not refused"
+        );
         for bad in [String::new(), "a\nb".to_string(), "x".repeat(MAX_TENANT_CHARS + 1)] {
             assert!(tenant(bad.clone()).is_err(), "{bad:?}");
         }

@@ -27,8 +27,8 @@ use crate::companion::SandboxCompanion;
 use crate::content::Knowledge;
 use crate::logsafe::caller_text;
 use crate::ops::metrics as ops;
-use crate::service::{HookCall, HookError, HookSummary, find_service, handle_hook};
 use crate::service::MissingDataPolicy;
+use crate::service::{HookCall, HookError, HookSummary, find_service, handle_hook};
 use crate::store::{CardRecord, FeedbackRecord};
 use crate::tenant::CallPolicy;
 use crate::wire::{self, CardsResponse, Discovery, ServiceDescription};
@@ -86,12 +86,8 @@ impl DiscoveryDocuments {
                 self.clinical.clone()
             };
         }
-        let mut services: Vec<ServiceDescription> = self
-            .services
-            .iter()
-            .filter(|s| policy.uses(&s.id))
-            .cloned()
-            .collect();
+        let mut services: Vec<ServiceDescription> =
+            self.services.iter().filter(|s| policy.uses(&s.id)).cloned().collect();
         if companion {
             services.push(self.companion.clone());
         }
