@@ -40,6 +40,25 @@ impl AppState {
             let Some(base) = config.public_base_url.as_deref() else {
                 return Err(StartError::NoPublicBaseUrl);
             };
+            // A tenant's `services` name the content's clinical services (the companion has its own switch).
+            for client in &config.clients {
+                for tenant in &client.tenants {
+                    let unknown = tenant
+                        .services
+                        .iter()
+                        .flatten()
+                        .find(|id| !knowledge.services.iter().any(|s| &s.id == *id));
+                    if let Some(service) = unknown {
+                        let known: Vec<&str> = knowledge.services.iter().map(|s| s.id.as_str()).collect();
+                        return Err(StartError::UnknownTenantService {
+                            issuer: client.issuer.clone(),
+                            tenant: tenant.id.clone(),
+                            service: service.clone(),
+                            known: known.join(", "),
+                        });
+                    }
+                }
+            }
             Access::Verify(Box::new(Verifier::new(config.clients, base, http.clone())))
         };
         // Every FHIR server, loopback ones included, must be on an allowlist the operator wrote: a caller never

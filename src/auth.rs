@@ -30,6 +30,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::fetch::{Allowlist, read_capped};
+use crate::tenant::Tenant;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -61,8 +62,11 @@ pub struct TrustedClient {
     /// Keys given in configuration (inline or a file).
     pub keys: JwkSet,
     pub algorithms: Vec<Algorithm>,
-    /// When set, tokens must carry this `tenant` claim.
+    /// When set, tokens must carry this `tenant` claim (the single-tenant form, `tenant = "…"`).
     pub tenant: Option<String>,
+    /// `[[client.tenants]]`: when not empty, a token's `tenant` claim must be one of these ids, and chooses the
+    /// policy its call runs under ([`Verified::tenant`]).
+    pub tenants: Vec<Arc<Tenant>>,
     /// FHIR servers this client may name.
     pub fhir: Allowlist,
     /// What this client's tokens may look like beyond the spec's defaults.
@@ -103,6 +107,7 @@ impl TrustedClient {
             keys,
             algorithms,
             tenant,
+            tenants: Vec::new(),
             fhir,
             options: TrustOptions::default(),
             remote,
@@ -115,6 +120,12 @@ impl TrustedClient {
             self.remote.entry(url.as_str().to_string()).or_default();
         }
         self.options = options;
+        self
+    }
+
+    /// The same client with these tenants (`[[client.tenants]]`).
+    pub fn with_tenants(mut self, tenants: Vec<Tenant>) -> Self {
+        self.tenants = tenants.into_iter().map(Arc::new).collect();
         self
     }
 
@@ -175,6 +186,8 @@ pub enum AuthError {
     Claims,
     #[error("tenant does not match")]
     Tenant,
+    #[error("tenant is not one listed for this issuer")]
+    TenantNotListed,
     #[error("jti already used")]
     Replay,
     #[error("too many live tokens to remember")]
@@ -203,6 +216,7 @@ impl AuthError {
             AuthError::Audience => "audience",
             AuthError::Claims => "claims",
             AuthError::Tenant => "tenant",
+            AuthError::TenantNotListed => "tenant_not_listed",
             AuthError::Replay => "replay",
             AuthError::ReplayCacheFull => "replay_cache_full",
         }
@@ -218,6 +232,9 @@ pub struct Rejection {
     /// For an [`AuthError::Audience`] refusal: what was expected and what the token said, the one mistake a
     /// person setting up an EHR cannot see from the other side.
     pub audience: Option<AudienceMismatch>,
+    /// For an [`AuthError::TenantNotListed`] refusal: the token's `tenant` claim when it is a string (caller
+    /// text, escaped and truncated when logged), so that an operator sees which tenant to list.
+    pub tenant: Option<Box<str>>,
 }
 
 /// The accepted `aud` values and the token's. URLs and registration values are configuration, not patient
@@ -248,6 +265,19 @@ impl AudienceMismatch {
 pub struct Verified {
     pub client: Arc<TrustedClient>,
     pub jti: String,
+    /// The tenant the token's `tenant` claim chose among the client's `[[client.tenants]]`; `None` when the
+    /// client lists none (its calls run under the global policy).
+    pub tenant: Option<Arc<Tenant>>,
+}
+
+impl Verified {
+    /// The tenant the card log records: the chosen tenant's id, or the client's single `tenant`.
+    pub fn tenant_id(&self) -> Option<&str> {
+        match &self.tenant {
+            Some(tenant) => Some(&tenant.id),
+            None => self.client.tenant.as_deref(),
+        }
+    }
 }
 
 /// The claims the service checks itself, besides those jsonwebtoken checks (`iss`, `aud`). `iat` and `jti` are
@@ -342,6 +372,11 @@ impl Verifier {
         self.clients.iter().map(|c| c.issuer.as_str())
     }
 
+    /// Every listed tenant of every client.
+    pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
+        self.clients.iter().flat_map(|c| c.tenants.iter().map(|t| &**t))
+    }
+
     /// Verifies a token for a call to `path`, at `now` (seconds since the epoch).
     #[allow(clippy::too_many_lines)] // the checks in the order they must run (header, key, signature, claims,
     // replay), each a few lines ending in its own refusal reason; read top to bottom as the trust model
@@ -351,6 +386,7 @@ impl Verifier {
             issuer: None,
             kid: None,
             audience: None,
+            tenant: None,
         };
         let reject = |mut r: Rejection, reason| {
             r.reason = reason;
@@ -468,11 +504,24 @@ impl Verifier {
         if claims.jti.is_empty() {
             return reject(rejection, AuthError::Claims);
         }
+        let claimed = claims.tenant.as_ref().and_then(|t| t.as_str());
         if let Some(tenant) = &client.tenant
-            && claims.tenant.as_ref().and_then(|t| t.as_str()) != Some(tenant.as_str())
+            && claimed != Some(tenant.as_str())
         {
             return reject(rejection, AuthError::Tenant);
         }
+        // With listed tenants, the claim must name one of them exactly; it chooses the call's policy.
+        let tenant = if client.tenants.is_empty() {
+            None
+        } else {
+            match claimed.and_then(|id| client.tenants.iter().find(|t| t.id == id)) {
+                Some(tenant) => Some(tenant.clone()),
+                None => {
+                    rejection.tenant = claimed.map(|t| truncate(t).into_boxed_str());
+                    return reject(rejection, AuthError::TenantNotListed);
+                }
+            }
+        };
         let remember_until = claims.exp as u64 + LEEWAY_SECONDS;
         let fresh = self
             .replay
@@ -492,6 +541,7 @@ impl Verifier {
         Ok(Verified {
             client: client.clone(),
             jti: truncate(&claims.jti),
+            tenant,
         })
     }
 

@@ -18,8 +18,9 @@ use crate::auth::{TrustOptions, TrustedClient};
 use crate::fetch::{Allowlist, FetchSettings, safe_origin};
 use crate::http::{AdmissionSettings, ServeSettings};
 use crate::record::DataKind;
-use crate::service::{Limits, MissingDataAnswer, MissingDataPolicy};
+use crate::service::{Limits, MissingDataAnswer, MissingDataOverride, MissingDataPolicy};
 use crate::store::{StoreConfig, StoreSettings};
+use crate::tenant::Tenant;
 
 /// A configuration that could not be used; the message says where and why.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +186,19 @@ struct ClientSection {
     jku: Vec<String>,
     #[serde(default)]
     fhir_server_is_issuer: bool,
+    /// `[[client.tenants]]` (docs/tenants.md).
+    #[serde(default)]
+    tenants: Vec<TenantSection>,
+}
+
+/// `[[client.tenants]]`: one tenant of a client, and what its policy sets (the rest is the global policy's).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantSection {
+    id: String,
+    missing_data: Option<MissingDataSection>,
+    sandbox_companion: Option<bool>,
+    services: Option<Vec<String>>,
 }
 
 impl Config {
@@ -231,7 +245,8 @@ impl Config {
             let client = client(section, dir).map_err(|e| format!("[[client]] #{}: {e}", i + 1))?;
             if clients.iter().any(|c| c.issuer == client.issuer) {
                 return Err(format!(
-                    "[[client]] #{}: issuer `{}` is listed twice",
+                    "[[client]] #{}: issuer `{}` is listed twice (several tenants of one issuer are listed in its \
+                     one [[client]] as [[client.tenants]]; see docs/tenants.md)",
                     i + 1,
                     client.issuer
                 ));
@@ -250,7 +265,7 @@ impl Config {
             workbench: file.workbench.enabled,
             sandbox_companion: file.sandbox_companion.enabled,
             export_routes: file.export.routes,
-            missing_data: missing_data(file.missing_data)?,
+            missing_data: missing_data(file.missing_data, "[missing_data]")?.over(MissingDataPolicy::default()),
             store: store(file.store, dir)?,
             analytics_token_sha256: analytics_token(file.analytics)?,
         })
@@ -407,17 +422,20 @@ struct MissingDataSection {
     procedures: Option<toml::Value>,
 }
 
-fn missing_data(section: MissingDataSection) -> Result<MissingDataPolicy, String> {
+/// A `[missing_data]` table as written (the global one, or a tenant's `missing_data`, named `what` in messages).
+fn missing_data(section: MissingDataSection, what: &str) -> Result<MissingDataOverride, String> {
     let answer = |key: &str, value: Option<toml::Value>| match value {
         None => Ok(None),
         Some(toml::Value::String(text)) if text == "412" => Ok(Some(MissingDataAnswer::Status412)),
         Some(toml::Value::String(text)) if text == "card" => Ok(Some(MissingDataAnswer::Card)),
         Some(other) => Err(format!(
-            "[missing_data] {key} = {other}: the allowed values are \"412\" (the spec's answer) and \"card\""
+            "{what} {key} = {other}: the allowed values are \"412\" (the spec's answer) and \"card\""
         )),
     };
-    let default = answer("default", section.default)?.unwrap_or_default();
-    let mut policy = MissingDataPolicy::all(default);
+    let mut table = MissingDataOverride {
+        default: answer("default", section.default)?,
+        kinds: [None; 4],
+    };
     for (kind, key, value) in [
         (DataKind::Conditions, "conditions", section.conditions),
         (
@@ -432,11 +450,52 @@ fn missing_data(section: MissingDataSection) -> Result<MissingDataPolicy, String
         ),
         (DataKind::Procedures, "procedures", section.procedures),
     ] {
-        if let Some(answer) = answer(key, value)? {
-            policy.set(kind, answer);
-        }
+        table.kinds[kind as usize] = answer(key, value)?;
     }
-    Ok(policy)
+    Ok(table)
+}
+
+/// `[[client.tenants]]`: ids present, not empty and not repeated; not beside the single-tenant `tenant`.
+fn tenants(sections: Vec<TenantSection>, single: Option<&String>) -> Result<Vec<Tenant>, String> {
+    if single.is_some() && !sections.is_empty() {
+        return Err(
+            "`tenant` and [[client.tenants]] are both set: list the one tenant as [[client.tenants]] id = \"…\", \
+             or keep `tenant` alone"
+                .to_string(),
+        );
+    }
+    let mut tenants: Vec<Tenant> = Vec::new();
+    for (i, section) in sections.into_iter().enumerate() {
+        let id = section.id;
+        let what = format!("[[client.tenants]] #{}", i + 1);
+        if id.trim().is_empty() || id.trim() != id {
+            return Err(format!(
+                "{what}: id `{id}` must not be empty or start or end with spaces (it is matched exactly)"
+            ));
+        }
+        if tenants.iter().any(|t| t.id == id) {
+            return Err(format!("{what}: tenant `{id}` is listed twice"));
+        }
+        let missing_data = match section.missing_data {
+            Some(table) => missing_data(table, &format!("{what} (`{id}`) missing_data"))?,
+            None => MissingDataOverride::default(),
+        };
+        if let Some(services) = &section.services
+            && services.is_empty()
+        {
+            return Err(format!(
+                "{what} (`{id}`): services = [] would refuse every call; list its services, or leave `services` \
+                     out for all"
+            ));
+        }
+        tenants.push(Tenant {
+            id,
+            missing_data,
+            sandbox_companion: section.sandbox_companion,
+            services: section.services,
+        });
+    }
+    Ok(tenants)
 }
 
 fn store(section: StoreSection, dir: &Path) -> Result<StoreSettings, String> {
@@ -651,7 +710,12 @@ fn client(section: ClientSection, dir: &Path) -> Result<TrustedClient, String> {
         jku,
         fhir_server_is_issuer: section.fhir_server_is_issuer,
     };
-    Ok(TrustedClient::new(issuer, jwks_url, keys, algorithms, section.tenant, fhir).with_options(options))
+    let tenants = tenants(section.tenants, section.tenant.as_ref())?;
+    Ok(
+        TrustedClient::new(issuer, jwks_url, keys, algorithms, section.tenant, fhir)
+            .with_options(options)
+            .with_tenants(tenants),
+    )
 }
 
 /// `path` made absolute against the working directory, for messages (it need not exist).

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | connections, routing, CORS, auth, admission, limits, error → status | [`http`] | HTTP |
 //! | JWT verification, trusted clients | [`auth`] | JWTs, JWKS |
+//! | tenants under one issuer and each one's policy (missing data, companion, services) | [`tenant`] | policy |
 //! | the configuration file | [`config`] | TOML |
 //! | the application state from the configuration (the composition root) | [`mod@app`] | both |
 //! | fetching what prefetch lacks | [`fetch`] | FHIR REST, the allowlist |
@@ -51,6 +52,7 @@ pub mod render;
 pub mod scopes;
 pub mod service;
 pub mod store;
+pub mod tenant;
 pub mod web;
 pub mod wire;
 

@@ -351,6 +351,20 @@ fn serve(state: AppState, args: ServeArgs, settings: ServeSettings, store: Store
                  on: [sandbox_companion] enabled; never for production EHRs"
             );
         }
+        if let Access::Verify(verifier) = state.access.as_ref() {
+            let tenants: Vec<&str> = verifier
+                .tenants()
+                .filter(|t| t.sandbox_companion == Some(true))
+                .map(|t| t.id.as_str())
+                .collect();
+            if !tenants.is_empty() {
+                tracing::warn!(
+                    tenants = %tenants.join(", "),
+                    "the sandbox companion (a testing aid for the CDS Hooks sandbox) is on for these tenants: \
+                     [[client.tenants]] sandbox_companion = true; never for production EHRs"
+                );
+            }
+        }
         // One signal stops both listeners.
         let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

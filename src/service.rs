@@ -117,6 +117,39 @@ impl MissingDataPolicy {
     }
 }
 
+/// A `[missing_data]` table as written, every key optional: the global one, or a tenant's (`[[client.tenants]]`
+/// `missing_data = { … }`, docs/tenants.md), laid over a base policy by [`MissingDataOverride::over`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MissingDataOverride {
+    /// `default`: the answer for every kind not listed.
+    pub default: Option<MissingDataAnswer>,
+    /// Each kind's own answer, indexed like [`DataKind::ALL`].
+    pub kinds: [Option<MissingDataAnswer>; 4],
+}
+
+impl MissingDataOverride {
+    /// The policy this table gives over `base`: a kind it lists takes its answer; else its `default`, when set;
+    /// else `base`'s answer for that kind. Over the all-412 default this is the global `[missing_data]`; over the
+    /// global policy, a tenant's.
+    pub fn over(&self, base: MissingDataPolicy) -> MissingDataPolicy {
+        let mut policy = match self.default {
+            Some(answer) => MissingDataPolicy::all(answer),
+            None => base,
+        };
+        for kind in DataKind::ALL {
+            if let Some(answer) = self.kinds[kind as usize] {
+                policy.set(kind, answer);
+            }
+        }
+        policy
+    }
+
+    /// True when the table sets nothing.
+    pub fn is_empty(&self) -> bool {
+        self.default.is_none() && self.kinds.iter().all(Option::is_none)
+    }
+}
+
 /// The prefetch key (and metrics label) of a search.
 fn search_key(search: Search) -> &'static str {
     match search {

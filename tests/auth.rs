@@ -1048,6 +1048,68 @@ async fn a_configured_tenant_requires_the_matching_claim() {
     }
 }
 
+/// Tenants under one issuer (docs/tenants.md): a token's `tenant` must be one listed for its issuer, exactly;
+/// anything else is refused with its own reason (and metrics label), `tenant_not_listed`.
+#[tokio::test]
+async fn a_tenant_not_listed_for_its_issuer_is_refused() {
+    let state = configured(&format!(
+        "{CLIENT_TOML}\n[[client.tenants]]\nid = \"hospital-a\"\n\n[[client.tenants]]\nid = \"hospital-b\"\n"
+    ));
+    for tenant in ["hospital-a", "hospital-b"] {
+        accepted(
+            &state,
+            SELECT,
+            &es_token_with(SELECT, json!({"tenant": tenant})),
+            tenant,
+        )
+        .await;
+    }
+    let cases = [
+        ("missing", Value::Null),
+        ("unlisted", json!("hospital-c")),
+        ("other case", json!("Hospital-A")),
+        ("an array", json!(["hospital-a"])),
+        ("a number", json!(1)),
+    ];
+    for (what, tenant) in cases {
+        for path in [SELECT, DISCOVERY] {
+            refused(
+                &state,
+                path,
+                &es_token_with(path, json!({"tenant": tenant})),
+                AuthError::TenantNotListed,
+                what,
+            )
+            .await;
+        }
+    }
+    // The unlisted tenant is named in the refusal's line, escaped.
+    let token = es_token_with(SELECT, json!({"tenant": "hospital-c\nforged"}));
+    let (reply, log) = send_logged(&state, request_with(SELECT, Some(&format!("Bearer {token}")))).await;
+    assert_refused(&reply, "a tenant with a newline");
+    let line = log.lines().find(|l| l.contains("request refused")).unwrap();
+    assert!(line.contains("tenant=hospital-c\\u{a}forged"), "{line}");
+    assert!(!log.contains("\nforged"), "{log}");
+    assert_eq!(AuthError::TenantNotListed.label(), "tenant_not_listed");
+    assert_eq!(
+        AuthError::TenantNotListed.to_string(),
+        "tenant is not one listed for this issuer"
+    );
+    // Listed for another issuer does not count: the issuer chooses the client first.
+    let other = configured(&format!(
+        "{CLIENT_TOML}\n[[client.tenants]]\nid = \"hospital-a\"\n\n[[client]]\nissuer = \"{SANDBOX_ISSUER}\"\n\
+         jwks_file = \"test-jwks.json\"\nalgorithms = [\"ES384\"]\n\n[[client.tenants]]\nid = \"hospital-z\"\n"
+    ));
+    refused(
+        &other,
+        SELECT,
+        &es_token_with(SELECT, json!({"tenant": "hospital-z"})),
+        AuthError::TenantNotListed,
+        "another issuer's tenant",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_public_base_url_with_a_trailing_slash_adds_no_slash_to_aud() {
     let state = configured(&CLIENT_TOML.replace(BASE, &format!("{BASE}/")));

@@ -35,6 +35,7 @@ on_both_backends!(
     feedback_is_stored_once_and_unknown_cards_are_kept,
     override_comments_are_kept_only_when_configured,
     analytics_count_what_clinicians_did,
+    analytics_per_tenant,
 );
 
 // ---------------------------------------------------------------------------------------------------------
@@ -346,6 +347,102 @@ async fn analytics_count_what_clinicians_did(fx: &Fixture) {
         html.contains("Recommendation does not align with patient preferences or values (1)"),
         "{html}"
     );
+    writer.finish(Duration::from_secs(5)).await;
+}
+
+/// Two tenants of one issuer (docs/tenants.md): the card log records each card's tenant, and `?tenant=` counts
+/// only that tenant's cards, in the JSON, the CSV and the page, which say which tenant.
+async fn analytics_per_tenant(fx: &Fixture) {
+    let mut state = configured(&format!(
+        "{CLIENT_TOML}\n[[client.tenants]]\nid = \"site-a\"\n\n[[client.tenants]]\nid = \"site <b>\"\n"
+    ));
+    state.analytics = AnalyticsAccess::Open;
+    let store = fx.open().await;
+    let (card_log, writer) = CardLog::start(store.clone(), 100);
+    state.storage = Some(Storage {
+        store,
+        card_log,
+        keep_override_comments: false,
+    });
+    let call = |tenant: &'static str, path: String, body: Vec<u8>| {
+        let state = state.clone();
+        async move {
+            let token = common::es384_token_with(
+                &format!("http://127.0.0.1:8080{path}"),
+                &uuid::Uuid::new_v4().to_string(),
+                json!({"tenant": tenant}),
+            );
+            let request = Request::post(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::from(body))
+                .unwrap();
+            send_with(state, request).await
+        }
+    };
+    let mut a_cards = Vec::new();
+    for tenant in ["site-a", "site-a", "site <b>"] {
+        let reply = call(tenant, SELECT.to_string(), fixture(LOW_BACK)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        if tenant == "site-a" {
+            a_cards.push(reply.json()["cards"][0]["uuid"].as_str().unwrap().to_string());
+        }
+    }
+    logged(fx, 3).await;
+    assert_eq!(
+        fx.text("SELECT tenant FROM cards ORDER BY tenant").await,
+        ["site <b>", "site-a", "site-a"]
+    );
+    let items = [overridden(
+        &a_cards[0],
+        "does-not-align-preferences",
+        "2026-11-23T10:05:00Z",
+        None,
+    )];
+    assert_eq!(
+        call("site-a", feedback_uri(), body(&items)).await.status,
+        StatusCode::OK
+    );
+    // Expected: site-a 2 shown, 1 overridden; the other site 1 shown, no feedback; all 3; an unknown tenant none.
+    for (query, tenant, shown, overridden) in [
+        ("?tenant=site-a", json!("site-a"), 3 - 1, 1),
+        ("?tenant=site%20%3Cb%3E", json!("site <b>"), 1, 0),
+        ("", Value::Null, 3, 1),
+    ] {
+        let reply = get(&state, &format!("/analytics{query}"), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}");
+        let analytics = reply.json();
+        assert_eq!(analytics["tenant"], tenant, "{query}");
+        assert_eq!(analytics["services"][0]["shown"], shown, "{query}");
+        assert_eq!(analytics["services"][0]["overridden"], overridden, "{query}");
+    }
+    let none = get(&state, "/analytics?tenant=site-z", None).await.json();
+    assert_eq!(
+        (none["tenant"].clone(), none["templates"].clone()),
+        (json!("site-z"), json!([]))
+    );
+    let csv = get(&state, "/analytics.csv?tenant=site-a", None).await;
+    assert_eq!(
+        String::from_utf8(csv.bytes).unwrap(),
+        format!(
+            "service_id,card,shown,accepted,overridden,no_feedback,override_rate\n\
+             {SELECT_ID},{LOW_BACK_CARD},2,0,1,1,1.0000\n"
+        )
+    );
+    // The page names the tenant, escaped, and its links keep it.
+    let page = get(&state, "/analytics.html?tenant=site%20%3Cb%3E&since=2026-01-01", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = String::from_utf8(page.bytes).unwrap();
+    assert!(html.contains("Tenant <strong>site &lt;b&gt;</strong>"), "{html}");
+    assert!(!html.contains("site <b>"), "{html}");
+    assert!(
+        html.contains("/analytics.csv?table=weeks&amp;since=2026-01-01&amp;tenant=site+%3Cb%3E"),
+        "{html}"
+    );
+    for bad in ["?tenant=", "?tenant=a%0Ab", &format!("?tenant={}", "x".repeat(300))] {
+        let reply = get(&state, &format!("/analytics{bad}"), None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
     writer.finish(Duration::from_secs(5)).await;
 }
 

@@ -42,22 +42,34 @@ pub enum AnalyticsAccess {
     Off,
 }
 
-/// The query string: `since` and `until` as `YYYY-MM-DD` (UTC; `until` excluded), `table` for the CSV.
+/// The query string: `since` and `until` as `YYYY-MM-DD` (UTC; `until` excluded), `table` for the CSV, `tenant`
+/// for one tenant's cards.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Window {
     since: Option<String>,
     until: Option<String>,
     table: Option<String>,
+    tenant: Option<String>,
 }
+
+/// What one analytics request asked for, besides the window the answer carries.
+pub(super) struct Asked {
+    table: CsvTable,
+    /// `?tenant=`: only that tenant's cards.
+    tenant: Option<String>,
+}
+
+/// The longest `tenant` accepted: the card log keeps tenants to this many characters.
+const MAX_TENANT_CHARS: usize = crate::store::MAX_TEXT_CHARS;
 
 pub(super) async fn json(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<Window>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let (analytics, _) = load(&state, &headers, query).await?;
-    Ok(axum::Json(view::json(&analytics)).into_response())
+    let (analytics, asked) = load(&state, &headers, query).await?;
+    Ok(axum::Json(view::json_of(&analytics, asked.tenant.as_deref())).into_response())
 }
 
 pub(super) async fn csv(
@@ -65,8 +77,8 @@ pub(super) async fn csv(
     headers: HeaderMap,
     query: Result<Query<Window>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let (analytics, table) = load(&state, &headers, query).await?;
-    let name = match table {
+    let (analytics, asked) = load(&state, &headers, query).await?;
+    let name = match asked.table {
         CsvTable::Templates => "analytics-templates.csv",
         CsvTable::Weeks => "analytics-weeks.csv",
         CsvTable::Reasons => "analytics-reasons.csv",
@@ -77,7 +89,7 @@ pub(super) async fn csv(
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
         ],
-        view::csv(&analytics, table),
+        view::csv(&analytics, asked.table),
     )
         .into_response())
 }
@@ -88,21 +100,28 @@ pub(super) async fn page(
     RawQuery(raw): RawQuery,
     query: Result<Query<Window>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let (analytics, _) = load(&state, &headers, query).await?;
+    let (analytics, asked) = load(&state, &headers, query).await?;
     let reasons: ReasonNames = state
         .knowledge
         .override_reasons
         .iter()
         .map(|r| ((r.system.clone(), r.code.clone()), r.display.clone()))
         .collect();
-    // The page links to the JSON and CSV of the same window: only the window's keys are carried over.
-    let query: Vec<String> = raw
+    // The page links to the JSON and CSV of the same window: only the window's keys are carried over, and the
+    // tenant, encoded anew from its decoded value (never the caller's raw text).
+    let mut query: Vec<String> = raw
         .unwrap_or_default()
         .split('&')
         .filter(|p| p.starts_with("since=") || p.starts_with("until="))
         .filter(|p| p.bytes().all(|b| b.is_ascii_alphanumeric() || b"=-".contains(&b)))
         .map(str::to_string)
         .collect();
+    if let Some(tenant) = &asked.tenant {
+        query.push(format!(
+            "tenant={}",
+            url::form_urlencoded::byte_serialize(tenant.as_bytes()).collect::<String>()
+        ));
+    }
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -114,7 +133,7 @@ pub(super) async fn page(
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        view::page(&analytics, &reasons, &query.join("&")),
+        view::page_of(&analytics, &reasons, &query.join("&"), asked.tenant.as_deref()),
     )
         .into_response())
 }
@@ -124,15 +143,16 @@ async fn load(
     state: &AppState,
     headers: &HeaderMap,
     query: Result<Query<Window>, QueryRejection>,
-) -> Result<(Analytics, CsvTable), ApiError> {
+) -> Result<(Analytics, Asked), ApiError> {
     allowed(state.analytics, headers)?;
     let Query(window) = query.map_err(|_| {
         ApiError::BadRequest(
-            "the query string may have `since` and `until` (YYYY-MM-DD) and, for the CSV, `table` \
+            "the query string may have `since` and `until` (YYYY-MM-DD), `tenant` and, for the CSV, `table` \
              (templates, weeks, reasons or versions)"
                 .to_string(),
         )
     })?;
+    let tenant = window.tenant.map(tenant).transpose()?;
     let table = match window.table.as_deref() {
         None | Some("templates") => CsvTable::Templates,
         Some("weeks") => CsvTable::Weeks,
@@ -152,8 +172,9 @@ async fn load(
             "analytics need the store, which is off ([store] backend = \"off\")".to_string(),
         ));
     };
-    match tokio::time::timeout(QUERY_TIMEOUT, storage.store.analytics(since, until)).await {
-        Ok(Ok(analytics)) => Ok((analytics, table)),
+    let query = storage.store.analytics_of(since, until, tenant.as_deref());
+    match tokio::time::timeout(QUERY_TIMEOUT, query).await {
+        Ok(Ok(analytics)) => Ok((analytics, Asked { table, tenant })),
         Ok(Err(error)) => {
             metrics::counter!(ops::STORE_ERRORS, "operation" => "analytics").increment(1);
             warn!(%error, "analytics query failed");
@@ -165,6 +186,18 @@ async fn load(
             Err(ApiError::StoreUnavailable)
         }
     }
+}
+
+/// `?tenant=`: a tenant id as the card log keeps it (not empty, at most [`MAX_TENANT_CHARS`] characters, no
+/// control characters), else 400 without repeating it. A tenant with no cards (unknown, or no longer
+/// configured) is a valid question with an empty answer: the card log outlives the configuration.
+fn tenant(text: String) -> Result<String, ApiError> {
+    if text.is_empty() || text.chars().count() > MAX_TENANT_CHARS || text.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "`tenant` must be a tenant id: 1 to {MAX_TENANT_CHARS} characters, no control characters"
+        )));
+    }
+    Ok(text)
 }
 
 /// Whether the request may read analytics.
@@ -260,6 +293,19 @@ mod tests {
             (Some("yesterday"), None),
         ] {
             assert!(window_bounds(since, until, today).is_err(), "{since:?} {until:?}");
+        }
+    }
+
+    #[test]
+    fn tenants() {
+        assert_eq!(tenant("hospital-a".to_string()).unwrap(), "hospital-a");
+        assert_eq!(
+            tenant("é <b>".to_string()).unwrap(),
+            "é <b>",
+            "escaped where shown, not refused"
+        );
+        for bad in [String::new(), "a\nb".to_string(), "x".repeat(MAX_TENANT_CHARS + 1)] {
+            assert!(tenant(bad.clone()).is_err(), "{bad:?}");
         }
     }
 

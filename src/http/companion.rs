@@ -16,7 +16,7 @@ use super::admission::Overloaded;
 use super::handlers::{count_cards, declared_length, log_cards, read_body};
 use super::{ApiError, AppState, SpanNote, memory};
 use crate::auth::Verified;
-use crate::companion;
+use crate::companion::{self, SandboxCompanion};
 use crate::ops::metrics as ops;
 
 pub(super) async fn hook(
@@ -25,6 +25,12 @@ pub(super) async fn hook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let verified = verified.map(|Extension(v)| v);
+    // Routed when the companion is on for anyone (globally or for a tenant); off for this caller's tenant, it is
+    // unknown to it, like any other id.
+    if super::handlers::policy(&state, verified.as_ref()).sandbox_companion() == SandboxCompanion::Off {
+        return Err(ApiError::UnknownService);
+    }
     let service = state.knowledge.companion.service.id.clone();
     let length = declared_length(&headers, &body, state.body_limit)?;
     let ticket = state.admission.admit(length).map_err(|Overloaded| {
@@ -39,9 +45,8 @@ pub(super) async fn hook(
     let (response, summary) = answered?;
     count_cards(&service, &response, &summary);
     if let Some(storage) = &state.storage {
-        let client = verified.as_ref().map(|Extension(v)| &*v.client);
         // Not a verdict on any order: its own stance (in the summary), apart from the clinical cards' analytics.
-        log_cards(storage, &service, &response, &summary, client);
+        log_cards(storage, &service, &response, &summary, verified.as_ref());
     }
     let mut response = Json(response).into_response();
     SpanNote::of(&mut response).cards = Some(summary.cards);

@@ -30,6 +30,16 @@ pub enum StartError {
     NoTrustedClients(SocketAddr),
     #[error("trusted clients need `public_base_url`: tokens' `aud` is checked against it")]
     NoPublicBaseUrl,
+    #[error(
+        "[[client]] `{issuer}`, tenant `{tenant}`: services lists `{service}`, which is not a service of this \
+         content (its services: {known})"
+    )]
+    UnknownTenantService {
+        issuer: String,
+        tenant: String,
+        service: String,
+        known: String,
+    },
 }
 
 /// Every error a client can see.

@@ -27,8 +27,10 @@ use crate::companion::SandboxCompanion;
 use crate::content::Knowledge;
 use crate::logsafe::caller_text;
 use crate::ops::metrics as ops;
+use crate::service::MissingDataPolicy;
 use crate::service::{HookCall, HookError, HookSummary, find_service, handle_hook};
 use crate::store::{CardRecord, FeedbackRecord};
+use crate::tenant::CallPolicy;
 use crate::wire::{self, CardsResponse, Discovery, ServiceDescription};
 
 /// The largest feedback body accepted: thousands of entries.
@@ -40,6 +42,10 @@ pub(crate) const FEEDBACK_BODY_LIMIT: usize = 1024 * 1024;
 pub struct DiscoveryDocuments {
     clinical: Bytes,
     with_companion: Bytes,
+    /// The clinical services' entries and the companion's, for a tenant that uses only some services (its
+    /// document is serialized when asked for: such tenants are few, and the entries are small).
+    services: Vec<ServiceDescription>,
+    companion: ServiceDescription,
 }
 
 impl DiscoveryDocuments {
@@ -58,20 +64,52 @@ impl DiscoveryDocuments {
         };
         let clinical = serialize(&services);
         // The testing aid last: clients that take the first service for a hook (the workbench) keep the real one.
-        services.push(crate::companion::description(knowledge));
+        let companion = crate::companion::description(knowledge);
+        services.push(companion.clone());
+        let with_companion = serialize(&services);
+        services.pop();
         DiscoveryDocuments {
             clinical,
-            with_companion: serialize(&services),
+            with_companion,
+            services,
+            companion,
         }
+    }
+
+    /// The document for a call under `policy`: the services it uses, and the companion when it is on for it.
+    fn document(&self, policy: &CallPolicy<'_>) -> Bytes {
+        let companion = policy.sandbox_companion() == SandboxCompanion::On;
+        if policy.tenant.is_none_or(|t| t.services.is_none()) {
+            return if companion {
+                self.with_companion.clone()
+            } else {
+                self.clinical.clone()
+            };
+        }
+        let mut services: Vec<ServiceDescription> =
+            self.services.iter().filter(|s| policy.uses(&s.id)).cloned().collect();
+        if companion {
+            services.push(self.companion.clone());
+        }
+        Bytes::from(serde_json::to_vec(&Discovery { services }).unwrap_or_default())
     }
 }
 
-pub(super) async fn discovery(State(state): State<AppState>) -> Response {
-    let document = match state.sandbox_companion {
-        SandboxCompanion::On => &state.discovery.with_companion,
-        SandboxCompanion::Off => &state.discovery.clinical,
-    };
-    ([(header::CONTENT_TYPE, "application/json")], document.clone()).into_response()
+/// The policy a call runs under: its verified tenant's, else the global one.
+pub(super) fn policy<'a>(state: &AppState, verified: Option<&'a Verified>) -> CallPolicy<'a> {
+    CallPolicy {
+        tenant: verified.and_then(|v| v.tenant.as_deref()),
+        global_missing_data: state.missing_data,
+        global_companion: state.sandbox_companion,
+    }
+}
+
+/// `GET /cds-services`: with trusted clients, the caller's token chose its tenant, whose document lists the
+/// services it uses and the companion only when it is on for it.
+pub(super) async fn discovery(State(state): State<AppState>, verified: Option<Extension<Verified>>) -> Response {
+    let verified = verified.map(|Extension(v)| v);
+    let document = state.discovery.document(&policy(&state, verified.as_ref()));
+    ([(header::CONTENT_TYPE, "application/json")], document).into_response()
 }
 
 /// `GET /healthz`: the process is alive and answering. Depends on nothing else, so an orchestrator restarts the
@@ -144,7 +182,14 @@ pub(super) async fn hook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let verified = verified.map(|Extension(verified)| verified);
     let service = clinical_service(&state, id)?;
+    let policy = policy(&state, verified.as_ref());
+    // A service the caller's tenant does not use is unknown to it, like any other id.
+    if !policy.uses(&state.knowledge.services[service].id) {
+        return Err(ApiError::UnknownService);
+    }
+    let missing_data = policy.missing_data();
     let length = declared_length(&headers, &body, state.body_limit)?;
     let ticket = state.admission.admit(length).map_err(|Overloaded| {
         // What hyper buffered of the refused body is freed on this worker: the next quiet tick returns it.
@@ -158,9 +203,10 @@ pub(super) async fn hook(
         service,
         body,
         today: state.today(),
-        verified: verified.map(|Extension(verified)| verified),
+        verified,
+        missing_data,
     };
-    let client = call.verified.as_ref().map(|v| v.client.clone());
+    let caller = call.verified.clone();
     let (response, summary) = if ticket.is_large() {
         let runtime = tokio::runtime::Handle::current();
         let span = Span::current();
@@ -186,7 +232,7 @@ pub(super) async fn hook(
     let service = &state.knowledge.services[service].id;
     count_cards(service, &response, &summary);
     if let Some(storage) = &state.storage {
-        log_cards(storage, service, &response, &summary, client.as_deref());
+        log_cards(storage, service, &response, &summary, caller.as_ref());
     }
     if summary.skipped_entries > 0 {
         warn!(
@@ -209,6 +255,8 @@ struct Call {
     body: Bytes,
     today: Date,
     verified: Option<Verified>,
+    /// `[missing_data]`, or the caller's tenant's.
+    missing_data: MissingDataPolicy,
 }
 
 /// Cards by service, template and indicator; data that could not be had, by kind and by answer. All labels come
@@ -237,7 +285,7 @@ pub(super) fn log_cards(
     service: &str,
     response: &CardsResponse,
     summary: &HookSummary,
-    client: Option<&crate::auth::TrustedClient>,
+    caller: Option<&Verified>,
 ) {
     if response.cards.is_empty() {
         return;
@@ -255,8 +303,8 @@ pub(super) fn log_cards(
             stance: (*stance).to_string(),
             suggestion_uuids: card.suggestions.iter().map(|s| s.uuid.clone()).collect(),
             issued_at: now,
-            client_issuer: client.map(|c| c.issuer.clone()),
-            tenant: client.and_then(|c| c.tenant.clone()),
+            client_issuer: caller.map(|v| v.client.issuer.clone()),
+            tenant: caller.and_then(|v| v.tenant_id().map(str::to_string)),
             hook_instance: summary.hook_instance.clone(),
             content_version: card.extension.content_version.clone().into(),
         })
@@ -272,7 +320,7 @@ impl Call {
             today: self.today,
             caller: self.verified.as_ref().map(|v| &v.client.fhir),
             limits: &self.state.limits,
-            missing_data: &self.state.missing_data,
+            missing_data: &self.missing_data,
         };
         match handle_hook(&self.state.knowledge, &self.state.fetcher, call).await {
             Ok(answer) => Ok(answer),
@@ -298,7 +346,8 @@ pub(super) async fn feedback(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = known_service(&state, id)?;
+    let verified = verified.map(|Extension(v)| v);
+    let id = known_service(&state, id, &policy(&state, verified.as_ref()))?;
     // Feedback bodies get a limit of their own, far below a hook's (a feedback entry is a few hundred bytes), and
     // a budget of bytes held at once, apart from the hook calls' places (see [`super::admission`]).
     let limit = state.body_limit.min(FEEDBACK_BODY_LIMIT);
@@ -335,7 +384,7 @@ pub(super) async fn feedback(
         return Ok(Json(serde_json::json!({ "received": entries.len() })));
     };
     let service_id = find_service(&state.knowledge, &id).map_or(id, |s| s.id.clone());
-    let issuer = verified.map(|Extension(v)| v.client.issuer.clone());
+    let issuer = verified.map(|v| v.client.issuer.clone());
     let received_at = time::OffsetDateTime::now_utc();
     let records: Vec<FeedbackRecord> = entries
         .into_iter()
@@ -416,11 +465,17 @@ fn clinical_service(state: &AppState, id: Result<Path<String>, PathRejection>) -
         .ok_or(ApiError::UnknownService)
 }
 
-/// The service id from the path, for feedback (the clinical services' and the companion's, when on): 400 when
-/// the path segment is not valid UTF-8 once decoded, 404 when no service has it.
-fn known_service(state: &AppState, id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+/// The service id from the path, for feedback (the clinical services the caller's tenant uses, and the
+/// companion's when it is on for it): 400 when the path segment is not valid UTF-8 once decoded, 404 when no
+/// such service answers the caller.
+fn known_service(
+    state: &AppState,
+    id: Result<Path<String>, PathRejection>,
+    policy: &CallPolicy<'_>,
+) -> Result<String, ApiError> {
     let Path(id) = id.map_err(|_| ApiError::BadRequest("the service id in the URL is not valid".to_string()))?;
-    if find_service(&state.knowledge, &id).is_none() && !state.sandbox_companion.serves(&state.knowledge, &id) {
+    let clinical = find_service(&state.knowledge, &id).is_some_and(|s| policy.uses(&s.id));
+    if !clinical && !policy.sandbox_companion().serves(&state.knowledge, &id) {
         return Err(ApiError::UnknownService);
     }
     Ok(id)

@@ -451,6 +451,7 @@ async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, n
             issuer: None,
             kid: None,
             audience: None,
+            tenant: None,
         };
         log_refusal(&rejection, verifier);
         return ApiError::Unauthorized(AuthError::MissingToken).into_response();
@@ -485,6 +486,10 @@ fn log_refusal(rejection: &Rejection, verifier: &Verifier) {
     let issuer = rejection.issuer.as_deref().map(|i| field::display(caller_text(i)));
     let kid = rejection.kid.as_deref().map(|k| field::display(caller_text(k)));
     let reason = rejection.reason;
+    if let Some(tenant) = rejection.tenant.as_deref() {
+        warn!(%reason, issuer, kid, tenant = %caller_text(tenant), "request refused");
+        return;
+    }
     let Some(mismatch) = &rejection.audience else {
         warn!(%reason, issuer, kid, "request refused");
         return;
@@ -556,7 +561,13 @@ pub fn app(state: AppState) -> Router {
         .route("/cds-services", get(handlers::discovery))
         .route("/cds-services/{id}", post(handlers::hook))
         .route("/cds-services/{id}/feedback", post(handlers::feedback));
-    if state.sandbox_companion == SandboxCompanion::On {
+    // On for anyone (globally, or for one tenant: the handler then answers 404 to the others).
+    let companion_for_someone = state.sandbox_companion == SandboxCompanion::On
+        || match access.as_ref() {
+            Access::Verify(verifier) => verifier.tenants().any(|t| t.sandbox_companion == Some(true)),
+            Access::Open => false,
+        };
+    if companion_for_someone {
         // Its own route, ahead of `{id}` (its feedback takes the common route, which knows its id only while it
         // is on); off, its id is unknown like any other's (404).
         let path = format!("/cds-services/{}", state.knowledge.companion.service.id);

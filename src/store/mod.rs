@@ -395,14 +395,19 @@ const REMEMBER_JTI: &str = "INSERT INTO jti_seen (key, expires_at) VALUES ($1, $
      ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE jti_seen.expires_at < $3 \
      RETURNING expires_at";
 
-/// Per card issued in the window: its template, its ISO week's Monday (days since 1970-01-01; 1970-01-01 was a
-/// Thursday, so day `d` is a Monday when `(d + 3) % 7 = 0`), and its latest feedback (the greatest
-/// `outcome_at_ms`, `overridden` before `accepted` at the same instant); grouped and counted.
-const ANALYTICS: &str = "WITH shown AS ( \
+/// Per card issued in the window (and, with `$3`, of that tenant): its template, its ISO week's Monday (days
+/// since 1970-01-01; 1970-01-01 was a Thursday, so day `d` is a Monday when `(d + 3) % 7 = 0`), and its latest
+/// feedback (the greatest `outcome_at_ms`, `overridden` before `accepted` at the same instant); grouped and
+/// counted. `$filter` narrows the cards.
+macro_rules! analytics_sql {
+    ($filter:literal) => {
+        concat!(
+            "WITH shown AS ( \
        SELECT c.uuid, c.service_id, c.card, c.content_version, \
               (c.issued_at_ms / 86400000) - (((c.issued_at_ms / 86400000) + 3) % 7) AS week_day \
-       FROM cards c WHERE c.issued_at_ms >= $1 AND c.issued_at_ms < $2 \
-     ), ranked AS ( \
+       FROM cards c WHERE c.issued_at_ms >= $1 AND c.issued_at_ms < $2",
+            $filter,
+            " ), ranked AS ( \
        SELECT f.card_uuid, f.outcome, f.override_reason_code, f.override_reason_system, \
               ROW_NUMBER() OVER (PARTITION BY f.card_uuid ORDER BY f.outcome_at_ms DESC, f.outcome DESC) AS rn \
        FROM feedback f WHERE f.card_uuid IN (SELECT uuid FROM shown) \
@@ -411,7 +416,15 @@ const ANALYTICS: &str = "WITH shown AS ( \
             COUNT(*) AS n, s.content_version \
      FROM shown s LEFT JOIN ranked r ON r.card_uuid = s.uuid AND r.rn = 1 \
      GROUP BY s.service_id, s.card, s.content_version, s.week_day, r.outcome, r.override_reason_code, \
-              r.override_reason_system";
+              r.override_reason_system"
+        )
+    };
+}
+
+/// Every card in the window.
+const ANALYTICS: &str = analytics_sql!("");
+/// One tenant's cards (`$3`: the tenant the card log recorded).
+const ANALYTICS_OF_TENANT: &str = analytics_sql!(" AND c.tenant = $3");
 
 const UNKNOWN_CARD_FEEDBACK: &str = "SELECT COUNT(*) FROM feedback \
      WHERE unknown_card = TRUE AND received_at_ms >= $1 AND received_at_ms < $2";
@@ -706,9 +719,27 @@ impl Store {
 
     /// Override analytics for cards issued in `[since, until)`; see [`Analytics`] for the counting rule.
     pub async fn analytics(&self, since: OffsetDateTime, until: OffsetDateTime) -> Result<Analytics, StoreError> {
+        self.analytics_of(since, until, None).await
+    }
+
+    /// [`Store::analytics`] for one tenant's cards (the card log's `tenant`), or every card when `tenant` is
+    /// `None`. Feedback for unknown cards has no tenant: with a tenant, [`Analytics::unknown_card_feedback`]
+    /// is 0.
+    pub async fn analytics_of(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        tenant: Option<&str>,
+    ) -> Result<Analytics, StoreError> {
         let (from, to) = (unix_ms(since), unix_ms(until));
+        let tenant = tenant.map(|t| clean(t, MAX_TEXT_CHARS));
         let (rows, unknown) = with_pool!(self, pool => async {
-            let rows = sqlx::query(ANALYTICS).bind(from).bind(to).fetch_all(pool).await?;
+            let rows = match &tenant {
+                None => sqlx::query(ANALYTICS).bind(from).bind(to).fetch_all(pool).await?,
+                Some(tenant) => {
+                    sqlx::query(ANALYTICS_OF_TENANT).bind(from).bind(to).bind(tenant).fetch_all(pool).await?
+                }
+            };
             let rows = rows
                 .iter()
                 .map(|row| {
@@ -724,7 +755,10 @@ impl Store {
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
-            let unknown: i64 = sqlx::query_scalar(UNKNOWN_CARD_FEEDBACK).bind(from).bind(to).fetch_one(pool).await?;
+            let unknown: i64 = match &tenant {
+                None => sqlx::query_scalar(UNKNOWN_CARD_FEEDBACK).bind(from).bind(to).fetch_one(pool).await?,
+                Some(_) => 0,
+            };
             Ok::<_, sqlx::Error>((rows, unknown))
         }
         .await)

@@ -29,13 +29,19 @@ use time::Date;
 /// the page shows the reason's words rather than a bare code. Reasons not listed are shown as sent.
 pub type ReasonNames = BTreeMap<(String, String), String>;
 
-/// The JSON body of `GET /analytics`.
+/// The JSON body of `GET /analytics`: every tenant's cards.
 pub fn json(analytics: &Analytics) -> Value {
+    json_of(analytics, None)
+}
+
+/// The JSON body of `GET /analytics[?tenant=…]`: `tenant` says whose cards were counted (`null`: everyone's).
+pub fn json_of(analytics: &Analytics, tenant: Option<&str>) -> Value {
     let stamp = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
     let rate = |t: &TemplateStats| t.override_rate();
     json!({
         "since": stamp(analytics.since),
         "until": stamp(analytics.until),
+        "tenant": tenant,
         "services": per_service(analytics).iter().map(|s| json!({
             "serviceId": s.service_id,
             "shown": s.shown,
@@ -459,8 +465,13 @@ fn finish_svg(svg: String, drawn: Result<(), Box<dyn std::error::Error + '_>>) -
 
 /// The analytics page: totals per service, a table and a chart per template, override reasons, the weekly
 /// trend, and links to the JSON and CSV of the same window (`query`: the page's own query string).
-#[allow(clippy::too_many_lines)] // the page's HTML top to bottom, in the order a reader sees it
 pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String {
+    page_of(analytics, reasons, query, None)
+}
+
+/// [`page`] for one tenant's cards (`tenant`, the caller's text, shown escaped), or everyone's.
+#[allow(clippy::too_many_lines)] // the page's HTML top to bottom, in the order a reader sees it
+pub fn page_of(analytics: &Analytics, reasons: &ReasonNames, query: &str, tenant: Option<&str>) -> String {
     let text = |s: &str| html_escape::encode_text(s).into_owned();
     let attribute = |s: &str| html_escape::encode_double_quoted_attribute(s).into_owned();
     let date = |t: time::OffsetDateTime| t.date().to_string();
@@ -481,12 +492,16 @@ pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <link rel=\"icon\" href=\"data:,\">\
          <title>Dry-needling CDS: override analytics</title><style>{STYLE}</style></head><body><main>\
-         <h1>Override analytics</h1>\
+         <h1>Override analytics</h1>{}\
          <p class=\"window\">Cards issued from {} to {} (the end excluded). A card counts once, by the latest \
          feedback on it. The override rate is overridden ÷ (accepted + overridden).</p>\
          <p class=\"links\">Download: <a href=\"{}\">JSON</a> · <a href=\"{}\">CSV by template</a> · \
          <a href=\"{}\">CSV by week</a> · <a href=\"{}\">CSV of override reasons</a> · \
          <a href=\"{}\">CSV by content version</a></p>",
+        tenant.map_or_else(String::new, |t| format!(
+            "<p class=\"tenant\">Tenant <strong>{}</strong>: only the cards issued for this tenant's calls.</p>",
+            text(t)
+        )),
         date(analytics.since),
         date(analytics.until),
         attribute(&format!("/analytics{suffix}")),
@@ -607,13 +622,18 @@ pub fn page(analytics: &Analytics, reasons: &ReasonNames, query: &str) -> String
     html.push_str("<details><summary>The weekly numbers</summary>");
     html.push_str(&scrolling_table("Cards per week", &table));
     html.push_str("</details>");
+    let unknown = match tenant {
+        None => analytics.unknown_card_feedback.to_string(),
+        // Such feedback names no card the log has, so no tenant: it is counted for all tenants only.
+        Some(_) => "counted only in the analytics of all tenants (it names no card, so no tenant)".to_string(),
+    };
     let _ = write!(
         html,
         "<p class=\"note\">Feedback received in this window for cards this service has no record of (issued \
          before the retention period, or never issued by it): {}.</p>\
          <p class=\"note\">No patient data: the store keeps card and suggestion ids, templates, outcomes, \
          override reason codes and times, never a patient, encounter or record.</p></main></body></html>",
-        analytics.unknown_card_feedback
+        unknown
     );
     html
 }

@@ -28,13 +28,21 @@ pub fn state() -> AppState {
 /// A valid token of the test issuer (`fixtures/auth/`, TEST-ONLY ES384 key `test-es384`): five minutes of
 /// life, for `aud`, with this `jti`.
 pub fn es384_token(aud: &str, jti: &str) -> String {
+    es384_token_with(aud, jti, serde_json::json!({}))
+}
+
+/// [`es384_token`] with these claims added (a `tenant`, say).
+pub fn es384_token_with(aud: &str, jti: &str, extra: Value) -> String {
     let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/auth/es384-private.pem")).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let claims = serde_json::json!({"iss": "https://ehr.test.example", "aud": aud, "iat": now, "exp": now + 300,
+    let mut claims = serde_json::json!({"iss": "https://ehr.test.example", "aud": aud, "iat": now, "exp": now + 300,
         "jti": jti});
+    for (name, value) in extra.as_object().into_iter().flatten() {
+        claims[name] = value.clone();
+    }
     let header = jsonwebtoken::Header {
         kid: Some("test-es384".to_string()),
         ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384)
