@@ -55,9 +55,15 @@ pub struct VersionStats {
 impl VersionStats {
     /// `overridden / (accepted + overridden)`; `None` when no card had feedback.
     pub fn override_rate(&self) -> Option<f64> {
-        let acted = self.accepted + self.overridden;
-        (acted > 0).then(|| self.overridden as f64 / acted as f64)
+        override_rate(self.accepted, self.overridden)
     }
+}
+
+/// `overridden / (accepted + overridden)`: the share of the cards acted on that were overridden; `None` when no
+/// card had feedback. The one definition every table of analytics uses.
+pub fn override_rate(accepted: u64, overridden: u64) -> Option<f64> {
+    let acted = accepted + overridden;
+    (acted > 0).then(|| overridden as f64 / acted as f64)
 }
 
 /// What happened to one template's cards.
@@ -80,8 +86,7 @@ impl TemplateStats {
     /// `overridden / (accepted + overridden)`: the share of the cards acted on that were overridden; `None`
     /// when no card had feedback.
     pub fn override_rate(&self) -> Option<f64> {
-        let acted = self.accepted + self.overridden;
-        (acted > 0).then(|| self.overridden as f64 / acted as f64)
+        override_rate(self.accepted, self.overridden)
     }
 }
 

@@ -60,7 +60,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Transaction};
 use time::OffsetDateTime;
 
-pub use analytics::{Analytics, ReasonCount, TemplateStats, VersionStats, WeekStats, WeekTotal};
+pub use analytics::{Analytics, ReasonCount, TemplateStats, VersionStats, WeekStats, WeekTotal, override_rate};
 pub use cardlog::{CardLog, CardLogWriter};
 pub use migrations::LATEST as SCHEMA_VERSION;
 

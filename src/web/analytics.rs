@@ -234,8 +234,7 @@ pub struct ServiceTotals {
 
 impl ServiceTotals {
     pub fn override_rate(&self) -> Option<f64> {
-        let acted = self.accepted + self.overridden;
-        (acted > 0).then(|| self.overridden as f64 / acted as f64)
+        crate::store::override_rate(self.accepted, self.overridden)
     }
 }
 
@@ -444,14 +443,6 @@ fn figure(svg: &str, id: &str, label: &str) -> String {
     )
 }
 
-/// A table in the page, in a region that scrolls sideways on a narrow screen (focusable, named by `label`).
-fn scrolling_table(label: &str, table: &str) -> String {
-    format!(
-        "<div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-label=\"{}\">{table}</div>",
-        html_escape::encode_double_quoted_attribute(label)
-    )
-}
-
 /// The chart, or a line saying it could not be drawn (plotters fails only on impossible geometry).
 fn finish_svg(svg: String, drawn: Result<(), Box<dyn std::error::Error + '_>>) -> String {
     match drawn {
@@ -485,14 +476,10 @@ pub fn page_of(analytics: &Analytics, reasons: &ReasonNames, query: &str, tenant
     } else {
         format!("?{query}")
     };
-    let mut html = String::new();
+    let mut html = super::page_start("Dry-needling CDS: override analytics", STYLE);
     let _ = write!(
         html,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <link rel=\"icon\" href=\"data:,\">\
-         <title>Dry-needling CDS: override analytics</title><style>{STYLE}</style></head><body><main>\
-         <h1>Override analytics</h1>{}\
+        "<h1>Override analytics</h1>{}\
          <p class=\"window\">Cards issued from {} to {} (the end excluded). A card counts once, by the latest \
          feedback on it. The override rate is overridden ÷ (accepted + overridden).</p>\
          <p class=\"links\">Download: <a href=\"{}\">JSON</a> · <a href=\"{}\">CSV by template</a> · \
@@ -531,7 +518,7 @@ pub fn page_of(analytics: &Analytics, reasons: &ReasonNames, query: &str, tenant
     }
     table.push_str("</tbody></table>");
     html.push_str("<h2>Per service</h2>");
-    html.push_str(&scrolling_table("Cards per service", &table));
+    html.push_str(&super::scrolling_table("Cards per service", &table));
     html.push_str("<h2>Per card template</h2>");
     html.push_str(&figure(
         &outcomes_chart(analytics),
@@ -573,7 +560,7 @@ pub fn page_of(analytics: &Analytics, reasons: &ReasonNames, query: &str, tenant
         );
     }
     table.push_str("</tbody></table>");
-    html.push_str(&scrolling_table("Cards per card template", &table));
+    html.push_str(&super::scrolling_table("Cards per card template", &table));
     html.push_str("<h2>Per content version</h2>");
     html.push_str(
         "<p class=\"note\">Each template's cards by the version of the guidance content that wrote them: after an \
@@ -600,7 +587,10 @@ pub fn page_of(analytics: &Analytics, reasons: &ReasonNames, query: &str, tenant
         );
     }
     table.push_str("</tbody></table>");
-    html.push_str(&scrolling_table("Cards per card template and content version", &table));
+    html.push_str(&super::scrolling_table(
+        "Cards per card template and content version",
+        &table,
+    ));
     html.push_str("<h2>Weekly trend</h2>");
     html.push_str(&figure(
         &weekly_chart(analytics),
@@ -620,7 +610,7 @@ pub fn page_of(analytics: &Analytics, reasons: &ReasonNames, query: &str, tenant
     }
     table.push_str("</tbody></table>");
     html.push_str("<details><summary>The weekly numbers</summary>");
-    html.push_str(&scrolling_table("Cards per week", &table));
+    html.push_str(&super::scrolling_table("Cards per week", &table));
     html.push_str("</details>");
     let unknown = match tenant {
         None => analytics.unknown_card_feedback.to_string(),

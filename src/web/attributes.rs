@@ -129,14 +129,10 @@ pub fn page(knowledge: &Knowledge, json_path: &str) -> String {
             text(&u.supplied_by)
         ),
     };
-    let mut html = String::new();
+    let mut html = super::page_start("Dry-needling CDS: source attributes", STYLE);
     let _ = write!(
         html,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <link rel=\"icon\" href=\"data:,\">\
-         <title>Dry-needling CDS: source attributes</title><style>{STYLE}</style></head><body><main>\
-         <h1>Source attributes</h1>\
+        "<h1>Source attributes</h1>\
          <p>The source attributes of this service's decision support, as {} asks a certified EHR to show them. \
          Content version <code>{}</code>. The same as JSON: <a href=\"{}\">{}</a>.</p>\
          <p class=\"note\">What nobody has stated is marked <strong class=\"unknown\">Unknown</strong>, with who \
@@ -160,7 +156,7 @@ pub fn page(knowledge: &Knowledge, json_path: &str) -> String {
         );
     }
     table.push_str("</tbody></table>");
-    html.push_str(&scrolling("Shared attributes", &table));
+    html.push_str(&super::scrolling_table("Shared attributes", &table));
 
     html.push_str("<h2>Bibliographic citations</h2>");
     let mut table = String::from(
@@ -180,7 +176,7 @@ pub fn page(knowledge: &Knowledge, json_path: &str) -> String {
         );
     }
     table.push_str("</tbody></table>");
-    html.push_str(&scrolling("References", &table));
+    html.push_str(&super::scrolling_table("References", &table));
 
     html.push_str("<h2>Data the rules read</h2>");
     let mut table = String::from(
@@ -197,7 +193,7 @@ pub fn page(knowledge: &Knowledge, json_path: &str) -> String {
         );
     }
     table.push_str("</tbody></table>");
-    html.push_str(&scrolling("FHIR elements read", &table));
+    html.push_str(&super::scrolling_table("FHIR elements read", &table));
     let mut table = String::from(
         "<table><caption>Demographic and social data</caption><thead><tr><th scope=\"col\">Category</th>\
          <th scope=\"col\">Used</th><th scope=\"col\">Elements and why</th></tr></thead><tbody>",
@@ -219,7 +215,7 @@ pub fn page(knowledge: &Knowledge, json_path: &str) -> String {
         );
     }
     table.push_str("</tbody></table>");
-    html.push_str(&scrolling("Demographic and social data", &table));
+    html.push_str(&super::scrolling_table("Demographic and social data", &table));
 
     let own_table = |caption: &str, own: &Attribution| {
         let mut table = format!("<table><caption>{}</caption><tbody>", text(caption));
@@ -255,7 +251,7 @@ pub fn page(knowledge: &Knowledge, json_path: &str) -> String {
             let _ = write!(table, "<tr><th scope=\"row\">{name}</th><td>{cell}</td></tr>");
         }
         table.push_str("</tbody></table>");
-        scrolling(caption, &table)
+        super::scrolling_table(caption, &table)
     };
     html.push_str("<h2>Per service</h2>");
     for s in &knowledge.services {
@@ -285,13 +281,6 @@ pub fn page(knowledge: &Knowledge, json_path: &str) -> String {
     }
     html.push_str("</ul></main></body></html>");
     html
-}
-
-fn scrolling(label: &str, table: &str) -> String {
-    format!(
-        "<div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-label=\"{}\">{table}</div>",
-        html_escape::encode_double_quoted_attribute(label)
-    )
 }
 
 /// The analytics page's look: readable from 390 px up, tables scroll sideways in their own region.

@@ -224,6 +224,26 @@ fn title(slug: &str) -> String {
         .join(" ")
 }
 
+/// The opening of a server-rendered page (the analytics and source-attributes pages): document, `<head>` with
+/// its title and style, and `<body><main>`; the caller writes the rest and closes `</main></body></html>`.
+pub(crate) fn page_start(title: &str, style: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <link rel=\"icon\" href=\"data:,\">\
+         <title>{}</title><style>{style}</style></head><body><main>",
+        html_escape::encode_text(title)
+    )
+}
+
+/// A table in a region of its own that scrolls sideways on a narrow screen, reachable by keyboard and named.
+pub(crate) fn scrolling_table(label: &str, table: &str) -> String {
+    format!(
+        "<div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-label=\"{}\">{table}</div>",
+        html_escape::encode_double_quoted_attribute(label)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
