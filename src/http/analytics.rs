@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use time::{Date, Duration, OffsetDateTime, Time};
 use tracing::warn;
@@ -64,7 +65,7 @@ pub(super) struct Asked {
 const MAX_TENANT_CHARS: usize = crate::store::MAX_TEXT_CHARS;
 
 pub(super) async fn json(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<Window>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -73,7 +74,7 @@ pub(super) async fn json(
 }
 
 pub(super) async fn csv(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<Window>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -95,7 +96,7 @@ pub(super) async fn csv(
 }
 
 pub(super) async fn page(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     query: Result<Query<Window>, QueryRejection>,

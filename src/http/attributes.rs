@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::sync::Arc;
 
 use super::AppState;
 use crate::content::Knowledge;
@@ -35,14 +36,14 @@ impl SourceAttributeAnswers {
     }
 }
 
-pub(super) fn routes(state: &AppState) -> Router {
+pub(super) fn routes(state: &Arc<AppState>) -> Router {
     Router::new()
         .route(SOURCE_ATTRIBUTES_PATH, get(json))
         .route(SOURCE_ATTRIBUTES_PAGE_PATH, get(page))
         .with_state(state.clone())
 }
 
-async fn json(State(state): State<AppState>) -> Response {
+async fn json(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         state.source_attributes.json.clone(),
@@ -50,7 +51,7 @@ async fn json(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn page(State(state): State<AppState>) -> Response {
+async fn page(State(state): State<Arc<AppState>>) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -7,10 +7,9 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 
 use super::admission::Overloaded;
 use super::handlers::{count_cards, declared_length, log_cards, read_body};
@@ -20,10 +19,9 @@ use crate::companion::{self, SandboxCompanion};
 use crate::ops::metrics as ops;
 
 pub(super) async fn hook(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     verified: Option<Extension<Verified>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let verified = verified.map(|Extension(v)| v);
     // Routed when the companion is on for anyone (globally or for a tenant); off for this caller's tenant, it is
@@ -32,7 +30,9 @@ pub(super) async fn hook(
         return Err(ApiError::UnknownService);
     }
     let service = state.knowledge.companion.service.id.clone();
-    let length = declared_length(&headers, &body, state.body_limit)?;
+    // The request's own headers, read in place (the `HeaderMap` extractor copies them).
+    let (parts, body) = request.into_parts();
+    let length = declared_length(&parts.headers, &body, state.body_limit)?;
     let ticket = state.admission.admit(length).map_err(|Overloaded| {
         memory::freed_large();
         metrics::counter!(ops::HOOKS_SHED).increment(1);
@@ -49,6 +49,6 @@ pub(super) async fn hook(
         log_cards(storage, &service, &response, &summary, verified.as_ref());
     }
     let mut response = Json(response).into_response();
-    SpanNote::of(&mut response).cards = Some(summary.cards);
+    SpanNote::add(&mut response, |note| note.cards = Some(summary.cards));
     Ok(response)
 }

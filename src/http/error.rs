@@ -179,7 +179,7 @@ impl From<HookError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = self.to_parts();
-        // Why, for the request's log line (written by the trace layer, [`super::SpanNote`]).
+        // Why, for the request's log line (written by the edge layer, [`super::SpanNote`]).
         let why = match &self {
             ApiError::Unauthorized(reason) => reason.to_string(),
             _ => self.to_string(),
@@ -207,7 +207,7 @@ impl IntoResponse for ApiError {
                 .into_response(),
             _ => (status, Json(body)).into_response(),
         };
-        super::SpanNote::of(&mut response).error = Some(why);
+        super::SpanNote::add(&mut response, |note| note.error = Some(why));
         response
     }
 }

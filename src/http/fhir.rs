@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::sync::Arc;
 
 use super::{ApiError, AppState, FhirRoutes};
 use crate::export::ResourceType;
@@ -18,7 +19,7 @@ use crate::export::ResourceType;
 const FHIR_JSON: &str = "application/fhir+json";
 
 /// The routes, when the export is on; none otherwise.
-pub(super) fn routes(state: &AppState) -> Router {
+pub(super) fn routes(state: &Arc<AppState>) -> Router {
     if matches!(state.fhir_export, FhirRoutes::Off) {
         // Absent, and said so without a token (with trusted clients an unknown path would otherwise get 401).
         return Router::new().route("/fhir/{*path}", get(|| async { ApiError::NoRoute }));
@@ -42,7 +43,7 @@ fn fhir_json(body: Body) -> Response {
     response
 }
 
-async fn search(State(state): State<AppState>, kind: ResourceType) -> Response {
+async fn search(State(state): State<Arc<AppState>>, kind: ResourceType) -> Response {
     let Some(catalogue) = state.fhir_export.catalogue(&state.knowledge) else {
         return ApiError::NoRoute.into_response();
     };
@@ -54,7 +55,7 @@ async fn search(State(state): State<AppState>, kind: ResourceType) -> Response {
     fhir_json(Body::from_stream(futures::stream::iter(chunks)))
 }
 
-async fn read(State(state): State<AppState>, Path(id): Path<String>, kind: ResourceType) -> Response {
+async fn read(State(state): State<Arc<AppState>>, Path(id): Path<String>, kind: ResourceType) -> Response {
     let Some(catalogue) = state.fhir_export.catalogue(&state.knowledge) else {
         return ApiError::NoRoute.into_response();
     };

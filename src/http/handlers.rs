@@ -10,11 +10,12 @@ use axum::Extension;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use time::Date;
 use tracing::{Span, field, info, warn};
 
@@ -106,7 +107,7 @@ pub(super) fn policy<'a>(state: &AppState, verified: Option<&'a Verified>) -> Ca
 
 /// `GET /cds-services`: with trusted clients, the caller's token chose its tenant, whose document lists the
 /// services it uses and the companion only when it is on for it.
-pub(super) async fn discovery(State(state): State<AppState>, verified: Option<Extension<Verified>>) -> Response {
+pub(super) async fn discovery(State(state): State<Arc<AppState>>, verified: Option<Extension<Verified>>) -> Response {
     let verified = verified.map(|Extension(v)| v);
     let document = state.discovery.document(&policy(&state, verified.as_ref()));
     ([(header::CONTENT_TYPE, "application/json")], document).into_response()
@@ -131,7 +132,7 @@ const FEEDBACK_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// `degraded`, still 200: hook answers never depend on it (the card log is queued), so taking instances out of
 /// rotation for it would turn an analytics outage into a CDS outage, on every instance at once when they share
 /// one PostgreSQL. Feedback meanwhile gets 503 and EHRs resend it.
-pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let services = state.knowledge.services.len();
     let ready = services > 0;
     let (store, store_ok) = match &state.storage {
@@ -176,11 +177,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub(super) async fn hook(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     id: Result<Path<String>, PathRejection>,
     verified: Option<Extension<Verified>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let verified = verified.map(|Extension(verified)| verified);
     let service = clinical_service(&state, id)?;
@@ -190,7 +190,9 @@ pub(super) async fn hook(
         return Err(ApiError::UnknownService);
     }
     let missing_data = policy.missing_data();
-    let length = declared_length(&headers, &body, state.body_limit)?;
+    // The request's own headers, read in place (the `HeaderMap` extractor copies them).
+    let (parts, body) = request.into_parts();
+    let length = declared_length(&parts.headers, &body, state.body_limit)?;
     let ticket = state.admission.admit(length).map_err(|Overloaded| {
         // What hyper buffered of the refused body is freed on this worker: the next quiet tick returns it.
         memory::freed_large();
@@ -241,15 +243,16 @@ pub(super) async fn hook(
         );
     }
     let mut response = Json(response).into_response();
-    let note = SpanNote::of(&mut response);
-    note.orders = Some(summary.dry_needling_orders);
-    note.cards = Some(summary.cards);
+    SpanNote::add(&mut response, |note| {
+        note.orders = Some(summary.dry_needling_orders);
+        note.cards = Some(summary.cards);
+    });
     Ok(response)
 }
 
 /// One hook call's inputs, owned, so that it can move to the blocking pool.
 struct Call {
-    state: AppState,
+    state: Arc<AppState>,
     /// Index of the service in `state.knowledge.services`.
     service: usize,
     body: Bytes,
@@ -340,18 +343,19 @@ impl Call {
 /// configured. Stored before the answer: a 200 means the items are kept, and when the store cannot take them
 /// the EHR gets 503 with `Retry-After` and resends (storing is idempotent, so a resend never counts twice).
 pub(super) async fn feedback(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     id: Result<Path<String>, PathRejection>,
     verified: Option<Extension<Verified>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let verified = verified.map(|Extension(v)| v);
     let id = known_service(&state, id, &policy(&state, verified.as_ref()))?;
     // Feedback bodies get a limit of their own, far below a hook's (a feedback entry is a few hundred bytes), and
     // a budget of bytes held at once, apart from the hook calls' places (see [`super::admission`]).
     let limit = state.body_limit.min(FEEDBACK_BODY_LIMIT);
-    let length = declared_length(&headers, &body, limit)?;
+    // The request's own headers, read in place (the `HeaderMap` extractor copies them).
+    let (parts, body) = request.into_parts();
+    let length = declared_length(&parts.headers, &body, limit)?;
     // Held until the entries are stored (or refused): the memory the body and its entries stand for.
     let _place = state
         .admission
@@ -423,7 +427,7 @@ pub(super) async fn feedback(
 /// `GET /metrics` on the main port: for loopback peers only, and only when no separate metrics listener is
 /// configured; anyone else sees no such endpoint.
 pub(super) async fn metrics_on_main(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
     // On a dual-stack `[::]` listener an IPv4 scraper arrives as `::ffff:127.0.0.1`: loopback too.
@@ -435,7 +439,7 @@ pub(super) async fn metrics_on_main(
 }
 
 /// `GET /metrics`: the Prometheus text format, with the gauges read now.
-pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let Some(metrics) = &state.metrics else {
         return Err(ApiError::NoRoute);
     };

@@ -4,9 +4,9 @@
 //! hundreds of MiB held for nothing, hours later (`scripts/burst`, docs/PERFORMANCE.md). `malloc_trim` returns
 //! it in about a millisecond. It runs after each large call (on the blocking thread that did the work) and, for
 //! what the async workers freed meanwhile (the buffers of shed requests), once more on a quiet tick after a
-//! burst. And the allocator is asked for fewer arenas (one per core, not eight): freed memory spread over
+//! burst. And the allocator is asked for fewer arenas (two per core, not eight): freed memory spread over
 //! sixteen arenas is fragmented past what a trim can return (after a burst, 1.4× to 3.5× the idle RSS, varying
-//! from run to run; with one arena per core, 1.7× every time). Measured against mimalloc too, which returned
+//! from run to run; with one arena per core, 1.7× every time; two per core since issue 26, see [`limit_arenas`]). Measured against mimalloc too, which returned
 //! memory on its own but idled at four times the baseline and peaked higher (docs/PERFORMANCE.md); so the system
 //! allocator stays, with these two settings.
 
@@ -42,16 +42,23 @@ impl Drop for LargeWork {
     }
 }
 
-/// Limits glibc's malloc to one arena per core (at least two), unless `MALLOC_ARENA_MAX` is set, which glibc
+/// Limits glibc's malloc to two arenas per core (at least four), unless `MALLOC_ARENA_MAX` is set, which glibc
 /// reads itself. Call it first thing in `main`, before any thread exists.
+///
+/// Why two per core and not one (issue 26): each thread keeps the arena it first took, so with one per core the
+/// main thread held one and the two async workers often shared the other, and every buffer they freed
+/// (hyper's read buffers are above glibc's per-thread cache) waited on that arena's lock: a third of the futex
+/// calls under load, and discovery at 0.5 to 0.6 of the floor's throughput where two per core gave 0.66 to
+/// 0.77 (docs/PERFORMANCE.md). Sixteen arenas (glibc's default here) were no faster and returned less after
+/// a burst.
 #[allow(unsafe_code)] // mallopt: see the SAFETY comment
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        let cores = std::thread::available_parallelism().map_or(2, usize::from).max(2);
+        let arenas = 2 * std::thread::available_parallelism().map_or(2, usize::from).max(2);
         // SAFETY: mallopt takes two integers and changes a setting of the allocator; no thread has started.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, cores as libc::c_int);
+            libc::mallopt(libc::M_ARENA_MAX, arenas as libc::c_int);
         }
     }
 }

@@ -4,7 +4,8 @@
 //! | file | what |
 //! |---|---|
 //! | [`mod@serve`] | sockets: HTTP/1.1, header-read and idle time-outs, request deadline and body rate, the connection cap and per-peer share, shutdown deadline |
-//! | `mod.rs` | the router and its layers: trace → CORS → time-out → authentication → handlers |
+//! | `mod.rs` | the router and its two layers: `edge` (span, loopback host, deadline, metrics) → `authenticate` (CORS, token) → handlers |
+//! | `cors.rs` | CORS, with constant headers |
 //! | `handlers.rs` | discovery, hooks, feedback: read the body within its limits, call [`crate::service`]; health |
 //! | `fhir.rs` | `/fhir/ValueSet`, `/fhir/PlanDefinition` and their ids, when they are on: [`crate::export`]'s precomputed answers |
 //! | `attributes.rs` | `/source-attributes` and `.html`: the source attributes (ONC HTI-1), precomputed, no token |
@@ -21,6 +22,7 @@ pub mod admission;
 pub mod analytics;
 mod attributes;
 mod companion;
+mod cors;
 pub mod error;
 mod fhir;
 mod handlers;
@@ -32,14 +34,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use time::{Date, OffsetDateTime};
-use tower_http::cors::{Any, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
 use tracing::{Instrument, Span, field, info, info_span, warn};
 
 pub use admission::{Admission, AdmissionSettings};
@@ -123,23 +123,28 @@ pub struct LoopbackHosts {
 impl LoopbackHosts {
     /// True when `host` (a `Host` header: a name or address, maybe with a port) may be served.
     pub fn allows(&self, host: &str) -> bool {
-        let host = host.trim().to_ascii_lowercase();
+        // Compared without changing case rather than lower-cased first: this runs on every request, and
+        // lower-casing allocated.
+        let host = host.trim();
         let name = match host.strip_prefix('[') {
             Some(rest) => rest.split(']').next().unwrap_or(""),
-            None => host.rsplit_once(':').map_or(host.as_str(), |(name, port)| {
-                if port.chars().all(|c| c.is_ascii_digit()) {
+            None => host.rsplit_once(':').map_or(host, |(name, port)| {
+                if port.bytes().all(|c| c.is_ascii_digit()) {
                     name
                 } else {
-                    host.as_str()
+                    host
                 }
             }),
         };
         let loopback_ip = name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.to_canonical().is_loopback());
+        let localhost_suffix = ".localhost";
         loopback_ip
-            || name == "localhost"
-            || name.ends_with(".localhost")
+            || name.eq_ignore_ascii_case("localhost")
+            || (name.len() > localhost_suffix.len()
+                && name.is_char_boundary(name.len() - localhost_suffix.len())
+                && name[name.len() - localhost_suffix.len()..].eq_ignore_ascii_case(localhost_suffix))
             || self
                 .public_host
                 .as_deref()
@@ -292,7 +297,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// What a request's log line says that only the layers below the trace know: the auth layer (issuer, token
 /// id), the handlers (orders, cards) and the error conversion (why). Each puts it on the response, as an
-/// extension; [`trace`] alone writes it into the request's span, so there is one place that decides what a
+/// extension; [`edge`] alone writes it into the request's span, so there is one place that decides what a
 /// request's log line holds. (The service layer records the `hookInstance` and what it fetched itself: it
 /// learns them mid-call, and a 400 or 412 after that point must still carry them.)
 #[derive(Debug, Clone, Default)]
@@ -305,9 +310,13 @@ pub(crate) struct SpanNote {
 }
 
 impl SpanNote {
-    /// The response's note, added when it has none yet.
-    pub(crate) fn of(response: &mut Response) -> &mut SpanNote {
-        response.extensions_mut().get_or_insert_default()
+    /// Writes into the response's note (added when it has none yet), when the request's span records anything:
+    /// with the log level above `info` it does not, and a request that does nothing is spared the note's three
+    /// allocations (issue 26).
+    pub(crate) fn add(response: &mut Response, write: impl FnOnce(&mut SpanNote)) {
+        if !Span::current().is_disabled() {
+            write(response.extensions_mut().get_or_insert_default());
+        }
     }
 
     fn record(self, span: &Span) {
@@ -329,11 +338,24 @@ impl SpanNote {
     }
 }
 
-/// One span per request, with what may be logged: method, path (service ids only), hookInstance, status,
-/// latency. Never bodies, headers or tokens. Also counts the request and its latency by route.
-async fn trace(State(services): State<Arc<[String]>>, request: Request, next: Next) -> Response {
-    let route = route_label(&request, &services);
-    let service = path_service(&request);
+/// What the outermost layer ([`edge`]) needs, built once with the router.
+struct Edge {
+    /// Open on loopback: the `Host` names served (see [`loopback_host_refused`]).
+    hosts: Option<LoopbackHosts>,
+    /// The answer's deadline ([`REQUEST_TIMEOUT`]); `None` on the metrics listener, whose routes answer at once.
+    timeout: Option<Duration>,
+    routes: RouteMetrics,
+}
+
+/// The outermost layer, one per request, in one function (issue 26: each layer the router wraps around every
+/// route is cloned and boxed again for every request, so four layers here cost four times one): the request's
+/// span and its log line, the refusal of other hosts' names open on loopback, the request's deadline (408 with an
+/// OperationOutcome), and the request counted and timed by route.
+///
+/// The span carries what may be logged: method, path (service ids only), hookInstance, status, latency. Never
+/// bodies, headers or tokens.
+async fn edge(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    let route = edge.routes.of(&request);
     let span = info_span!(
         "request",
         method = %request.method(),
@@ -350,21 +372,43 @@ async fn trace(State(services): State<Arc<[String]>>, request: Request, next: Ne
         latency_us = field::Empty,
         error = field::Empty,
     );
-    if let Some(service) = service {
+    if !span.is_disabled()
+        && let Some(service) = path_service(&request)
+    {
         span.record("service", field::display(caller_text(service)));
     }
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = if loopback_host_refused(edge.hosts.as_ref(), &request) {
+        // In the span, so that the refusal's reason reaches its log line.
+        span.in_scope(|| {
+            ApiError::Forbidden(
+                "this service is open on loopback and answers only loopback host names (localhost, 127.0.0.1, [::1])"
+                    .to_string(),
+            )
+            .into_response()
+        })
+    } else {
+        let answer = next.run(request).instrument(span.clone());
+        match edge.timeout {
+            None => answer.await,
+            Some(limit) => tokio::time::timeout(limit, answer).await.unwrap_or_else(|_| {
+                let body = wire::operation_outcome("timeout", &["the request took too long".to_string()]);
+                (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response()
+            }),
+        }
+    };
     let elapsed = started.elapsed();
-    if let Some(note) = response.extensions_mut().remove::<SpanNote>() {
+    if let Some(note) = response.extensions_mut().remove::<SpanNote>()
+        && !span.is_disabled()
+    {
         note.record(&span);
     }
-    span.record("status", response.status().as_u16());
-    span.record("latency_us", elapsed.as_micros() as u64);
-    let status = response.status().as_str().to_string();
-    metrics::counter!(ops::REQUESTS, "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!(ops::REQUEST_DURATION, "route" => route).record(elapsed.as_secs_f64());
-    span.in_scope(|| info!("request done"));
+    route.count(response.status(), elapsed);
+    if !span.is_disabled() {
+        span.record("status", response.status().as_u16());
+        span.record("latency_us", elapsed.as_micros() as u64);
+        span.in_scope(|| info!("request done"));
+    }
     response
 }
 
@@ -374,27 +418,127 @@ fn path_service(request: &Request) -> Option<&str> {
     (!id.is_empty()).then_some(id)
 }
 
-/// The route a request matched, as a metrics label: the router's template (a closed set), with a known service's
-/// id put in for `{id}` (the content's ids, also a closed set); `unmatched` for everything else. Never the path
-/// itself, which the caller chooses.
-fn route_label(request: &Request, services: &[String]) -> String {
-    let Some(matched) = request.extensions().get::<MatchedPath>() else {
-        return "unmatched".to_string();
-    };
-    let template = matched.as_str();
-    if template.starts_with("/cds-services/{id}") {
-        let id = request
-            .uri()
-            .path()
-            .trim_start_matches("/cds-services/")
-            .split('/')
-            .next()
-            .unwrap_or("");
-        if let Some(known) = services.iter().find(|s| s.as_str() == id) {
-            return template.replace("{id}", known);
+/// The request counter and latency histogram of each route label, registered with the recorder the first time
+/// the label is met and reused afterwards. Why not `metrics::counter!` per request, as before: each call built
+/// its labels (two `String`s) and looked the key up in the recorder's registry, a tenth of what a request that
+/// does nothing cost (issue 26's profile). Lazily, not at start: `app` may be built before `main` installs the
+/// recorder, and a handle taken then would count nothing.
+struct RouteMetrics {
+    /// The content's service ids (a closed set), put in for `{id}` in a template.
+    services: Arc<[String]>,
+    /// By the router's template; each with the plain template's handles and one per known service id.
+    by_template: std::sync::RwLock<std::collections::HashMap<String, TemplateMetrics>>,
+    unmatched: OnceLock<Arc<RouteCounters>>,
+}
+
+#[derive(Default)]
+struct TemplateMetrics {
+    plain: Option<Arc<RouteCounters>>,
+    /// Indexed like `RouteMetrics::services`.
+    per_service: Vec<Option<Arc<RouteCounters>>>,
+}
+
+/// One route label's histogram and its counters by status (a handful per route in practice).
+struct RouteCounters {
+    label: String,
+    duration: metrics::Histogram,
+    by_status: std::sync::RwLock<Vec<(u16, metrics::Counter)>>,
+}
+
+impl RouteCounters {
+    fn new(label: String) -> RouteCounters {
+        RouteCounters {
+            duration: metrics::histogram!(ops::REQUEST_DURATION, "route" => label.clone()),
+            label,
+            by_status: std::sync::RwLock::new(Vec::new()),
         }
     }
-    template.to_string()
+
+    fn count(&self, status: StatusCode, elapsed: Duration) {
+        let code = status.as_u16();
+        let known = self
+            .by_status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, counter)| counter.clone());
+        let counter = known.unwrap_or_else(|| {
+            let mut statuses = self.by_status.write().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, counter)) = statuses.iter().find(|(c, _)| *c == code) {
+                return counter.clone();
+            }
+            let counter = metrics::counter!(ops::REQUESTS, "route" => self.label.clone(), "status" => status.as_str().to_string());
+            statuses.push((code, counter.clone()));
+            counter
+        });
+        counter.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
+impl RouteMetrics {
+    fn new(services: Arc<[String]>) -> RouteMetrics {
+        RouteMetrics {
+            services,
+            by_template: std::sync::RwLock::default(),
+            unmatched: OnceLock::new(),
+        }
+    }
+
+    /// The counters of the route a request matched, as a metrics label: the router's template (a closed set),
+    /// with a known service's id put in for `{id}` (the content's ids, also a closed set); `unmatched` for
+    /// everything else. Never the path itself, which the caller chooses.
+    fn of(&self, request: &Request) -> Arc<RouteCounters> {
+        let Some(matched) = request.extensions().get::<MatchedPath>() else {
+            return self
+                .unmatched
+                .get_or_init(|| Arc::new(RouteCounters::new("unmatched".to_string())))
+                .clone();
+        };
+        let template = matched.as_str();
+        let service = template
+            .starts_with("/cds-services/{id}")
+            .then(|| {
+                let id = request
+                    .uri()
+                    .path()
+                    .trim_start_matches("/cds-services/")
+                    .split('/')
+                    .next()?;
+                self.services.iter().position(|s| s == id)
+            })
+            .flatten();
+        let cached = {
+            let known = self.by_template.read().unwrap_or_else(|p| p.into_inner());
+            known.get(template).and_then(|t| match service {
+                None => t.plain.clone(),
+                Some(i) => t.per_service.get(i).cloned().flatten(),
+            })
+        };
+        if let Some(counters) = cached {
+            return counters;
+        }
+        let mut known = self.by_template.write().unwrap_or_else(|p| p.into_inner());
+        let entry = known.entry(template.to_string()).or_default();
+        let slot = match service {
+            None => &mut entry.plain,
+            Some(i) => {
+                if entry.per_service.len() <= i {
+                    entry.per_service.resize(i + 1, None);
+                }
+                &mut entry.per_service[i]
+            }
+        };
+        slot.get_or_insert_with(|| {
+            let label = match service {
+                None => template.to_string(),
+                Some(i) => template.replace("{id}", &self.services[i]),
+            };
+            Arc::new(RouteCounters::new(label))
+        })
+        .clone()
+    }
 }
 
 /// Verifies the caller's JWT when clients are configured; the verified client travels to the handlers as a
@@ -408,29 +552,37 @@ fn json_or_unstated(headers: &axum::http::HeaderMap) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    // Compared without lower-casing a copy: this runs on every open-mode POST.
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let (Some(kind), Some(subtype)) = (essence.get(..12), essence.get(12..)) else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application/")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5
+                && subtype
+                    .get(subtype.len() - 5..)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
 }
 
 /// Open on loopback, a request whose `Host` is another name is refused (DNS rebinding: a page whose name now
 /// resolves to 127.0.0.1 would otherwise be same-origin with the service). A request with no `Host` (HTTP/1.0) is
 /// not a browser's.
-async fn loopback_host(State(hosts): State<Option<LoopbackHosts>>, request: Request, next: Next) -> Response {
-    if let Some(hosts) = hosts
-        && let Some(host) = request.headers().get(header::HOST)
-        && !host.to_str().is_ok_and(|h| hosts.allows(h))
-    {
-        return ApiError::Forbidden(
-            "this service is open on loopback and answers only loopback host names (localhost, 127.0.0.1, [::1])"
-                .to_string(),
-        )
-        .into_response();
-    }
-    next.run(request).await
+fn loopback_host_refused(hosts: Option<&LoopbackHosts>, request: &Request) -> bool {
+    let (Some(hosts), Some(host)) = (hosts, request.headers().get(header::HOST)) else {
+        return false;
+    };
+    !host.to_str().is_ok_and(|h| hosts.allows(h))
 }
 
-async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, next: Next) -> Response {
-    let Access::Verify(verifier) = access.as_ref() else {
+/// The services' own layer: CORS (a preflight never reaches the token check; a refusal carries CORS headers, so
+/// that a browser can read why), then the token. One layer rather than two: see [`edge`].
+async fn authenticate(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+    cors::around(request, |request| verify(&access, request, next)).await
+}
+
+async fn verify(access: &Access, mut request: Request, next: Next) -> Response {
+    let Access::Verify(verifier) = access else {
         // Open mode has no token to stop a web page the developer visits: a "simple" cross-origin POST (no
         // preflight) can only carry `text/plain`, a form or multipart. So here a body must say it is JSON.
         if request.method() == axum::http::Method::POST && !json_or_unstated(request.headers()) {
@@ -465,9 +617,10 @@ async fn authenticate(State(access): State<Arc<Access>>, mut request: Request, n
             let jti = caller_text(&verified.jti).to_string();
             request.extensions_mut().insert(verified);
             let mut response = next.run(request).await;
-            let note = SpanNote::of(&mut response);
-            note.issuer = Some(issuer);
-            note.jti = Some(jti);
+            SpanNote::add(&mut response, |note| {
+                note.issuer = Some(issuer);
+                note.jti = Some(jti);
+            });
             response
         }
         Err(rejection) => {
@@ -536,24 +689,19 @@ fn log_refusal(rejection: &Rejection, verifier: &Verifier) {
     }
 }
 
-/// CORS for browser clients such as the CDS Hooks sandbox: any origin (services are public and use bearer
-/// tokens, not cookies), the `Authorization` header, and Chromium's private-network preflight.
-fn cors() -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
-        .allow_private_network(true)
-        .max_age(Duration::from_secs(24 * 60 * 60))
-}
-
 /// Builds the application: the same router serves production, tests (`oneshot`) and the CLI.
 pub fn app(state: AppState) -> Router {
     let access = state.access.clone();
     let workbench = state.workbench;
     let verifies_tokens = matches!(access.as_ref(), Access::Verify(_));
     let service_ids: Arc<[String]> = state.knowledge.services.iter().map(|s| s.id.clone()).collect();
-    let hosts = state.loopback_hosts_only.clone();
+    let edge_state = Arc::new(Edge {
+        hosts: state.loopback_hosts_only.clone(),
+        timeout: Some(REQUEST_TIMEOUT),
+        routes: RouteMetrics::new(service_ids),
+    });
+    // Shared, not copied: a handler's `State` is cloned for every request.
+    let state = Arc::new(state);
     let state_for_health = state.clone();
     let fhir_state = state.clone();
     let attributes_state = state.clone();
@@ -577,10 +725,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(middleware::from_fn_with_state(access, authenticate))
-        // CORS only here: the CDS Hooks sandbox calls from its own origin; analytics, metrics, health and the
-        // workbench's data are for this origin only, so other origins' pages cannot read them.
-        .layer(cors());
+        // CORS only here (in `authenticate`), on `/fhir/…` and on the source attributes: the CDS Hooks sandbox calls
+        // from its own origin; analytics, metrics, health and the workbench's data are for this origin only, so other
+        // origins' pages cannot read them.
+        .layer(middleware::from_fn_with_state(access, authenticate));
     // Health checks are for the orchestrator, which has no token; they say nothing about patients or clients.
     let health = Router::new()
         .route("/healthz", get(handlers::healthz))
@@ -598,12 +746,12 @@ pub fn app(state: AppState) -> Router {
     // The content as FHIR, where it is on: no patient's data, so no token; off, its paths are unknown (404).
     let fhir = fhir::routes(&fhir_state)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(cors());
+        .layer(middleware::from_fn(cors::layer));
     // The source attributes (ONC HTI-1): what the content says about itself, no patient's data, so no token and
     // every mode; CORS, so that an EHR's web client can read them like discovery.
     let source_attributes = attributes::routes(&attributes_state)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(cors());
+        .layer(middleware::from_fn(cors::layer));
     // The workbench's page and public fixtures need no token; the calls the page makes do, like anyone's.
     services
         .merge(fhir)
@@ -611,40 +759,25 @@ pub fn app(state: AppState) -> Router {
         .merge(health)
         .merge(analytics)
         .merge(web::routes(workbench, verifies_tokens).method_not_allowed_fallback(method_not_allowed))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(middleware::from_fn_with_state(hosts, loopback_host))
-        .layer(middleware::from_fn_with_state(service_ids, trace))
-        .layer(middleware::map_response(timeout_body))
+        .layer(middleware::from_fn_with_state(edge_state, edge))
 }
 
 /// The separate metrics listener's application (`--metrics-listen`): `GET /metrics` and the health checks,
 /// nothing else.
 pub fn metrics_app(state: AppState) -> Router {
-    let services: Arc<[String]> = Arc::from(Vec::new());
+    let edge_state = Arc::new(Edge {
+        hosts: None,
+        timeout: None,
+        routes: RouteMetrics::new(Arc::from(Vec::new())),
+    });
     Router::new()
         .route("/metrics", get(handlers::metrics))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(middleware::from_fn_with_state(services, trace))
-}
-
-/// The time-out layer answers with an empty body; give it the same JSON shape as every other error.
-async fn timeout_body(response: Response) -> Response {
-    // Only the time-out layer's own answer is empty; a 408 with a body (a request that arrived too slowly) says
-    // more already.
-    if response.status() != StatusCode::REQUEST_TIMEOUT
-        || http_body::Body::size_hint(response.body()).exact() != Some(0)
-    {
-        return response;
-    }
-    let body = wire::operation_outcome("timeout", &["the request took too long".to_string()]);
-    (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response()
+        .with_state(Arc::new(state))
+        .layer(middleware::from_fn_with_state(edge_state, edge))
 }
 
 #[cfg(test)]
