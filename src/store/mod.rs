@@ -375,8 +375,12 @@ const ANY_UNKNOWN: &str =
 const RUN_PROGRESS: &str =
     "UPDATE service_runs SET last_write_at_ms = $2, cards_written = cards_written + $3 WHERE run_id = $1";
 
-/// Cards per `INSERT`: eleven parameters each, far below SQLite's 32,766 and PostgreSQL's 65,535.
-const CARDS_PER_STATEMENT: usize = 500;
+/// Cards per `INSERT`: eleven parameters each, far below SQLite's 32,766 and PostgreSQL's 65,535. A batch is
+/// written in statements of exactly this many rows, prepared once per connection and cached, and one statement for
+/// the rest (prepared each time: its text depends on how many are left). Before (issue 26) every statement's text
+/// depended on the batch's size, so each was prepared anew: with 500 rows and 5,500 parameters, parsing it was a
+/// good part of what the card log cost a saturated service.
+const CARDS_PER_STATEMENT: usize = 100;
 
 /// One statement per item, so that SQLite takes the write lock at once and the flag is decided in the same
 /// statement as the insert. `RETURNING` gives a row only when the item was new.
@@ -587,8 +591,9 @@ impl Store {
                         .push_bind(r.content_version.as_deref());
                 });
                 insert.push(" ON CONFLICT (uuid) DO NOTHING");
-                // Not cached: the text changes with the batch's size.
-                inserted += insert.build().persistent(false).execute(&mut *tx).await?.rows_affected();
+                // Cached when full (the same text every time), not for the rest.
+                let full = chunk.len() == CARDS_PER_STATEMENT;
+                inserted += insert.build().persistent(full).execute(&mut *tx).await?.rows_affected();
             }
             // Feedback before its card is rare (a lagging log, or a forged uuid): look for any first, through the
             // partial index, and clear flags only when there are some.
