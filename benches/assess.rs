@@ -55,7 +55,8 @@ fn handle_hook(knowledge: &Knowledge, service: &str, body: &[u8], today: time::D
     let wanted = prepared.wanted();
     assert!(
         wanted.is_empty()
-            || (wanted.iter().all(|(search, _)| *search == Search::Allergies) && prepared.request.fhir_server.is_none()),
+            || (wanted.iter().all(|(search, _)| *search == Search::Allergies)
+                && prepared.request.fhir_server.is_none()),
         "the bench must not skip a fetch the service would make: {wanted:?}"
     );
     black_box(finish(prepared, knowledge, today, &MissingDataPolicy::default()).unwrap());

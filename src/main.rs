@@ -163,6 +163,19 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{text}` resolves to no address: {hint}"))
 }
 
+/// The allocator: jemalloc, whose per-thread caches take no lock where glibc's malloc waited on its arenas' locks
+/// and spent a fifth of a large record's time (issue 26; measured in docs/PERFORMANCE.md, "Allocator"). Only the
+/// binary's: the library's tests keep the system allocator (tests/memory.rs counts through its own).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read when it starts: a background thread returns freed memory to the system within about
+/// a second of quiet (`dirty_decay_ms`, `muzzy_decay_ms`), so that a burst of large records does not leave its
+/// peak resident (what `malloc_trim` does for glibc's heap, which SQLite's C code still uses).
+#[allow(unsafe_code)] // SAFETY: a NUL-terminated constant that jemalloc only reads, under the name it looks for.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// Errors are the user's to fix (a busy port, a bad configuration): printed as `Error: …` with their causes,
 /// never with a backtrace (which `anyhow` would add under `RUST_BACKTRACE=1`), and exit status 1.
 fn main() -> std::process::ExitCode {

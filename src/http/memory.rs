@@ -1,4 +1,9 @@
-//! Giving memory back to the system after large calls and bursts.
+//! Giving memory back to the system after large calls and bursts, for what glibc's malloc holds.
+//!
+//! The service binary allocates with jemalloc since issue 26 (`src/main.rs`: its background thread returns
+//! freed memory within about a second; `scripts/burst` passes its three targets with it, docs/PERFORMANCE.md).
+//! glibc's malloc still serves SQLite's C code, and everything when the library runs under another binary (the
+//! tests, the benches), so its two settings stay:
 //!
 //! Why: glibc keeps freed memory in per-thread arenas for reuse. After a burst of 15 MiB records that was
 //! hundreds of MiB held for nothing, hours later (`scripts/burst`, docs/PERFORMANCE.md). `malloc_trim` returns
@@ -6,9 +11,8 @@
 //! what the async workers freed meanwhile (the buffers of shed requests), once more on a quiet tick after a
 //! burst. And the allocator is asked for fewer arenas (two per core, not eight): freed memory spread over
 //! sixteen arenas is fragmented past what a trim can return (after a burst, 1.4× to 3.5× the idle RSS, varying
-//! from run to run; with one arena per core, 1.7× every time; two per core since issue 26, see [`limit_arenas`]). Measured against mimalloc too, which returned
-//! memory on its own but idled at four times the baseline and peaked higher (docs/PERFORMANCE.md); so the system
-//! allocator stays, with these two settings.
+//! from run to run; with one arena per core, 1.7× every time; two per core since issue 26, see
+//! [`limit_arenas`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
