@@ -142,7 +142,7 @@ impl LoopbackHosts {
         let localhost_suffix = ".localhost";
         loopback_ip
             || name.eq_ignore_ascii_case("localhost")
-            || (name.len() > localhost_suffix.len()
+            || (name.len() >= localhost_suffix.len()
                 && name.is_char_boundary(name.len() - localhost_suffix.len())
                 && name[name.len() - localhost_suffix.len()..].eq_ignore_ascii_case(localhost_suffix))
             || self
@@ -455,25 +455,24 @@ impl RouteCounters {
     }
 
     fn count(&self, status: StatusCode, elapsed: Duration) {
-        let code = status.as_u16();
-        let known = self
-            .by_status
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, counter)| counter.clone());
-        let counter = known.unwrap_or_else(|| {
-            let mut statuses = self.by_status.write().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, counter)) = statuses.iter().find(|(c, _)| *c == code) {
-                return counter.clone();
-            }
-            let counter = metrics::counter!(ops::REQUESTS, "route" => self.label.clone(), "status" => status.as_str().to_string());
-            statuses.push((code, counter.clone()));
-            counter
-        });
-        counter.increment(1);
         self.duration.record(elapsed.as_secs_f64());
+        let code = status.as_u16();
+        {
+            let statuses = self.by_status.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, counter)) = statuses.iter().find(|(c, _)| *c == code) {
+                counter.increment(1);
+                return;
+            }
+        }
+        let mut statuses = self.by_status.write().unwrap_or_else(|p| p.into_inner());
+        if !statuses.iter().any(|(c, _)| *c == code) {
+            let label = self.label.clone();
+            let counter = metrics::counter!(ops::REQUESTS, "route" => label, "status" => status.as_str().to_string());
+            statuses.push((code, counter));
+        }
+        if let Some((_, counter)) = statuses.iter().find(|(c, _)| *c == code) {
+            counter.increment(1);
+        }
     }
 }
 
@@ -559,7 +558,7 @@ fn json_or_unstated(headers: &axum::http::HeaderMap) -> bool {
     };
     kind.eq_ignore_ascii_case("application/")
         && (subtype.eq_ignore_ascii_case("json")
-            || subtype.len() > 5
+            || subtype.len() >= 5
                 && subtype
                     .get(subtype.len() - 5..)
                     .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
