@@ -9,10 +9,14 @@
 # what this file promises (stages, user, ports, health check).
 
 # rust-version in Cargo.toml is 1.95. Bookworm, like the runtime image's Debian 12, so the binary links the
-# same glibc it will run with. The slim image already has gcc and libc6-dev, which is all the C the build
-# needs: aws-lc-sys (rustls' and jsonwebtoken's crypto) and ring compile their C with the `cc` crate and ship
-# pregenerated bindings for x86_64 and aarch64 Linux, so neither cmake, nasm, clang nor bindgen is needed.
+# same glibc it will run with. The slim image already has gcc and libc6-dev: aws-lc-sys (rustls' and
+# jsonwebtoken's crypto) and ring compile their C with the `cc` crate and ship pregenerated bindings for x86_64
+# and aarch64 Linux, so neither cmake, nasm, clang nor bindgen is needed. jemalloc, the binary's allocator
+# (tikv-jemalloc-sys), is built with its own configure script and `make`, the one tool added here.
 FROM rust:1.95-slim-bookworm AS builder
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # The cache mounts keep the crates.io downloads and the compiled dependencies between builds, so a change to
